@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/swarm demo
+
+# The offline tests need sshd, ip netns and unshare; tests/system-deps.sh installs what is
+# missing (as root, with apt). The suite runs inside a network namespace with no route out.
+test: $(VENV)/.installed-test
+	sh tests/system-deps.sh
+	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test
+	sh tests/system-deps.sh bench
+	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,212 @@
+"""The order of steps: launch, wait, bootstrap, reconcile, tear down.
+
+Providers and runners never call each other; this module does, and reports progress through
+a Reporter so that only cli.py renders anything.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import locust as locust_pkg
+
+from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
+from swarm.models import MASTER, WORKER, HostResult, Node, name_nodes
+from swarm.providers import Provider, Stack, get_provider
+from swarm.remote import fan_out
+
+MAX_WORKERS = 500
+READY_TIMEOUT = 600       # seconds for the provider to say "running"
+SSH_TIMEOUT = 300         # seconds for SSH to answer on a new machine
+BOOTSTRAP_TIMEOUT = 1200
+
+
+class Reporter(Protocol):
+    def info(self, msg: str) -> None: ...
+    def warn(self, msg: str) -> None: ...
+
+
+class Silent:
+    def info(self, msg: str) -> None:
+        pass
+
+    def warn(self, msg: str) -> None:
+        pass
+
+
+@dataclass
+class Session:
+    """A stack and its provider, plus the reporter for this command."""
+    stack: Stack
+    provider: Provider
+    report: Reporter = field(default_factory=Silent)
+
+    @classmethod
+    def open(cls, config, report: Reporter | None = None) -> "Session":
+        stack = Stack.from_config(config)
+        return cls(stack, get_provider(stack), report or Silent())
+
+    def nodes(self, role: str | None = None) -> list[Node]:
+        named = name_nodes(self.provider.list_nodes(self.stack))
+        return [n for n in named if role is None or n.role == role]
+
+    def flush_notices(self) -> None:
+        for msg in getattr(self.provider, "notices", [])[:]:
+            self.report.warn(msg)
+        if hasattr(self.provider, "notices"):
+            self.provider.notices.clear()
+
+
+@dataclass
+class UpResult:
+    created: list[Node] = field(default_factory=list)
+    removed: list[Node] = field(default_factory=list)
+    bootstrap: list[HostResult] = field(default_factory=list)
+    nothing_to_do: str = ""
+
+    @property
+    def failed(self) -> list[HostResult]:
+        return [r for r in self.bootstrap if not r.ok]
+
+
+def check_count(n: int) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise UsageError(f"-n must be a whole number of at least 1, got {n!r} "
+                         "(use `swarm down workers` to remove all workers)")
+    if n > MAX_WORKERS:
+        raise UsageError(f"-n {n} is more than swarm's limit of {MAX_WORKERS} workers per stack")
+    return n
+
+
+def check_bootstrap_dir(sess: Session) -> Path:
+    cfg = sess.stack.config
+    bdir = cfg.resolve(cfg.bootstrap.dir)
+    script = bdir / cfg.bootstrap.script
+    if sess.provider.runs_bootstrap and not script.is_file():
+        raise UsageError(f"bootstrap script {script} not found: set [bootstrap] dir and script "
+                         "in swarm.toml")
+    return bdir
+
+
+def up_master(sess: Session) -> UpResult:
+    check_bootstrap_dir(sess)
+    existing = sess.nodes(MASTER)
+    if existing:
+        m = existing[0]
+        return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has a master "
+                                      f"({m.id}, {m.state}); nothing to do")
+    return _launch(sess, MASTER, 1)
+
+
+def scale_workers(sess: Session, n: int) -> UpResult:
+    check_count(n)
+    check_bootstrap_dir(sess)
+    if not sess.nodes(MASTER):
+        raise UsageError(f"stack {sess.stack.name!r} has no master: run `swarm up master` first")
+    workers = sess.nodes(WORKER)
+    if len(workers) == n:
+        return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has {n} workers; "
+                                      "nothing to do")
+    if len(workers) > n:
+        extras = newest(workers, len(workers) - n)
+        sess.report.info(f"removing {len(extras)} worker(s): {', '.join(w.name for w in extras)}")
+        sess.provider.terminate_nodes(sess.stack, extras)
+        return UpResult(removed=extras)
+    result = _launch(sess, WORKER, n - len(workers))
+    # Two `up workers -n N` at once both launch: re-check and drop the newest extras. Both
+    # callers pick the same nodes (same order), so the stack converges on N.
+    workers = sess.nodes(WORKER)
+    if len(workers) > n:
+        extras = newest(workers, len(workers) - n)
+        sess.report.warn(f"another `swarm up` raced this one: removing {len(extras)} extra worker(s)")
+        sess.provider.terminate_nodes(sess.stack, extras)
+        gone = {e.id for e in extras}
+        result.removed = extras
+        result.created = [c for c in result.created if c.id not in gone]
+        result.bootstrap = [r for r in result.bootstrap if r.node.id not in gone]
+    return result
+
+
+def newest(nodes: list[Node], k: int) -> list[Node]:
+    return sorted(nodes, key=lambda n: (n.launched_at or 0.0, n.id))[-k:] if k > 0 else []
+
+
+def _launch(sess: Session, role: str, count: int) -> UpResult:
+    p, stack = sess.provider, sess.stack
+    p.prepare(stack)
+    sess.flush_notices()
+    sess.report.info(f"launching {count} {role}{'s' if count > 1 else ''} on {stack.provider}")
+    nodes = p.create_nodes(stack, role, count)
+    sess.flush_notices()
+    try:
+        ready = p.wait_ready(stack, nodes, READY_TIMEOUT)
+    except Exception as e:
+        # Nothing half-made survives: terminate what this call launched, then report.
+        try:
+            p.terminate_nodes(stack, nodes)
+        except Exception as cleanup_error:  # keep the first error; say what may be left
+            raise ProviderError(f"{e}; and terminating the {len(nodes)} new node(s) failed too "
+                                f"({cleanup_error}): run `swarm down`") from e
+        if isinstance(e, SwarmError):
+            raise
+        raise ProviderError(f"waiting for the new {role}(s) failed: {e}") from e
+    ids = {n.id for n in ready}
+    named = [n for n in sess.nodes(role) if n.id in ids] or ready
+    result = UpResult(created=named)
+    if p.runs_bootstrap:
+        result.bootstrap = bootstrap(sess, named)
+    else:
+        sess.report.info(f"{stack.provider} provider: bootstrap.sh is not run here (it installs "
+                         f"system packages); using this machine's Locust {locust_pkg.__version__}")
+    return result
+
+
+def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
+    """Upload bootstrap/ (one tar stream) and run its script on every node at once."""
+    cfg = sess.stack.config
+    bdir = check_bootstrap_dir(sess)
+    rd = cfg.bootstrap.remote_dir
+    env = {"SWARM_LOCUST_VERSION": locust_pkg.__version__, "SWARM_STACK": sess.stack.name,
+           "SWARM_REMOTE_DIR": rd}
+    script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
+
+    def one(node: Node) -> str:
+        r = sess.provider.runner(sess.stack, node)
+        r.wait_ready(SSH_TIMEOUT)
+        r.put_tree(bdir, f"{rd}/bootstrap")
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": node.role}.items())
+        res = r.run(f"cd {shlex.quote(rd)} && {exports} bash {script} >bootstrap.log 2>&1",
+                    timeout=BOOTSTRAP_TIMEOUT, check=False)
+        if not res.ok:
+            tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
+            lines = tail.stdout.strip().replace("\n", "\n    ")
+            raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
+                              f"{rd}/bootstrap.log:\n    {lines}")
+        return "bootstrapped"
+
+    sess.report.info(f"bootstrapping {len(nodes)} node(s)")
+    return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+
+
+@dataclass
+class DownResult:
+    removed: list[Node] = field(default_factory=list)
+    nothing_to_do: str = ""
+
+
+def down(sess: Session, role: str | None = None) -> DownResult:
+    nodes = sess.nodes(role)
+    if not nodes:
+        if role is None:
+            sess.provider.cleanup(sess.stack)
+            sess.flush_notices()
+        what = f"{role}s" if role else "nodes"
+        return DownResult(nothing_to_do=f"stack {sess.stack.name!r} has no {what}; nothing to do")
+    sess.report.info(f"terminating {len(nodes)} node(s) of stack {sess.stack.name!r}")
+    sess.provider.terminate_nodes(sess.stack, nodes)
+    if role is None:
+        sess.provider.cleanup(sess.stack)
+    sess.flush_notices()
+    return DownResult(removed=nodes)

@@ -1,0 +1,191 @@
+"""Pure builders of Locust command lines and shell snippets, and parsers of Locust's output.
+
+Nothing here touches the network or a node: core sends these strings through a Runner.
+Paths are relative to the node's remote dir (`rd`), the same on every provider.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+RESULTS_DIR = "results"          # under the remote dir, cleared at every start
+CSV_PREFIX = f"{RESULTS_DIR}/locust"
+HTML_FILE = f"{RESULTS_DIR}/report.html"
+JSON_FILE = f"{RESULTS_DIR}/stats.json"
+AUTOQUIT_S = 1                    # keep the web API up briefly after the end so status can read it
+DURATION_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?$")
+
+
+def parse_duration(text: str) -> int:
+    """Locust's run time syntax ('90', '30s', '5m', '1h30m') -> seconds; ValueError if bad."""
+    m = DURATION_RE.match(str(text).strip())
+    if not m or not any(m.groups()):
+        raise ValueError(f"bad run time {text!r}: use e.g. 30s, 5m, 1h30m")
+    h, mi, s = (int(x or 0) for x in m.groups())
+    secs = h * 3600 + mi * 60 + s
+    if secs <= 0:
+        raise ValueError(f"run time must be positive, got {text!r}")
+    return secs
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs, validated by core before anything starts."""
+    locustfile: str                 # path relative to the shipped files dir
+    host: str
+    users: int
+    spawn_rate: float
+    run_time: str | None
+    headless: bool
+    expect_workers: int
+    master_port: int
+    web_port: int
+    extra_args: tuple[str, ...] = ()
+
+
+def master_argv(spec: RunSpec) -> list[str]:
+    argv = ["-f", f"locustfiles/{spec.locustfile}", "--master",
+            "--master-bind-port", str(spec.master_port), "-H", spec.host,
+            # The UI is reached through an SSH tunnel (or loopback locally), never an open port.
+            "--web-host", "127.0.0.1", "--web-port", str(spec.web_port),
+            "-u", str(spec.users), "-r", _num(spec.spawn_rate)]
+    if spec.headless:
+        # --autostart instead of --headless keeps the web API up, so `swarm status` works.
+        argv += ["--autostart", "--autoquit", str(AUTOQUIT_S),
+                 "--expect-workers", str(spec.expect_workers),
+                 "--expect-workers-max-wait", "120",
+                 "--csv", CSV_PREFIX, "--html", HTML_FILE, "--json-file", JSON_FILE[:-5]]
+    if spec.run_time:
+        argv += ["-t", spec.run_time]
+    return argv + list(spec.extra_args)
+
+
+def worker_argv(locustfile: str, master_host: str, master_port: int, processes: int) -> list[str]:
+    argv = ["-f", f"locustfiles/{locustfile}", "--worker",
+            "--master-host", master_host, "--master-port", str(master_port)]
+    if processes != 1:
+        argv += ["--processes", str(processes)]  # -1: one per core, Locust detects it
+    return argv
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def start_cmd(rd: str, argv: Sequence[str], *, fresh_results: bool = False) -> str:
+    """Start Locust in the background in a session of its own and return at once.
+
+    The process group (pid = pgid) is what killall signals, so forked --processes children go
+    too; locust.exit records the exit code for the controller. All fds are redirected, else an
+    SSH channel would stay open until Locust ends.
+    """
+    args = " ".join(shlex.quote(a) for a in argv)
+    clean = f"rm -rf {RESULTS_DIR}; mkdir -p {RESULTS_DIR}; " if fresh_results else ""
+    inner = '"$0" "$@" >locust.log 2>&1 </dev/null; echo $? >locust.exit'
+    return (f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; "
+            'L=venv/bin/locust; [ -x "$L" ] || L=$(command -v locust) || '
+            '{ echo "locust not found: run swarm up again to bootstrap" >&2; exit 127; }; '
+            f"setsid sh -c 'echo $$ >locust.pid; {inner}' \"$L\" {args} >/dev/null 2>&1 </dev/null & "
+            "for i in $(seq 100); do [ -s locust.pid ] && break; sleep 0.02; done; cat locust.pid")
+
+
+def kill_cmd(rd: str, grace_s: int = 10) -> str:
+    """Stop the Locust this remote dir started (by its pid file, never by name); print nproc."""
+    steps = grace_s * 10
+    return (f"cd {shlex.quote(rd)} 2>/dev/null && if [ -s locust.pid ]; then p=$(cat locust.pid); "
+            "kill -TERM -$p 2>/dev/null; "
+            f"for i in $(seq {steps}); do kill -0 -$p 2>/dev/null || break; sleep 0.1; done; "
+            "kill -KILL -$p 2>/dev/null; rm -f locust.pid; fi; "
+            "nproc 2>/dev/null || echo 1")
+
+
+def wait_exit_cmd(rd: str, timeout_s: int) -> str:
+    """Block until the Locust started here exits (bounded); print its exit code."""
+    return (f"cd {shlex.quote(rd)} && p=$(cat locust.pid 2>/dev/null); "
+            f"for i in $(seq {timeout_s * 2}); do "
+            '[ -n "$p" ] && kill -0 -$p 2>/dev/null || break; sleep 0.5; done; '
+            'if [ -n "$p" ] && kill -0 -$p 2>/dev/null; then echo running; exit 124; fi; '
+            "cat locust.exit 2>/dev/null || echo unknown")
+
+
+def running_cmd(rd: str) -> str:
+    return (f"cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && "
+            '[ -n "$p" ] && kill -0 -$p 2>/dev/null && echo yes || echo no')
+
+
+def stats_url_cmd(web_port: int, path: str = "/stats/requests") -> str:
+    """Read the master's web API from the master itself (the UI listens on its loopback)."""
+    url = shlex.quote(f"http://127.0.0.1:{web_port}{path}")
+    py = ("import sys,urllib.request;"
+          "sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=3).read().decode())")
+    return (f"curl -fsS --max-time 3 {url} 2>/dev/null || "
+            f"python3 -c {shlex.quote(py)} {url} 2>/dev/null")
+
+
+# ---- parsing results ----
+
+@dataclass(frozen=True)
+class EndpointStats:
+    method: str
+    name: str
+    requests: int
+    failures: int
+    rps: float
+    avg_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def fail_ratio(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    endpoints: list[EndpointStats]
+    total: EndpointStats
+    workers_cpu: dict[str, float] = field(default_factory=dict)   # peak CPU % per worker
+
+    def to_json(self) -> dict[str, Any]:
+        def row(e: EndpointStats) -> dict[str, Any]:
+            return {"method": e.method, "name": e.name, "requests": e.requests,
+                    "failures": e.failures, "rps": round(e.rps, 2), "avg_ms": e.avg_ms,
+                    "p50_ms": e.p50_ms, "p95_ms": e.p95_ms, "p99_ms": e.p99_ms,
+                    "max_ms": e.max_ms, "fail_ratio": round(e.fail_ratio, 6)}
+        return {"total": row(self.total), "endpoints": [row(e) for e in self.endpoints],
+                "workers_cpu": dict(self.workers_cpu)}
+
+
+def _f(value: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0  # Locust writes "N/A" for percentiles of an endpoint with no requests
+
+
+def parse_stats_csv(text: str) -> Summary:
+    """Locust's <prefix>_stats.csv -> Summary (the 'Aggregated' row is the total)."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows or "Request Count" not in rows[0]:
+        raise ValueError("not a Locust stats CSV")
+    parsed = []
+    for r in rows:
+        parsed.append(EndpointStats(
+            method=r.get("Type") or "", name=r.get("Name") or "",
+            requests=int(_f(r["Request Count"])), failures=int(_f(r["Failure Count"])),
+            rps=_f(r.get("Requests/s")), avg_ms=_f(r.get("Average Response Time")),
+            p50_ms=_f(r.get("50%")), p95_ms=_f(r.get("95%")), p99_ms=_f(r.get("99%")),
+            max_ms=_f(r.get("Max Response Time"))))
+    total = next((p for p in parsed if p.name == "Aggregated"), None)
+    endpoints = [p for p in parsed if p.name != "Aggregated"]
+    if total is None:
+        total = EndpointStats("", "Aggregated", sum(e.requests for e in endpoints),
+                              sum(e.failures for e in endpoints), sum(e.rps for e in endpoints),
+                              0.0, 0.0, 0.0, 0.0, 0.0)
+    return Summary(endpoints, total)

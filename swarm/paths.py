@@ -1,0 +1,32 @@
+"""Where swarm keeps controller-side files (never the source of truth for EC2)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def state_dir() -> Path:
+    """SWARM_STATE_DIR, else the platform's user state dir (~/.local/state/swarm)."""
+    env = os.environ.get("SWARM_STATE_DIR")
+    return Path(env) if env else Path(platformdirs.user_state_dir("swarm"))
+
+
+def stack_dir(provider: str, stack: str, create: bool = False) -> Path:
+    d = state_dir() / provider / stack
+    if create:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a secret (a private key) readable by its owner only, from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)

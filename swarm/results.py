@@ -1,0 +1,153 @@
+"""After a headless run: follow it, bring back results and logs, judge it, record it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shlex
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import locust as locust_pkg
+
+from swarm import __version__
+from swarm import locust as L
+from swarm.errors import LocustError, SwarmError
+from swarm.models import Node
+from swarm.remote import fan_out
+
+SATURATED_CPU = 90.0   # Locust warns above this; so do we
+
+
+def results_dir_for(root: Path, stack: str, started: datetime) -> Path:
+    d = root / stack / started.strftime("%Y%m%dT%H%M%SZ")
+    n = 1
+    while d.exists():   # two runs in the same second keep both
+        n += 1
+        d = root / stack / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{n}"
+    return d
+
+
+def follow(sess, master_runner, rd: str, web_port: int, deadline_s: float, outcome) -> None:
+    """Poll the master until its Locust exits; keep peak CPU and the fewest workers seen."""
+    from swarm.runs import POLL_S, master_stats
+
+    end = time.monotonic() + deadline_s
+    last_note = time.monotonic()
+    for _ in range(int(deadline_s / POLL_S) + 2):
+        stats = master_stats(master_runner, rd, web_port)
+        if not stats.get("_running"):
+            return
+        for w in stats.get("workers", []):
+            wid = str(w.get("id", "?"))
+            outcome.saturated[wid] = max(outcome.saturated.get(wid, 0.0), float(w.get("cpu_usage") or 0))
+        if stats.get("state") in ("spawning", "running") and "worker_count" in stats:
+            outcome.workers_seen = min(outcome.workers_seen, int(stats["worker_count"]))
+        if time.monotonic() - last_note > 10:
+            last_note = time.monotonic()
+            sess.report.info(f"running: {stats.get('user_count', 0)} users, "
+                             f"{stats.get('total_rps', 0):.1f} rps, "
+                             f"{stats.get('worker_count', 0)} workers")
+        if time.monotonic() > end:
+            raise LocustError(f"the run did not end within {deadline_s:.0f}s: "
+                              "stop it with `swarm killall`")
+        time.sleep(POLL_S)
+
+
+def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners, outcome,
+                    started_at: datetime, results_root: Path):
+    rd = sess.stack.config.bootstrap.remote_dir
+    mr = runners[master.id]
+    deadline = L.parse_duration(plan.spec.run_time) + 180
+    error: SwarmError | None = None
+    try:
+        follow(sess, mr, rd, plan.spec.web_port, deadline, outcome)
+    except SwarmError as e:
+        error = e     # still fetch whatever exists below
+    ended_at = datetime.now(timezone.utc)
+    out = results_dir_for(results_root, sess.stack.name, started_at)
+    outcome.results_dir = out
+    exit_res = mr.run(f"cat {shlex.quote(rd)}/locust.exit 2>/dev/null", timeout=20, check=False)
+    try:
+        outcome.exit_code = int(exit_res.stdout.strip())
+    except ValueError:
+        outcome.exit_code = 1
+        error = error or LocustError("the Locust master ended without an exit code: see "
+                                     f"{out}/logs/master.log")
+    fetch(sess, master, workers, runners, out)
+    csv_path = out / f"{Path(L.CSV_PREFIX).name}_stats.csv"
+    if csv_path.is_file():
+        try:
+            outcome.summary = L.parse_stats_csv(csv_path.read_text())
+        except ValueError:
+            outcome.summary = None
+    if outcome.summary is not None:
+        from dataclasses import replace
+        peaks = {k: round(v, 1) for k, v in outcome.saturated.items()}
+        outcome.summary = replace(outcome.summary, workers_cpu=peaks)
+        outcome.checks = [c.evaluate(outcome.summary) for c in plan.checks]
+    outcome.saturated = {k: v for k, v in outcome.saturated.items() if v > SATURATED_CPU}
+    outcome.record = run_record(sess, plan, opts, master, workers, outcome, started_at, ended_at)
+    (out / "run.json").write_text(json.dumps(outcome.record, indent=2))
+    if error is not None:
+        raise LocustError(f"{error} (logs and any partial results are in {out})")
+    if outcome.summary is None:
+        raise LocustError(f"the run produced no statistics: see {out}/logs/master.log")
+    return outcome
+
+
+def fetch(sess, master: Node, workers: list[Node], runners, out: Path) -> None:
+    """Results from the master, logs from everyone; a host that fails is named, not fatal."""
+    rd = sess.stack.config.bootstrap.remote_dir
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def get(node: Node) -> None:
+        r = runners[node.id]
+        if node is master:
+            r.get_tree(f"{rd}/{L.RESULTS_DIR}", out)
+        (logs / f"{node.name}.log").write_bytes(r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60))
+
+    results = fan_out([master, *workers], get, what="fetch", raise_on_error=False)
+    for r in results:
+        if not r.ok:
+            sess.report.warn(f"could not fetch from {r.node.name}: {r.error}")
+
+
+def file_hashes(files_dir: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(files_dir.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"):
+            out[p.relative_to(files_dir).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def run_record(sess, plan, opts, master, workers, outcome, started_at, ended_at) -> dict[str, Any]:
+    cfg = sess.stack.config
+    types: dict[str, int] = {}
+    for n in [master, *workers]:
+        t = n.meta.get("instance_type") or sess.stack.provider
+        types[t] = types.get(t, 0) + 1
+    return {
+        "swarm_version": __version__, "locust_version": locust_pkg.__version__,
+        "python": platform.python_version(), "stack": sess.stack.name,
+        "provider": sess.stack.provider, "region": getattr(sess.provider, "region", None),
+        "instances": {"master": master.meta.get("instance_type"), "workers": len(workers),
+                      "types": types},
+        "locustfile": plan.spec.locustfile, "files": file_hashes(plan.files_dir),
+        "host": plan.spec.host, "users": plan.spec.users, "spawn_rate": plan.spec.spawn_rate,
+        "run_time": plan.spec.run_time, "profile": plan.profile,
+        "extra_args": list(plan.spec.extra_args),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "ended_at": ended_at.isoformat(timespec="seconds"),
+        "exit_code": outcome.exit_code,
+        "workers_expected": outcome.workers_expected, "workers_seen": outcome.workers_seen,
+        "skipped_workers": [r.node.name for r in outcome.skipped],
+        "saturated_workers": outcome.saturated,
+        "checks": outcome.checks,
+        "summary": outcome.summary.to_json() if outcome.summary else None,
+    }

@@ -1,0 +1,197 @@
+"""The SSH Runner (paramiko): one connection per host, reused; host keys pinned per stack.
+
+Host keys are recorded in the stack's known_hosts on first contact; a later mismatch is
+refused, never silently accepted.
+"""
+from __future__ import annotations
+
+import select
+import shlex
+import socket
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+
+from swarm.errors import RemoteError
+from swarm.remote import Result, pack_tree_cmd, replace_tree_cmd, tar_bytes, untar_bytes
+
+_known_hosts_lock = threading.Lock()   # many hosts are first contacted at once
+
+
+class HostKeyChanged(RemoteError):
+    pass
+
+
+class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
+    """Unknown host: record its key. (A known host with another key never gets here:
+    paramiko raises BadHostKeyException.)"""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        with _known_hosts_lock:
+            keys = paramiko.HostKeys()
+            if self.path.exists():
+                keys.load(str(self.path))
+            known = keys.lookup(hostname)
+            if known is not None and len(known) and key.get_name() not in known:
+                # Known host offering a key of another type: treat it as a changed key.
+                raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
+            keys.add(hostname, key.get_name(), key)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            keys.save(str(self.path))
+
+
+def banner_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True once the port answers with an SSH banner (sshd up, not just the TCP stack)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+class SSHRunner:
+    def __init__(self, host: str, port: int = 22, user: str = "root", key_file: Path | None = None,
+                 known_hosts: Path | None = None, label: str | None = None,
+                 connect_timeout: float = 10.0):
+        self.host, self.port, self.user = host, port, user
+        self.key_file = Path(key_file).expanduser() if key_file else None
+        self.known_hosts = Path(known_hosts) if known_hosts else None
+        self.label = label or host
+        self.connect_timeout = connect_timeout
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SSHRunner({self.user}@{self.host}:{self.port} {self.label})"
+
+    # ---- connection ----
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait (bounded) for sshd to answer, then connect once."""
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.5) + 2):
+            if banner_ready(self.host, self.port, timeout=min(3.0, max(0.5, deadline - time.monotonic()))):
+                self._connect()
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        raise RemoteError(f"{self.label} ({self.host}:{self.port}): SSH did not answer within "
+                          f"{timeout:.0f}s: check the security group / ssh_cidr and that the "
+                          "machine is up")
+
+    def _connect(self) -> paramiko.SSHClient:
+        with self._lock:
+            if self._client is not None and self._client.get_transport() is not None \
+                    and self._client.get_transport().is_active():
+                return self._client
+            client = paramiko.SSHClient()
+            if self.known_hosts is not None:
+                if self.known_hosts.exists():
+                    client.load_host_keys(str(self.known_hosts))
+                client.set_missing_host_key_policy(_PinOnFirstContact(self.known_hosts))
+            else:
+                client.load_system_host_keys()
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            kw = dict(hostname=self.host, port=self.port, username=self.user,
+                      timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                      auth_timeout=self.connect_timeout)
+            if self.key_file is not None:
+                kw.update(key_filename=str(self.key_file), look_for_keys=False, allow_agent=False)
+            try:
+                client.connect(**kw)
+            except paramiko.BadHostKeyException:
+                client.close()
+                raise HostKeyChanged(
+                    f"{self.label} ({self.host}): host key changed since first contact; refusing "
+                    f"to connect. If the machine was really replaced, delete its line in "
+                    f"{self.known_hosts}") from None
+            except paramiko.AuthenticationException as e:
+                client.close()
+                raise RemoteError(f"{self.label} ({self.user}@{self.host}): SSH authentication "
+                                  f"failed ({e}): check the key and ssh_user") from None
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                client.close()
+                raise RemoteError(f"{self.label} ({self.host}:{self.port}): SSH connection "
+                                  f"failed: {e or type(e).__name__}") from None
+            transport = client.get_transport()
+            transport.set_keepalive(15)
+            self._client = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # ---- commands ----
+
+    def _exec(self, cmd: str, timeout: float, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        client = self._connect()
+        try:
+            chan = client.get_transport().open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{self.label}: SSH session failed: {e or type(e).__name__}") from None
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            chan.exec_command(cmd)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RemoteError(f"{self.label}: command timed out after {timeout:.0f}s: {cmd[:80]}")
+                select.select([chan], [], [], min(left, 1.0))
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            return chan.recv_exit_status(), bytes(out), bytes(err)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{self.label}: SSH command failed: {e or type(e).__name__}") from None
+        finally:
+            chan.close()
+
+    def run(self, cmd: str, *, timeout: float, env: dict[str, str] | None = None,
+            stdin: bytes | None = None, check: bool = True) -> Result:
+        if env:
+            # Inline: sshd's AcceptEnv usually drops client-sent variables.
+            cmd = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + cmd
+        code, out, err = self._exec(cmd, timeout, stdin)
+        res = Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
+        if check and not res.ok:
+            raise RemoteError(f"{self.label}: command failed (exit {code}): {res.tail(3) or cmd[:80]}")
+        return res
+
+    def run_bytes(self, cmd: str, *, timeout: float) -> bytes:
+        code, out, err = self._exec(cmd, timeout, None)
+        if code != 0:
+            raise RemoteError(f"{self.label}: command failed (exit {code}): "
+                              f"{err.decode(errors='replace').strip()[-200:] or cmd[:80]}")
+        return out
+
+    def put_tree(self, local_dir: Path, remote_dir: str, *, timeout: float = 120) -> None:
+        self.run(replace_tree_cmd(remote_dir), timeout=timeout, stdin=tar_bytes(local_dir))
+
+    def get_tree(self, remote_dir: str, local_dir: Path, *, timeout: float = 120) -> None:
+        untar_bytes(self.run_bytes(pack_tree_cmd(remote_dir), timeout=timeout), Path(local_dir))
+
+    def transport(self) -> paramiko.Transport:
+        return self._connect().get_transport()

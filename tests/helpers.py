@@ -1,0 +1,63 @@
+"""Shared test helpers: the CLI as a user runs it (a subprocess), and process accounting."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SWARM = [sys.executable, "-m", "swarm"]
+
+
+@dataclass
+class CLIResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def swarm(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120,
+          stdin: str | None = None) -> CLIResult:
+    proc = subprocess.run([*SWARM, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, input=stdin)
+    return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def processes_under(root: Path) -> list[str]:
+    """Command lines of live processes whose working directory is inside root."""
+    root = str(root.resolve())
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + "/"):
+            found.append(f"{pid} {cmd}")
+    return found
+
+
+def assert_one_error_line(res: CLIResult, code: int, *needles: str) -> None:
+    assert res.code == code, (res.code, res.out, res.err)
+    assert len(res.err_lines) == 1, res.err
+    line = res.err_lines[0]
+    assert line.startswith("error: "), line
+    assert "Traceback" not in res.err
+    for n in needles:
+        assert n in line, (n, line)

@@ -1,0 +1,118 @@
+"""swarm.toml parsing: defaults, the example, and every rejection with its file:line."""
+from pathlib import Path
+
+import pytest
+
+from swarm import config
+from swarm.errors import ConfigError, UsageError
+from tests.helpers import REPO, assert_one_error_line, swarm
+
+P = Path("/p/swarm.toml")
+
+
+def reject(text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        config.parse(text, P)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_defaults_without_a_file():
+    c = config.parse("")
+    assert (c.stack.name, c.stack.provider) == ("default", "local")
+    assert (c.bootstrap.dir, c.bootstrap.script, c.bootstrap.remote_dir) == ("bootstrap", "bootstrap.sh", "swarm")
+    assert (c.locust.files_dir, c.locust.processes, c.locust.web_port, c.locust.master_port) == \
+        ("locustfiles", -1, 8089, 5557)
+    assert c.local.workers_processes == 1
+    assert c.ec2.ttl == 4 * 3600 and c.ec2.spot is False and c.ec2.connect == "public"
+    assert c.profiles == {}
+
+
+def test_the_example_documents_every_key_and_parses():
+    text = (REPO / "swarm.toml.example").read_text()
+    c = config.parse(text, REPO / "swarm.toml.example")
+    assert {n: p.users for n, p in c.profiles.items()} == {"light": 10, "medium": 50, "heavy": 100, "stress": 200}
+    for section, spec in config.SCHEMA.items():
+        assert f"[{section}]" in text, section
+        for key in spec:
+            assert f"{key} =" in text or f"[{section}.{key}]" in text, (section, key)
+
+
+def test_sections_are_frozen_dataclasses():
+    c = config.parse('[ec2]\nregion = "eu-west-1"\nttl = "1h30m"\n')
+    assert c.ec2.region == "eu-west-1" and c.ec2.ttl == 5400
+    with pytest.raises(Exception):
+        c.ec2.region = "us-east-1"
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("[stak]\n", ["/p/swarm.toml:1", "unknown section [stak]", "did you mean 'stack'"]),
+    ("[ec2]\nregion = \"eu-west-1\"\nttll = \"1h\"\n", ["swarm.toml:3", "unknown key 'ttll'", "did you mean 'ttl'"]),
+    ("[locust]\nprocesess = 2\n", ["swarm.toml:2", "did you mean 'processes'"]),
+    ("[stack]\nprovider = \"ec3\"\n", ["swarm.toml:2", "provider", "did you mean 'ec2'"]),
+    ("[stack]\nprovider = 3\n", ["must be a string"]),
+    ("[locust]\nprocesses = \"4\"\n", ["processes must be an integer"]),
+    ("[locust]\nprocesses = -2\n", ["processes must be >= -1"]),
+    ("[local]\nworkers_processes = 0\n", ["workers_processes must be >= 1"]),
+    ("[locust]\nweb_port = 70000\n", ["web_port must be <= 65535"]),
+    ("[locust]\nweb_port = 5557\n", ["web_port and master_port must differ"]),
+    ("[locust]\nextra_args = \"--foo\"\n", ["extra_args must be a list of strings"]),
+    ("[ec2]\nttl = \"forever\"\n", ["ttl must be a duration", "'forever'"]),
+    ("[ec2]\nttl = \"30d\"\n", ["between 1m and 7d"]),
+    ("[ec2]\nspot = \"yes\"\n", ["spot must be true or false"]),
+    ("[ec2]\nssh_cidr = \"0.0.0.0/0\"\n", ["whole internet"]),
+    ("[ec2]\nssh_cidr = \"::/0\"\n", ["whole internet"]),
+    ("[ec2]\nssh_cidr = \"my laptop\"\n", ["CIDR"]),
+    ("[ec2]\nami = \"ubuntu-24.4\"\n", ["did you mean 'ubuntu-24.04'"]),
+    ("[ec2]\nregion = \"mars-1\"\n", ["region"]),
+    ("[ec2]\nworker_type = \"big\"\n", ["instance type"]),
+    ("[ec2]\nconnect = \"vpn\"\n", ["public, private"]),
+    ("[ec2]\nkey_name = \"k\"\n", ["key_name and key_file go together"]),
+    ("[ec2.tags]\n\"swarm:stack\" = \"x\"\n", ["reserved prefix"]),
+    ("[stack]\nname = \"has space\"\n", ["letters, digits"]),
+    ("[stack]\nprovider = \"hosts\"\n", ["needs [hosts] master"]),
+    ("[hosts]\nmaster = \"just-a-host\"\n", ["user@host"]),
+    ("[hosts]\nmaster = \"u@h\"\nworkers = [\"u@h:99999\"]\n", ["port must be 1-65535"]),
+    ("[profiles.light]\nusers = -3\n", ["users must be >= 1"]),
+    ("[profiles.light]\nuser = 3\n", ["unknown key 'user'", "did you mean 'users'"]),
+    ("[checks]\np95 = 200\n", ["did you mean 'p95_ms'"]),
+    ("[checks]\nfail_ratio = -1\n", ["fail_ratio must be >= 0"]),
+    ("[stack\nname=1", ["not valid TOML"]),
+])
+def test_rejections_name_the_key_and_place(text, needles):
+    msg = reject(text)
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_hosts_entries_parse():
+    assert config.parse_host("ubuntu@10.0.0.1") == ("ubuntu", "10.0.0.1", 22)
+    assert config.parse_host("ec2-user@box.example.com:2222") == ("ec2-user", "box.example.com", 2222)
+
+
+def test_stack_override_is_validated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config.load(stack="other").stack.name == "other"
+    monkeypatch.setenv("SWARM_STACK", "from-env")
+    assert config.load().stack.name == "from-env"
+    with pytest.raises(UsageError):
+        config.load(stack="bad/name")
+
+
+def test_cli_reports_config_errors_in_one_line(workdir, cli_env):
+    (workdir / "swarm.toml").write_text("[stack]\nname = \"x\"\n[ec2]\nttl = \"forever\"\n")
+    res = swarm("status", cwd=workdir, env=cli_env)
+    assert_one_error_line(res, 2, "swarm.toml:4", "ttl")
+    res = swarm("--config", "nope.toml", "status", cwd=workdir, env=cli_env)
+    assert_one_error_line(res, 2, "nope.toml not found")
+
+
+def test_init_copies_the_example_and_refuses_to_overwrite(workdir, cli_env):
+    res = swarm("init", cwd=workdir, env=cli_env)
+    assert res.code == 0, res.err
+    assert (workdir / "swarm.toml").read_text() == (REPO / "swarm.toml.example").read_text()
+    (workdir / "swarm.toml").write_text("# mine\n")
+    res = swarm("init", cwd=workdir, env=cli_env)
+    assert_one_error_line(res, 1, "already exists")
+    assert (workdir / "swarm.toml").read_text() == "# mine\n"

@@ -1,0 +1,187 @@
+"""The local provider end to end, through the CLI as a user runs it, with real Locust."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import assert_one_error_line, processes_under, swarm
+
+
+def status(workdir, env) -> list[dict]:
+    res = swarm("status", "--json", cwd=workdir, env=env)
+    assert res.code == 0, res.err
+    return json.loads(res.out)["nodes"]
+
+
+def test_full_cycle_up_run_killall_down(workdir, cli_env, local_toml, target, tmp_path):
+    local_toml()
+    state = tmp_path / "state"
+    assert swarm("up", "master", cwd=workdir, env=cli_env).code == 0
+    res = swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env)
+    assert res.code == 0, res.err
+    assert "bootstrap.sh is not run here" in res.err
+    assert sorted(n["name"] for n in status(workdir, cli_env)) == ["master", "worker-1", "worker-2"]
+
+    res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "10", "-r", "10",
+                "-t", "4s", cwd=workdir, env=cli_env, timeout=120)
+    assert res.code == 0, res.err
+    assert "2 of 2 worker process(es) connected" in res.err
+    runs = list((workdir / "results" / "t").iterdir())
+    assert len(runs) == 1
+    out = runs[0]
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv",
+                 "locust_exceptions.csv", "report.html", "stats.json", "run.json",
+                 "logs/master.log", "logs/worker-1.log", "logs/worker-2.log"):
+        assert (out / name).is_file(), name
+    record = json.loads((out / "run.json").read_text())
+    total = record["summary"]["total"]
+    assert total["requests"] > 0 and total["failures"] == 0
+    # Every request Locust reports was served by the target. At stop, Locust may kill a user
+    # whose request was already on the wire: at most one unrecorded request per user.
+    assert total["requests"] <= target.total() <= total["requests"] + 10
+    assert record["workers_expected"] == 2 and record["exit_code"] == 0
+    assert "viral_load.py" in record["files"] and len(record["files"]["viral_load.py"]) == 64
+    assert "Total" in res.out and str(total["requests"]) in res.out
+
+    # A UI-mode run keeps going until killall.
+    res = swarm("run", "-H", target.url, "-f", "viral_load.py", "-u", "2", cwd=workdir, env=cli_env)
+    assert res.code == 0, res.err
+    assert any("locust" in p for p in processes_under(state))
+    res = swarm("killall", cwd=workdir, env=cli_env)
+    assert res.code == 0, res.err
+    assert processes_under(state) == []
+    assert len(status(workdir, cli_env)) == 3     # machines kept
+
+    res = swarm("down", cwd=workdir, env=cli_env)
+    assert res.code == 0, res.err
+    assert status(workdir, cli_env) == []
+    assert processes_under(state) == []
+    assert not (state / "local" / "t").exists()
+    res = swarm("down", cwd=workdir, env=cli_env)
+    assert res.code == 0 and "nothing to do" in res.err
+
+
+def test_down_stops_a_running_locust(workdir, cli_env, local_toml, target, tmp_path):
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    assert swarm("run", "-H", target.url, "-f", "signups.py", "-u", "1", cwd=workdir, env=cli_env).code == 0
+    assert processes_under(tmp_path / "state")
+    assert swarm("down", cwd=workdir, env=cli_env).code == 0
+    assert processes_under(tmp_path / "state") == []
+
+
+def test_scaling_workers_up_and_down(workdir, cli_env, local_toml):
+    local_toml()
+    assert swarm("up", "master", cwd=workdir, env=cli_env).code == 0
+    res = swarm("up", "master", cwd=workdir, env=cli_env)
+    assert res.code == 0 and "already has a master" in res.err
+    assert swarm("up", "workers", "-n", "3", cwd=workdir, env=cli_env).code == 0
+    first = {n["id"] for n in status(workdir, cli_env) if n["role"] == "worker"}
+    assert len(first) == 3
+    res = swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    assert res.code == 0, res.err
+    workers = [n for n in status(workdir, cli_env) if n["role"] == "worker"]
+    assert len(workers) == 1 and workers[0]["name"] == "worker-1"
+    assert workers[0]["id"] in first     # the oldest stays, the newest go
+    res = swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    assert "nothing to do" in res.err
+    assert swarm("down", "workers", cwd=workdir, env=cli_env).code == 0
+    assert [n["role"] for n in status(workdir, cli_env)] == ["master"]
+    assert swarm("down", cwd=workdir, env=cli_env).code == 0
+
+
+@pytest.mark.parametrize("check, code", [("p95<10s", 0), ("rps>100000", 1)])
+def test_checks_set_the_exit_code(workdir, cli_env, local_toml, target, check, code):
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    try:
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "5",
+                    "-t", "3s", "--check", check, "--check", "fail_ratio<1%", cwd=workdir,
+                    env=cli_env, timeout=120)
+        assert res.code == code, res.err
+        if code:
+            assert res.err_lines[-1] == "error: 1 check(s) failed: rps>100000"
+            assert "check rps>100000: FAIL" in res.err
+        assert "check fail_ratio<1%: pass" in res.err
+        record = json.loads(next((workdir / "results" / "t").glob("*/run.json")).read_text())
+        assert [c["ok"] for c in record["checks"]] == [code == 0, True]
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_checks_table_applies_when_no_check_is_given(workdir, cli_env, local_toml, target):
+    local_toml("[checks]\nmin_rps = 100000\n")
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    try:
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "2",
+                    "-t", "2s", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 1 and "rps>=100000" in res.err_lines[-1]
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)
+
+
+BAD_RUNS = [
+    (["-f", "missing.py"], "locustfile 'missing.py' not found"),
+    (["-f", "viral_load.py", "-H", "staging.example.com"], "bad -H"),
+    (["-f", "viral_load.py", "-H", "ftp://x"], "bad -H"),
+    (["-f", "viral_load.py", "--profile", "nope"], "unknown profile 'nope'"),
+    (["-f", "viral_load.py", "--check", "p95<fast"], "bad --check"),
+    (["-f", "viral_load.py", "--headless"], "need a run time"),
+    (["-f", "viral_load.py", "-t", "soon"], "-t"),
+    (["-f", "empty.py"], "is empty"),
+    (["-f", "broken.py"], "broken.py:2: syntax error"),
+    (["-f", "nouser.py"], "defines no User class"),
+]
+
+
+@pytest.mark.parametrize("args, needle", BAD_RUNS)
+def test_bad_run_input_starts_nothing(workdir, cli_env, local_toml, tmp_path, args, needle):
+    local_toml()
+    (workdir / "locustfiles" / "empty.py").write_text("")
+    (workdir / "locustfiles" / "broken.py").write_text("import locust\ndef oops(:\n")
+    (workdir / "locustfiles" / "nouser.py").write_text("x = 1\n")
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    full = ["run", "-H", "http://127.0.0.1:9"] + args if "-H" not in args else ["run"] + args
+    res = swarm(*full, cwd=workdir, env=cli_env)
+    assert_one_error_line(res, 2, needle)
+    assert processes_under(tmp_path / "state") == []
+    # nothing was even shipped
+    assert not list((tmp_path / "state").rglob("locustfiles"))
+    swarm("down", cwd=workdir, env=cli_env)
+
+
+@pytest.mark.parametrize("n, needle", [("0", "at least 1"), ("-1", "at least 1"),
+                                       ("abc", "not a valid integer"), ("100000", "limit")])
+def test_bad_worker_counts(workdir, cli_env, local_toml, n, needle):
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    res = swarm("up", "workers", "-n", n, cwd=workdir, env=cli_env)
+    assert_one_error_line(res, 2, needle)
+    assert [x["role"] for x in status(workdir, cli_env)] == ["master"]
+    swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_commands_on_an_empty_stack(workdir, cli_env, local_toml):
+    local_toml()
+    assert_one_error_line(swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env), 2, "no master")
+    assert_one_error_line(swarm("run", "-H", "http://127.0.0.1:9", "-f", "viral_load.py",
+                                cwd=workdir, env=cli_env), 2, "no master")
+    assert_one_error_line(swarm("ssh", "master", cwd=workdir, env=cli_env), 2, "local provider")
+    assert status(workdir, cli_env) == []
+
+
+def test_demo_runs_the_whole_cycle_and_leaves_nothing(workdir, cli_env, tmp_path):
+    res = swarm("demo", "-t", "4s", cwd=workdir, env=cli_env, timeout=90)
+    assert res.code == 0, res.err
+    assert "Total" in res.out
+    line = [l for l in res.err_lines if l.startswith("the target served")][0]
+    m = re.search(r"served (\d+) requests; Locust counted (\d+) with 0 failures", line)
+    served, counted = int(m[1]), int(m[2])
+    assert 0 < counted <= served <= counted + 20     # 20 users: at most one in flight each
+    assert processes_under(tmp_path / "state") == []
+    assert not (tmp_path / "state" / "local" / "demo").exists()

@@ -1,0 +1,86 @@
+"""Pure logic: Locust command lines, stats parsing, --check expressions."""
+import pytest
+
+from swarm import locust as L
+from swarm.checks import checks_from_table, parse_check
+from swarm.config import parse
+from swarm.errors import UsageError
+
+CSV = """Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%
+GET,/kandus/[id],100,1,3,4.5,1,40,120,20.0,0.2,3,4,4,5,6,9,12,20,40,40,40
+POST,/plays,50,0,2,2.5,1,10,30,10.0,0.0,2,3,3,3,4,5,6,8,10,10,10
+,Aggregated,150,1,3,3.8,1,40,90,30.0,0.2,3,3,4,4,5,8,10,18,40,40,40
+"""
+
+
+def spec(**kw):
+    base = dict(locustfile="viral_load.py", host="http://t", users=30, spawn_rate=10,
+                run_time="10s", headless=True, expect_workers=6, master_port=5557, web_port=8089)
+    return L.RunSpec(**{**base, **kw})
+
+
+def test_master_command_line_binds_ui_to_loopback_and_writes_results():
+    argv = L.master_argv(spec(extra_args=("--stop-timeout", "5")))
+    s = " ".join(argv)
+    assert "--master --master-bind-port 5557" in s
+    assert "--web-host 127.0.0.1 --web-port 8089" in s
+    assert "--autostart" in argv and "--expect-workers 6" in s and "-t 10s" in s
+    assert "--csv results/locust" in s and "--html results/report.html" in s
+    assert "--json-file results/stats" in s
+    assert argv[-2:] == ["--stop-timeout", "5"]
+    ui = L.master_argv(spec(headless=False, run_time=None))
+    assert "--autostart" not in ui and "--csv" not in ui and "-t" not in ui
+
+
+def test_worker_command_line_points_at_the_master():
+    assert L.worker_argv("a.py", "10.0.0.5", 5557, -1) == [
+        "-f", "locustfiles/a.py", "--worker", "--master-host", "10.0.0.5", "--master-port", "5557",
+        "--processes", "-1"]
+    assert "--processes" not in L.worker_argv("a.py", "h", 1, 1)
+
+
+def test_shell_snippets_use_pid_files_not_names():
+    for cmd in (L.kill_cmd("swarm"), L.running_cmd("swarm"), L.start_cmd("swarm", ["-f", "x"])):
+        assert "pkill" not in cmd and "killall" not in cmd
+        assert "locust.pid" in cmd
+
+
+def test_parse_stats_csv():
+    s = L.parse_stats_csv(CSV)
+    assert [e.name for e in s.endpoints] == ["/kandus/[id]", "/plays"]
+    assert (s.total.requests, s.total.failures, s.total.rps, s.total.p95_ms) == (150, 1, 30.0, 8.0)
+    assert s.total.fail_ratio == pytest.approx(1 / 150)
+    with pytest.raises(ValueError):
+        L.parse_stats_csv("a,b\n1,2\n")
+
+
+@pytest.mark.parametrize("text, passes", [
+    ("p95<10ms", True), ("p95<8ms", False), ("p99<=0.02s", True), ("avg<3ms", False),
+    ("fail_ratio<1%", True), ("fail_ratio<0.5%", False), ("fail_ratio<=0.01", True),
+    ("rps>25", True), ("rps>=31", False), ("cpu<90%", True),
+])
+def test_checks_against_a_summary(text, passes):
+    s = L.parse_stats_csv(CSV)
+    assert parse_check(text).evaluate(s)["ok"] is passes
+
+
+@pytest.mark.parametrize("bad", ["p95<200", "p95 200ms", "latency<5ms", "rps>5ms", "fail_ratio<200%", ""])
+def test_bad_checks_are_usage_errors(bad):
+    with pytest.raises(UsageError):
+        parse_check(bad)
+
+
+def test_checks_table_becomes_checks():
+    c = parse("[checks]\np95_ms = 200\nfail_ratio = 0.01\nmin_rps = 5\n")
+    assert [x.text for x in checks_from_table(c.checks)] == ["p95<200ms", "fail_ratio<=0.01", "rps>=5"]
+
+
+@pytest.mark.parametrize("text, secs", [("30s", 30), ("5m", 300), ("1h30m", 5400), ("90", 90)])
+def test_durations(text, secs):
+    assert L.parse_duration(text) == secs
+
+
+@pytest.mark.parametrize("bad", ["soon", "0s", "-5s", "1d"])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError):
+        L.parse_duration(bad)
