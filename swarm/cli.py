@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import traceback
@@ -12,7 +11,7 @@ import click
 
 from swarm import __version__, config, core, render, runs
 from swarm.errors import SwarmError, UsageError
-from swarm.models import MASTER, WORKER
+from swarm.models import WORKER
 
 
 class Ctx:

@@ -179,7 +179,7 @@ def _port(v: Any) -> int:
 SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "stack": {"name": (_stack_name, "default"), "provider": (_choice(*PROVIDERS), "local")},
     "bootstrap": {"dir": (_nonempty, "bootstrap"), "script": (_nonempty, "bootstrap.sh"),
-                  "remote_dir": (_nonempty, "swarm")},
+                  "remote_dir": (_nonempty, "swarm"), "ssh_timeout": (_int(1, 3600), 300)},
     "locust": {"files_dir": (_nonempty, "locustfiles"), "processes": (_int(-1, 256), -1),
                "web_port": (_port, 8089), "master_port": (_port, 5557),
                "extra_args": (_str_list, ())},

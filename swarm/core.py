@@ -19,7 +19,6 @@ from swarm.remote import fan_out
 
 MAX_WORKERS = 500
 READY_TIMEOUT = 600       # seconds for the provider to say "running"
-SSH_TIMEOUT = 300         # seconds for SSH to answer on a new machine
 BOOTSTRAP_TIMEOUT = 1200
 
 
@@ -174,17 +173,21 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
 
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
-        r.wait_ready(SSH_TIMEOUT)
-        r.put_tree(bdir, f"{rd}/bootstrap")
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": node.role}.items())
-        res = r.run(f"cd {shlex.quote(rd)} && {exports} bash {script} >bootstrap.log 2>&1",
-                    timeout=BOOTSTRAP_TIMEOUT, check=False)
-        if not res.ok:
-            tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
-            lines = tail.stdout.strip().replace("\n", "\n    ")
-            raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
-                              f"{rd}/bootstrap.log:\n    {lines}")
-        return "bootstrapped"
+        try:
+            r.wait_ready(cfg.bootstrap.ssh_timeout)
+            r.put_tree(bdir, f"{rd}/bootstrap")
+            exports = " ".join(f"{k}={shlex.quote(v)}"
+                               for k, v in {**env, "SWARM_ROLE": node.role}.items())
+            res = r.run(f"cd {shlex.quote(rd)} && {exports} bash {script} >bootstrap.log 2>&1",
+                        timeout=BOOTSTRAP_TIMEOUT, check=False)
+            if not res.ok:
+                tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
+                lines = tail.stdout.strip().replace("\n", "\n    ")
+                raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
+                                  f"{rd}/bootstrap.log:\n    {lines}")
+            return "bootstrapped"
+        finally:
+            r.close()
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
     return fan_out(nodes, one, what="bootstrap", raise_on_error=False)

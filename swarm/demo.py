@@ -7,7 +7,6 @@ from pathlib import Path
 
 from swarm import config, core, render, runs, target
 from swarm.errors import SwarmError
-from swarm.models import WORKER
 
 
 def _free_port() -> int:

@@ -96,11 +96,12 @@ def start_cmd(rd: str, argv: Sequence[str], *, fresh_results: bool = False) -> s
 def kill_cmd(rd: str, grace_s: int = 10) -> str:
     """Stop the Locust this remote dir started (by its pid file, never by name); print nproc."""
     steps = grace_s * 10
-    return (f"cd {shlex.quote(rd)} 2>/dev/null && if [ -s locust.pid ]; then p=$(cat locust.pid); "
+    # A subshell: the `cd` must not leak into commands chained after this one.
+    return (f"(cd {shlex.quote(rd)} 2>/dev/null && if [ -s locust.pid ]; then p=$(cat locust.pid); "
             "kill -TERM -$p 2>/dev/null; "
             f"for i in $(seq {steps}); do kill -0 -$p 2>/dev/null || break; sleep 0.1; done; "
             "kill -KILL -$p 2>/dev/null; rm -f locust.pid; fi; "
-            "nproc 2>/dev/null || echo 1")
+            "nproc 2>/dev/null || echo 1)")
 
 
 def wait_exit_cmd(rd: str, timeout_s: int) -> str:
@@ -113,8 +114,8 @@ def wait_exit_cmd(rd: str, timeout_s: int) -> str:
 
 
 def running_cmd(rd: str) -> str:
-    return (f"cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && "
-            '[ -n "$p" ] && kill -0 -$p 2>/dev/null && echo yes || echo no')
+    return (f"(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && "
+            '[ -n "$p" ] && kill -0 -$p 2>/dev/null && echo yes || echo no)')
 
 
 def stats_url_cmd(web_port: int, path: str = "/stats/requests") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys

@@ -6,7 +6,6 @@ import json
 import platform
 import shlex
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -127,7 +126,6 @@ def file_hashes(files_dir: Path) -> dict[str, str]:
 
 
 def run_record(sess, plan, opts, master, workers, outcome, started_at, ended_at) -> dict[str, Any]:
-    cfg = sess.stack.config
     types: dict[str, int] = {}
     for n in [master, *workers]:
         t = n.meta.get("instance_type") or sess.stack.provider

@@ -160,8 +160,16 @@ def processes_per_worker(sess: Session) -> int:
 def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> RunOutcome:
     plan = plan_run(sess, opts)
     master, workers = stack_nodes(sess)
-    rd = sess.stack.config.bootstrap.remote_dir
     runners = {n.id: sess.provider.runner(sess.stack, n) for n in [master, *workers]}
+    try:
+        return _run(sess, opts, plan, master, workers, runners, results_root)
+    finally:
+        for r in runners.values():
+            r.close()
+
+
+def _run(sess, opts, plan, master, workers, runners, results_root) -> RunOutcome:
+    rd = sess.stack.config.bootstrap.remote_dir
     started_at = datetime.now(timezone.utc)
 
     # 1. ship the files and stop whatever runs, in one round trip per host

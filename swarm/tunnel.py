@@ -85,7 +85,7 @@ def hold(sess, port: int | None) -> None:
     listener.listen(16)
     stop = threading.Event()
     render.out.print(f"http://127.0.0.1:{local_port}", soft_wrap=True)
-    render.err.print(f"tunnel to the master's web UI open; Ctrl-C to close")
+    render.err.print("tunnel to the master's web UI open; Ctrl-C to close")
     try:
         forward(runner, listener, cfg.locust.web_port, stop)
     except KeyboardInterrupt:

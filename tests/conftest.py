@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import REPO, free_port
 
-# (the emulated-host plugin is added with the harness)
+pytest_plugins = ["tests.emulation.plugin"]
 
 
 @pytest.fixture

@@ -61,3 +61,13 @@ def assert_one_error_line(res: CLIResult, code: int, *needles: str) -> None:
     assert "Traceback" not in res.err
     for n in needles:
         assert n in line, (n, line)
+
+
+def assert_error_line(res: CLIResult, code: int, *needles: str) -> None:
+    """An operation that failed midway: progress lines may come first, the error is one line."""
+    assert res.code == code, (res.code, res.out, res.err)
+    assert "Traceback" not in res.err
+    line = res.err_lines[-1]
+    assert line.startswith("error: "), line
+    for n in needles:
+        assert n in line, (n, line)

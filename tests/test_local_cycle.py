@@ -1,7 +1,6 @@
 """The local provider end to end, through the CLI as a user runs it, with real Locust."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 

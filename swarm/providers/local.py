@@ -5,21 +5,17 @@ each node has its own directory, which plays the part of a host's home.
 """
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import shutil
 import subprocess
 import time
 import uuid
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from swarm import paths
 from swarm.locust import kill_cmd
 from swarm.models import Node
 from swarm.providers import Stack
+from swarm.providers.records import records
 from swarm.remote import LocalRunner
 
 
@@ -31,21 +27,8 @@ class LocalProvider:
     def _dir(self, stack: Stack, create: bool = False) -> Path:
         return paths.stack_dir("local", stack.name, create=create)
 
-    @contextmanager
     def _records(self, stack: Stack, write: bool):
-        d = self._dir(stack, create=write)
-        if not write and not d.exists():
-            yield []
-            return
-        with open(d / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
-            f = d / "nodes.json"
-            records = json.loads(f.read_text()) if f.exists() else []
-            yield records
-            if write:
-                tmp = d / "nodes.json.tmp"
-                tmp.write_text(json.dumps(records, indent=1))
-                os.replace(tmp, f)
+        return records(self._dir(stack), write)
 
     def _node(self, stack: Stack, rec: dict) -> Node:
         return Node(id=rec["id"], role=rec["role"], name="", private_ip="127.0.0.1",
@@ -56,17 +39,17 @@ class LocalProvider:
         self._dir(stack, create=True)
 
     def list_nodes(self, stack: Stack, role: str | None = None) -> list[Node]:
-        with self._records(stack, write=False) as records:
-            return [self._node(stack, r) for r in records if role is None or r["role"] == role]
+        with self._records(stack, write=False) as recs:
+            return [self._node(stack, r) for r in recs if role is None or r["role"] == role]
 
     def create_nodes(self, stack: Stack, role: str, count: int) -> list[Node]:
         now = time.time()
         new = [{"id": f"{role}-{uuid.uuid4().hex[:8]}", "role": role, "launched_at": now + i * 1e-6}
                for i in range(count)]
-        with self._records(stack, write=True) as records:
+        with self._records(stack, write=True) as recs:
             for rec in new:
                 (self._dir(stack) / rec["id"]).mkdir(mode=0o700)
-            records.extend(new)
+            recs.extend(new)
         return [self._node(stack, r) for r in new]
 
     def wait_ready(self, stack: Stack, nodes: list[Node], timeout: float) -> list[Node]:
@@ -82,8 +65,8 @@ class LocalProvider:
                 subprocess.run(["sh", "-c", kill_cmd(rd, grace_s=5)], cwd=node_dir,
                                capture_output=True, timeout=30)
                 shutil.rmtree(node_dir, ignore_errors=True)
-        with self._records(stack, write=True) as records:
-            records[:] = [r for r in records if r["id"] not in ids]
+        with self._records(stack, write=True) as recs:
+            recs[:] = [r for r in recs if r["id"] not in ids]
 
     def cleanup(self, stack: Stack) -> None:
         d = self._dir(stack)

@@ -1,0 +1,394 @@
+"""moto as EC2, with a real emulated host behind every launched instance.
+
+``EmulatedEC2(lab)`` starts an in-process ``ThreadedMotoServer`` on
+127.0.0.1 (random port) and hooks moto's
+``InstanceBackend.run_instances`` / ``terminate_instances``:
+
+* every instance launched through *this* server whose private IP lies in the
+  lab subnet gets an emulated host (``Lab.add_host``) before the API call
+  returns, with the instance key pair's public key as authorized key (as EC2
+  does).  User data is never executed.
+* every terminated instance's host is removed.
+
+The hooks only act for requests served by this emulator's server (a WSGI
+wrapper marks the request thread), so ``moto.mock_aws`` unit tests running
+in the same process never spawn hosts.
+
+Instances launched outside the lab subnet (e.g. without an explicit subnet:
+moto then hands out random IPs) get no host and are listed in ``skipped``.
+Hosts are never created for, and tests must never connect to, such IPs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import threading
+import urllib.request
+from typing import Any, Callable
+
+from .hosts import Host, Lab
+
+DEFAULT_REGION = "us-east-1"
+# A Canonical Ubuntu image moto knows in every region (moto's default AMIs
+# only contain old Ubuntu releases; the id just has to resolve).
+UBUNTU_AMI = "ami-785db401"
+UBUNTU_SSM_PARAMS = (
+    "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id",
+    "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
+)
+
+HostOptions = Callable[[str, int], "dict[str, Any] | None"]
+
+# ---------------------------------------------------------------------------
+# process-wide hook (reference counted; one per process is enough)
+
+_local = threading.local()
+_hook_lock = threading.Lock()
+_hook_users = 0
+_originals: dict[str, Any] = {}
+
+
+_unmarked: list["EmulatedEC2"] = []  # servers we could not mark (other moto)
+
+
+def _current_emulator() -> "EmulatedEC2 | None":
+    emulator = getattr(_local, "emulator", None)
+    if emulator is None and _unmarked:
+        return _unmarked[-1]
+    return emulator
+
+
+def _install_hooks() -> None:
+    global _hook_users
+    from moto.ec2.models.instances import InstanceBackend
+
+    with _hook_lock:
+        _hook_users += 1
+        if _hook_users > 1:
+            return
+        orig_run = InstanceBackend.run_instances
+        orig_terminate = InstanceBackend.terminate_instances
+        _originals["run_instances"] = orig_run
+        _originals["terminate_instances"] = orig_terminate
+
+        def run_instances(self, *args, **kwargs):
+            reservation = orig_run(self, *args, **kwargs)
+            emulator = _current_emulator()
+            if emulator is not None:
+                emulator._on_launch(self, reservation.instances)
+            return reservation
+
+        def terminate_instances(self, *args, **kwargs):
+            result = orig_terminate(self, *args, **kwargs)
+            emulator = _current_emulator()
+            if emulator is not None:
+                emulator._on_terminate([instance.id for instance, _ in result])
+            return result
+
+        run_instances.__wrapped__ = orig_run  # type: ignore[attr-defined]
+        terminate_instances.__wrapped__ = orig_terminate  # type: ignore[attr-defined]
+        InstanceBackend.run_instances = run_instances
+        InstanceBackend.terminate_instances = terminate_instances
+
+
+def _remove_hooks() -> None:
+    global _hook_users
+    from moto.ec2.models.instances import InstanceBackend
+
+    with _hook_lock:
+        if _hook_users == 0:
+            return
+        _hook_users -= 1
+        if _hook_users == 0:
+            InstanceBackend.run_instances = _originals.pop("run_instances")
+            InstanceBackend.terminate_instances = _originals.pop("terminate_instances")
+
+
+def _make_server(emulator: "EmulatedEC2", ip: str, port: int):
+    """A ThreadedMotoServer whose WSGI app marks the serving thread with the
+    emulator, so the hooks know the call came through this endpoint."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    try:
+        from moto.moto_server.werkzeug_app import (DomainDispatcherApplication,
+                                                   MotoRequestHandler, create_backend_app)
+        from werkzeug.serving import make_server
+    except ImportError:  # pragma: no cover - other moto layout
+        # Cannot mark request threads: hooks then act on every call while
+        # this emulator runs (in-process mock_aws launches included).
+        print("EmulatedEC2: moto internals changed; hooks are not scoped to the "
+              "emulator's server", file=sys.stderr)
+        _unmarked.append(emulator)
+        return ThreadedMotoServer(ip_address=ip, port=port, verbose=False)
+
+    class _Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:  # mirrors moto's, plus the marker
+            app = DomainDispatcherApplication(create_backend_app)
+
+            def marked_app(environ, start_response):
+                _local.emulator = emulator
+                try:
+                    return app(environ, start_response)
+                finally:
+                    _local.emulator = None
+
+            self._server = make_server(self._ip_address, self._port, marked_app, True,
+                                       request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return _Server(ip_address=ip, port=port, verbose=False)
+
+
+def public_key_of(key_pair: Any) -> str:
+    """OpenSSH public key line of a moto KeyPair (created or imported)."""
+    material_public = getattr(key_pair, "material_public", b"") or b""
+    if isinstance(material_public, bytes):
+        material_public = material_public.decode()
+    if material_public.strip():
+        return material_public.strip()
+    material = getattr(key_pair, "material", b"") or b""
+    if isinstance(material, str):
+        material = material.encode()
+    if not material.strip():
+        return ""
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(material, password=None)
+    return private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+class EmulatedEC2:
+    """moto EC2 endpoint whose instances are emulated SSH hosts in ``lab``.
+
+    ``host_options(ip, index) -> dict | None`` (index = launch order since
+    the last reset, from 0) may return extra ``Lab.add_host`` kwargs, e.g.
+    ``{"dead": "silent"}``; ``make_dead(ip, mode)`` does the same for one IP.
+    """
+
+    def __init__(self, lab: Lab, *, region: str = DEFAULT_REGION,
+                 host_options: HostOptions | None = None,
+                 ready_timeout: float = 10.0):
+        self.lab = lab
+        self.region = region
+        self.host_options = host_options
+        self._default_host_options = host_options
+        self.ready_timeout = ready_timeout
+        self.dead_ips: dict[str, str] = {}
+        self.skipped: list[tuple[str, str | None]] = []  # (instance id, ip): no host
+        self.errors: list[str] = []
+        self.user_data_seen: dict[str, bool] = {}
+        self._hosts: dict[str, Host] = {}
+        self._launched = 0
+        self._lock = threading.RLock()
+        self._server = None
+        self._hooked = False
+        self._ssm_seeded: tuple[str, tuple[str, ...]] | None = None
+        self.endpoint_url = ""
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> "EmulatedEC2":
+        if self._server is not None:
+            return self
+        _install_hooks()
+        self._hooked = True
+        try:
+            self._server = _make_server(self, "127.0.0.1", 0)
+            self._server.start()
+            host, port = self._server.get_host_and_port()
+            self.endpoint_url = f"http://{host}:{port}"
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop the server, remove our hosts, unhook.  Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001
+                print(f"EmulatedEC2: stopping moto failed: {exc}", file=sys.stderr)
+        self._remove_all_hosts()
+        if self in _unmarked:
+            _unmarked.remove(self)
+        if self._hooked:
+            self._hooked = False
+            _remove_hooks()
+
+    def __enter__(self) -> "EmulatedEC2":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- environment for clients ---------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """Environment variables pointing an AWS SDK/CLI at this emulator."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            # never read the developer's real AWS config / credentials
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        }
+
+    def subprocess_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default os.environ) + ``env()``, minus AWS profile and
+        session variables that would point elsewhere."""
+        import os
+
+        merged = dict(os.environ if base is None else base)
+        for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
+                    "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+            merged.pop(var, None)
+        merged.update(self.env())
+        return merged
+
+    def client(self, service: str = "ec2", region: str | None = None):
+        import boto3
+
+        return boto3.client(service, region_name=region or self.region,
+                            endpoint_url=self.endpoint_url,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    # -- state -----------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Reset every moto backend and remove all hosts of this emulator;
+        re-seeds the SSM parameters if they had been seeded."""
+        if self._server is not None:
+            req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset",
+                                         data=b"", method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                resp.read()
+        self._remove_all_hosts()
+        with self._lock:
+            self._launched = 0
+            self.dead_ips.clear()
+            self.skipped.clear()
+            self.errors.clear()
+            self.user_data_seen.clear()
+            self.host_options = self._default_host_options
+        if self._ssm_seeded is not None:
+            ami, regions = self._ssm_seeded
+            self.seed_ssm_ubuntu_params(ami, regions)
+
+    def make_subnet(self, az: str | None = None) -> str:
+        """VPC (the /16 around the lab subnet) + subnet = the lab subnet;
+        instances launched in it get .4, .5, ... of the lab subnet."""
+        ec2 = self.client("ec2")
+        subnet = self.lab.subnet
+        vpc_cidr = subnet.supernet(new_prefix=16) if subnet.prefixlen > 16 else subnet
+        vpc_id = ec2.create_vpc(CidrBlock=str(vpc_cidr))["Vpc"]["VpcId"]
+        return ec2.create_subnet(VpcId=vpc_id, CidrBlock=str(subnet),
+                                 AvailabilityZone=az or f"{self.region}a")["Subnet"]["SubnetId"]
+
+    def make_dead(self, ip: str, mode: str | bool = "silent") -> None:
+        """The instance that will get ``ip`` gets a dead host (see
+        ``Lab.add_host``: silent / refuse / blackhole)."""
+        self.dead_ips[ip] = "silent" if mode is True else str(mode)
+
+    def host_for(self, instance_id: str) -> Host:
+        with self._lock:
+            try:
+                return self._hosts[instance_id]
+            except KeyError:
+                raise KeyError(f"no emulated host for {instance_id}") from None
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        """instance id -> Host (live ones)."""
+        with self._lock:
+            return dict(self._hosts)
+
+    def seed_ssm_ubuntu_params(self, ami_id: str = UBUNTU_AMI,
+                               regions: tuple[str, ...] | list[str] | None = None) -> None:
+        """Write the Canonical Ubuntu AMI parameters (absent from moto and
+        refused by put_parameter under /aws/) straight into the SSM backend."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core.utils import utcnow
+        from moto.ssm.models import Parameter, ssm_backends
+
+        regions = tuple(regions or (self.region,))
+        for region in regions:
+            backend = ssm_backends[DEFAULT_ACCOUNT_ID][region]
+            for name in UBUNTU_SSM_PARAMS:
+                versions = backend._parameters[name]
+                versions.clear()
+                versions.append(Parameter(
+                    account_id=DEFAULT_ACCOUNT_ID, name=name, value=ami_id,
+                    parameter_type="String", description=None, allowed_pattern=None,
+                    keyid=None, last_modified_date=utcnow(), version=1,
+                    data_type="aws:ec2:image"))
+        self._ssm_seeded = (ami_id, regions)
+
+    # -- hooks -----------------------------------------------------------------
+
+    def _on_launch(self, backend: Any, instances: list[Any]) -> None:
+        specs = []
+        ids = []
+        for instance in instances:
+            ip = instance.private_ip
+            with self._lock:
+                index = self._launched
+                self._launched += 1
+                self.user_data_seen[instance.id] = bool(getattr(instance, "user_data", None))
+            if not ip or ipaddress.ip_address(ip) not in self.lab.subnet:
+                self.skipped.append((instance.id, ip))
+                continue
+            key = ""
+            if instance.key_name:
+                key_pair = getattr(backend, "key_pairs", {}).get(instance.key_name)
+                if key_pair is not None:
+                    key = public_key_of(key_pair)
+            spec: dict[str, Any] = {"ip": ip, "authorized_key": key}
+            if self.host_options is not None:
+                spec.update(self.host_options(ip, index) or {})
+            if ip in self.dead_ips:
+                spec["dead"] = self.dead_ips[ip]
+            specs.append(spec)
+            ids.append(instance.id)
+        if not specs:
+            return
+        try:
+            hosts = self.lab.add_hosts(specs, timeout=self.ready_timeout)
+        except Exception as exc:  # noqa: BLE001
+            # Raising would make moto answer 500 and botocore retry (=launch
+            # again); record it instead -- the ec2_env fixture fails the test.
+            msg = f"emulated hosts for {ids} failed: {exc}"
+            self.errors.append(msg)
+            print(f"EmulatedEC2: {msg}", file=sys.stderr)
+            return
+        with self._lock:
+            for instance_id, host in zip(ids, hosts):
+                self._hosts[instance_id] = host
+
+    def _on_terminate(self, instance_ids: list[str]) -> None:
+        for instance_id in instance_ids:
+            with self._lock:
+                host = self._hosts.pop(instance_id, None)
+            if host is not None:
+                try:
+                    host.remove()
+                except Exception as exc:  # noqa: BLE001
+                    self.errors.append(f"removing host of {instance_id}: {exc}")
+
+    def _remove_all_hosts(self) -> None:
+        with self._lock:
+            hosts, self._hosts = list(self._hosts.values()), {}
+        for host in hosts:
+            try:
+                host.remove()
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"removing {host.name}: {exc}")
+

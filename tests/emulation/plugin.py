@@ -1,0 +1,219 @@
+"""pytest plugin: offline EC2 (moto) + emulated SSH hosts + network guard.
+
+Enable with ``pytest_plugins = ["tests.emulation.plugin"]`` in the top-level
+conftest (or ``-p tests.emulation.plugin``).  Run the suite through
+``python tests/run_in_lab.py -- python -m pytest ...`` so that everything
+lives in a namespace without a route out.
+
+Fixtures
+--------
+netguard (session, autouse)
+    socket guard: only loopback and 10.77.0.0/16 may be connected to.
+lab (session) -> Lab
+    the bridge (10.77.1.1/24) in the current network namespace.
+emulated_hosts (function) -> factory ``make(n=1, *, dead=False) -> HostSet``
+    ``HostSet(hosts: list[Host], key_path: Path)``; a fresh ed25519 key pair
+    per call (private key 0600 at key_path, public at key_path + ".pub");
+    hosts get addresses from 10.77.1.100 up and are removed after the test.
+emulated_ec2 (session) -> EmulatedEC2
+    moto server on 127.0.0.1, instances in the lab subnet become hosts.
+ec2_env (function) -> Ec2Env(env: dict, subnet_id: str)
+    resets moto + hosts, creates VPC 10.77.0.0/16 + subnet 10.77.1.0/24; env
+    is what a CLI subprocess needs (AWS_ENDPOINT_URL, fake credentials, ...).
+    Resets again afterwards, failing the test if host creation failed.
+bridge_target (function) -> swarm.target.TargetServer on 10.77.1.1, port 0.
+
+Without root / ``ip netns`` / sshd the fixtures above (except netguard) skip
+the test -- or fail it when ``CI`` is true: CI never silently skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from .guard import install_guard
+from .hosts import SSHD, Host, Lab
+
+LAB_NETWORKS = ("10.77.0.0/16",)
+
+_reason_cache: list[str | None] = []
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def emulation_unavailable_reason() -> str | None:
+    """None when hosts can be emulated here, else why not (cached)."""
+    if _reason_cache:
+        return _reason_cache[0]
+    reason = None
+    if os.geteuid() != 0:
+        reason = "host emulation needs root"
+    elif not os.access(SSHD, os.X_OK):
+        reason = f"{SSHD} not found (apt-get install openssh-server)"
+    else:
+        for tool in ("ip", "unshare", "nsenter", "ssh-keygen"):
+            if not shutil.which(tool):
+                reason = f"`{tool}` not found"
+                break
+    if reason is None:
+        try:
+            proc = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10)
+            if proc.returncode != 0:
+                reason = "`ip netns` does not work here"
+            else:
+                # can we really create namespaces (CAP_SYS_ADMIN)?  anonymous,
+                # nothing to clean up
+                proc = subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork",
+                                       "true"], capture_output=True, timeout=10)
+                if proc.returncode != 0:
+                    reason = ("cannot create namespaces: "
+                              + proc.stderr.decode(errors="replace").strip())
+        except (OSError, subprocess.SubprocessError) as exc:
+            reason = f"namespace tools failed: {exc}"
+    _reason_cache.append(reason)
+    return reason
+
+
+def emulation_available() -> bool:
+    return emulation_unavailable_reason() is None
+
+
+def require_emulation() -> None:
+    """Skip (fail when CI=true) if hosts cannot be emulated here."""
+    reason = emulation_unavailable_reason()
+    if reason is None:
+        return
+    if _in_ci():
+        pytest.fail(f"host emulation unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(f"host emulation unavailable: {reason}")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "emulation: needs root, network namespaces and sshd")
+
+
+def pytest_report_header(config) -> str:
+    lab = os.environ.get("SWARM_LAB")
+    if lab:
+        return f"network lab: {lab} (no route out)"
+    return ("network lab: NONE -- not started through tests/run_in_lab.py; "
+            "only the in-process guard protects the network")
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def netguard():
+    uninstall = install_guard(LAB_NETWORKS)
+    try:
+        yield
+    finally:
+        uninstall()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    require_emulation()
+    with Lab() as the_lab:
+        yield the_lab
+    left = {kind: items for kind, items in the_lab.leftovers().items() if items}
+    if left:
+        pytest.fail(f"emulation lab left things behind: {left}", pytrace=False)
+
+
+class HostSet(NamedTuple):
+    hosts: list[Host]
+    key_path: Path
+
+
+def make_ed25519_keypair(path: Path, comment: str = "swarm-test") -> str:
+    """Write an OpenSSH ed25519 private key (0600) at ``path`` and its public
+    line at ``path.pub``; returns the public line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    public = f"{public} {comment}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private)
+    os.chmod(path, 0o600)
+    Path(f"{path}.pub").write_text(public + "\n")
+    return public
+
+
+@pytest.fixture
+def emulated_hosts(lab, tmp_path):
+    created: list[Host] = []
+    calls = 0
+
+    def make(n: int = 1, *, dead: bool | str = False) -> HostSet:
+        nonlocal calls
+        key_path = tmp_path / f"id_ed25519_{calls}"
+        calls += 1
+        public = make_ed25519_keypair(key_path)
+        hosts = lab.add_hosts([{"authorized_key": public, "dead": dead}
+                               for _ in range(n)])
+        created.extend(hosts)
+        return HostSet(hosts, key_path)
+
+    yield make
+    errors = []
+    for host in created:
+        try:
+            host.remove()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{host.name}: {exc}")
+    if errors:
+        pytest.fail("removing emulated hosts failed: " + "; ".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def emulated_ec2(lab):
+    from .ec2 import EmulatedEC2
+
+    with EmulatedEC2(lab) as ec2:
+        ec2.seed_ssm_ubuntu_params()
+        yield ec2
+
+
+class Ec2Env(NamedTuple):
+    env: dict
+    subnet_id: str
+
+
+@pytest.fixture
+def ec2_env(emulated_ec2):
+    emulated_ec2.reset()
+    subnet_id = emulated_ec2.make_subnet()
+    yield Ec2Env(emulated_ec2.env(), subnet_id)
+    errors = list(emulated_ec2.errors)
+    emulated_ec2.reset()
+    if errors:
+        pytest.fail("emulated EC2 errors: " + "; ".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def bridge_target(lab):
+    from swarm.target import start
+
+    server = start(lab.bridge_ip, 0)
+    try:
+        yield server
+    finally:
+        server.stop()
