@@ -96,10 +96,15 @@ def run(c: Ctx, host, locustfile, users, spawn_rate, run_time, headless, profile
         return
     if outcome.summary:
         render.out.print(render.summary_table(outcome.summary))
-    for wid, cpu in outcome.saturated.items():
-        render.err.print(f"[yellow]![/yellow] worker {wid} peaked at {cpu:.0f}% CPU: the swarm itself "
-                         f"may be the bottleneck; add workers: swarm up workers -n "
-                         f"{len(sess.nodes(WORKER)) * 2}")
+    if outcome.saturated:
+        hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(outcome.saturated.items()))
+        n_workers = len(sess.nodes(WORKER))
+        more = max(n_workers + 1, n_workers * 2)
+        render.err.print(f"[yellow]![/yellow] saturated: {hot} above 90% CPU: the swarm itself may "
+                         f"be the bottleneck; add workers: swarm up workers -n {more}")
+    if outcome.missing:
+        render.err.print(f"[yellow]![/yellow] missing workers: {', '.join(outcome.missing)} "
+                         "dropped out during the run")
     if outcome.workers_seen < outcome.workers_expected:
         render.err.print(f"[yellow]![/yellow] only {outcome.workers_seen} of "
                          f"{outcome.workers_expected} worker process(es) stayed connected")
@@ -124,40 +129,53 @@ def killall(c: Ctx):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh in place every 2 s until Ctrl-C.")
 @pass_ctx
-def status(c: Ctx, as_json):
-    """The stack's nodes (and Locust's state when it runs)."""
+def status(c: Ctx, as_json, watch):
+    """The stack's nodes, and Locust's live state when it runs."""
+    from swarm import live
     sess = c.session()
-    rows = render.node_rows(sess.nodes())
+
+    book = core.price_book(sess)     # one per command: --watch asks AWS for prices once
+
+    def snapshot() -> dict:
+        nodes = sess.nodes()
+        data = {"stack": sess.stack.name, "provider": sess.stack.provider,
+                "nodes": render.node_rows(nodes), "locust": live.live_status(sess) if nodes else None}
+        spent = core.cost_so_far(sess, nodes, book)
+        if spent:
+            data["cost"] = spent
+        return data
+
     if as_json:
-        click.echo(json.dumps({"stack": sess.stack.name, "provider": sess.stack.provider,
-                               "nodes": rows}, indent=2))
+        click.echo(json.dumps(snapshot(), indent=2))
         return
-    if not rows:
-        render.err.print(f"stack {sess.stack.name!r} ({sess.stack.provider}) has no nodes")
+    if not watch:
+        render.out.print(render.status_view(snapshot()))
         return
-    render.out.print(render.nodes_table(f"stack {sess.stack.name} ({sess.stack.provider})", rows))
+    from rich.live import Live
+    import time
+    try:
+        with Live(render.status_view(snapshot()), console=render.out, auto_refresh=False) as screen:
+            while True:   # until Ctrl-C: a user-driven loop
+                time.sleep(2)
+                screen.update(render.status_view(snapshot()), refresh=True)
+    except KeyboardInterrupt:
+        pass    # the normal end of --watch
 
 
 @cli.command()
 @click.argument("node", default="master")
 @click.option("--bootstrap", is_flag=True, help="The bootstrap log instead of Locust's.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 @pass_ctx
-def logs(c: Ctx, node, bootstrap):
+def logs(c: Ctx, node, bootstrap, follow):
     """Print Locust's log (or the bootstrap log) from NODE: master, worker-N or all."""
-    sess = c.session()
-    nodes = sess.nodes()
-    chosen = nodes if node == "all" else [n for n in nodes if n.name == node or n.id == node]
-    if not chosen:
-        names = ", ".join(n.name for n in nodes) or "none"
-        raise UsageError(f"no node {node!r} in stack {sess.stack.name!r} (nodes: {names})")
-    rd = sess.stack.config.bootstrap.remote_dir
-    fname = "bootstrap.log" if bootstrap else "locust.log"
-    for n in chosen:
-        res = sess.provider.runner(sess.stack, n).run(f"cat {rd}/{fname}", timeout=60, check=False)
-        if len(chosen) > 1:
-            render.err.print(f"[bold]== {n.name} ==[/bold]")
-        click.echo(res.stdout if res.ok else f"({fname} not found on {n.name})", nl=not res.ok)
+    from swarm import logs as logs_mod
+    try:
+        logs_mod.show(c.session(), node, bootstrap=bootstrap, follow=follow)
+    except KeyboardInterrupt:
+        pass    # the normal end of --follow
 
 
 @cli.command()
@@ -212,17 +230,49 @@ def demo(run_time):
         raise SystemExit(code)
 
 
+@cli.command()
+@click.argument("run_ref", metavar="[RUN]", required=False)
+@click.option("--last", is_flag=True, help="Show the newest run again.")
+@click.option("--compare", "pair", nargs=2, metavar="A B",
+              help="Two runs side by side (ids, unique prefixes, paths, `last`, `prev`).")
+@click.option("--fetch", "fetch_", is_flag=True,
+              help="Download the latest run's results again from the master.")
+@click.option("--all-stacks", is_flag=True, help="List the runs of every stack.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def results(c: Ctx, run_ref, last, pair, fetch_, all_stacks, as_json):
+    """List past runs, show RUN again, compare two, or fetch the latest from the master."""
+    from swarm import history
+    history.command(c, run_ref, last, pair, fetch_, all_stacks, as_json)
+
+
+def _interrupted() -> int:
+    """Ctrl-C: say so and end now. Threads still talking to hosts (a bootstrap can take
+    minutes) are not waited for: the process ends without joining them; what runs on the
+    nodes keeps running, and `swarm status` / `swarm down` find it by its tags."""
+    import os
+    import threading
+
+    render.err.print("interrupted")
+    busy = [t for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if busy:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    return 130
+
+
 def main(argv=None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="swarm", standalone_mode=False)
         return 0
-    except click.exceptions.Abort:
-        render.err.print("interrupted")
-        return 130
-    except KeyboardInterrupt:
-        render.err.print("interrupted")
-        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _interrupted()
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import locust as locust_pkg
 
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.models import MASTER, WORKER, HostResult, Node, name_nodes
@@ -18,6 +17,18 @@ from swarm.providers import Provider, Stack, get_provider
 from swarm.remote import fan_out
 
 MAX_WORKERS = 500
+
+
+def locust_version() -> str:
+    """This machine's Locust version, without importing Locust (0.3 s and a gevent
+    monkey-patch on every command)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("locust")
+    except PackageNotFoundError:   # pragma: no cover - an unusual install
+        import locust
+        return locust.__version__
+
 READY_TIMEOUT = 600       # seconds for the provider to say "running"
 BOOTSTRAP_TIMEOUT = 1200
 
@@ -132,8 +143,50 @@ def newest(nodes: list[Node], k: int) -> list[Node]:
     return sorted(nodes, key=lambda n: (n.launched_at or 0.0, n.id))[-k:] if k > 0 else []
 
 
+def cost_estimate(sess: Session, role: str, count: int) -> str | None:
+    """'estimated cost: $0.51/h for the stack (1 master + 5 workers, on-demand)' on ec2."""
+    if sess.stack.provider != "ec2":
+        return None
+    from swarm import cost
+    cfg = sess.stack.config.ec2
+    lifecycle = "spot" if cfg.spot else "on-demand"
+    masters = len(sess.nodes(MASTER)) + (count if role == MASTER else 0)
+    workers = len(sess.nodes(WORKER)) + (count if role == WORKER else 0)
+    items = [(cfg.master_type, lifecycle, masters), (cfg.worker_type, lifecycle, workers)]
+    total, prices = cost.estimate_hourly(cost.PriceBook(sess.provider), items)
+    why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
+    return (f"estimated cost: {cost.format_rate(total)} for the stack ({masters} master + "
+            f"{workers} workers, {lifecycle})" + (f" ({why})" if why else ""))
+
+
+def price_book(sess: Session):
+    if sess.stack.provider != "ec2":
+        return None
+    from swarm import cost
+    return cost.PriceBook(sess.provider)
+
+
+def cost_so_far(sess: Session, nodes: list[Node], book=None) -> dict | None:
+    """What the nodes cost so far (running time × current price) and the time to the TTL."""
+    if sess.stack.provider != "ec2" or not nodes:
+        return None
+    from swarm import cost
+    total, _ = cost.spend(book or cost.PriceBook(sess.provider), nodes)
+    ttl = cost.time_to_ttl(nodes)
+    ttl_text = "unknown" if ttl is None else f"{int(ttl // 3600)}h{int(ttl % 3600 // 60):02d}m"
+    return {"spent_usd": None if total is None else round(total, 4), "ttl_s": ttl,
+            "spent": cost.format_usd(total),
+            "text": f"spent so far: {cost.format_usd(total)}; TTL in {ttl_text}"}
+
+
 def _launch(sess: Session, role: str, count: int) -> UpResult:
     p, stack = sess.provider, sess.stack
+    check = getattr(p, "check_launch", None)
+    if check is not None:       # a bad AMI / instance type is refused before anything is created
+        check(stack, role, count)
+    note = cost_estimate(sess, role, count)
+    if note:
+        sess.report.info(note)    # before anything is launched
     p.prepare(stack)
     sess.flush_notices()
     sess.report.info(f"launching {count} {role}{'s' if count > 1 else ''} on {stack.provider}")
@@ -158,7 +211,7 @@ def _launch(sess: Session, role: str, count: int) -> UpResult:
         result.bootstrap = bootstrap(sess, named)
     else:
         sess.report.info(f"{stack.provider} provider: bootstrap.sh is not run here (it installs "
-                         f"system packages); using this machine's Locust {locust_pkg.__version__}")
+                         f"system packages); using this machine's Locust {locust_version()}")
     return result
 
 
@@ -167,7 +220,7 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     cfg = sess.stack.config
     bdir = check_bootstrap_dir(sess)
     rd = cfg.bootstrap.remote_dir
-    env = {"SWARM_LOCUST_VERSION": locust_pkg.__version__, "SWARM_STACK": sess.stack.name,
+    env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name,
            "SWARM_REMOTE_DIR": rd}
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
 
@@ -207,8 +260,11 @@ def down(sess: Session, role: str | None = None) -> DownResult:
             sess.flush_notices()
         what = f"{role}s" if role else "nodes"
         return DownResult(nothing_to_do=f"stack {sess.stack.name!r} has no {what}; nothing to do")
+    spent = cost_so_far(sess, nodes)    # priced while the nodes still exist
     sess.report.info(f"terminating {len(nodes)} node(s) of stack {sess.stack.name!r}")
     sess.provider.terminate_nodes(sess.stack, nodes)
+    if spent:
+        sess.report.info(f"these nodes cost about {spent['spent']} (running time × current price)")
     if role is None:
         sess.provider.cleanup(sess.stack)
     sess.flush_notices()

@@ -118,6 +118,32 @@ def running_cmd(rd: str) -> str:
             '[ -n "$p" ] && kill -0 -$p 2>/dev/null && echo yes || echo no)')
 
 
+def cpu_sample_cmd(rd: str) -> str:
+    """CPU ticks used so far by the Locust process group started here, the tick rate and the
+    host's uptime: two samples give the group's CPU share. One awk over /proc, no per-pid forks.
+    (Locust's own figure comes every 10 s and its first sample is always 0.)"""
+    awk = "{ sub(/.*\\) /, \"\"); if ($3 == g) t += $12 + $13 } END { print t + 0 }"
+    return (f"(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && [ -n \"$p\" ] && "
+            f"echo $(awk -v g=\"$p\" {shlex.quote(awk)} /proc/[0-9]*/stat 2>/dev/null) "
+            "$(getconf CLK_TCK) $(cut -d' ' -f1 /proc/uptime)) || echo none")
+
+
+def parse_cpu_sample(text: str) -> tuple[int, int, float] | None:
+    try:
+        ticks, hz, uptime = text.split()[-3:]
+        return int(ticks), int(hz), float(uptime)
+    except ValueError:
+        return None
+
+
+def cpu_percent(before: tuple[int, int, float], after: tuple[int, int, float], processes: int) -> float:
+    """Average CPU % per Locust process between two samples (100 = one core fully busy)."""
+    dt = after[2] - before[2]
+    if dt <= 0 or processes < 1:
+        return 0.0
+    return (after[0] - before[0]) / after[1] / dt * 100.0 / processes
+
+
 def stats_url_cmd(web_port: int, path: str = "/stats/requests") -> str:
     """Read the master's web API from the master itself (the UI listens on its loopback)."""
     url = shlex.quote(f"http://127.0.0.1:{web_port}{path}")

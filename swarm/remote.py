@@ -51,6 +51,8 @@ class Runner(Protocol):
 
     def wait_ready(self, timeout: float) -> None: ...
 
+    def stream(self, cmd: str, sink: Callable[[bytes], None]) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -100,6 +102,7 @@ class LocalRunner:
     def __init__(self, root: Path, label: str):
         self.root = Path(root)
         self.label = label
+        self._streams: list[subprocess.Popen] = []
 
     def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
         env = dict(os.environ)
@@ -145,8 +148,26 @@ class LocalRunner:
     def wait_ready(self, timeout: float) -> None:
         pass
 
+    def stream(self, cmd: str, sink: Callable[[bytes], None]) -> int:
+        """Run cmd, handing output to sink as it arrives (for `logs -f`); until it ends."""
+        proc = subprocess.Popen(["sh", "-c", cmd], cwd=self.root, env=self._env(None),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self._streams.append(proc)
+        try:
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                sink(chunk)
+            return proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
     def close(self) -> None:
-        pass
+        for proc in self._streams:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self._streams.clear()
 
 
 # ---- fan-out: every host in parallel, every result reported ----
@@ -166,8 +187,15 @@ def fan_out(nodes: Sequence[Node], fn: Callable[[Node], Any], *, what: str,
         except Exception as e:  # a library error not translated yet: keep the host's name on it
             return HostResult(node, False, error=f"{type(e).__name__}: {e}")
 
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(nodes))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(nodes)))
+    try:
         results = list(pool.map(one, nodes))
+    except BaseException:
+        # Ctrl-C: never wait for hosts that may take minutes (a bootstrap); cli.main ends the
+        # process without joining these threads.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     failed = [r for r in results if not r.ok]
     if failed and raise_on_error:
         detail = "; ".join(f"{r.node.name}: {r.error}" for r in failed[:5])

@@ -83,3 +83,41 @@ def summary_table(summary) -> Table:
                   str(e.failures), f"{e.rps:.1f}", f"{e.p50_ms:.0f}", f"{e.p95_ms:.0f}",
                   f"{e.p99_ms:.0f}", style=style)
     return t
+
+
+def locust_table(view: dict) -> Table:
+    t = Table(title="Locust", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    if view.get("error"):
+        t.add_row("state", f"unknown ({escape(view['error'])})")
+        return t
+    t.add_row("state", view["state"])
+    if not view["running"]:
+        return t
+    want = view["workers_expected"]
+    workers = f"{view['workers_connected']} of {want} connected" if want else str(view["workers_connected"])
+    if view["missing"]:
+        workers += f" (missing: {', '.join(view['missing'])})"
+    p95 = view.get("p95_ms")
+    t.add_row("users", str(view["users"]))
+    t.add_row("workers", workers)
+    t.add_row("rps", f"{view['total_rps']:.1f}")
+    t.add_row("fail ratio", f"{view['fail_ratio'] * 100:.2f}%")
+    t.add_row("p95", "-" if p95 is None else f"{p95:.0f} ms")
+    cpus = ", ".join(f"{escape(str(w['node'] or w['id']))} {w['cpu'] or 0:.0f}%" for w in view["workers"])
+    t.add_row("worker CPU", cpus or "-")
+    return t
+
+
+def status_view(data: dict):
+    from rich.console import Group
+    parts = []
+    if not data["nodes"]:
+        return f"stack {data['stack']!r} ({data['provider']}) has no nodes"
+    parts.append(nodes_table(f"stack {data['stack']} ({data['provider']})", data["nodes"]))
+    if data.get("cost"):
+        parts.append(escape(data["cost"]["text"]))
+    if data.get("locust"):
+        parts.append(locust_table(data["locust"]))
+    return Group(*parts)

@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import locust as locust_pkg
 
 from swarm import __version__
 from swarm import locust as L
+from swarm.core import locust_version
 from swarm.errors import LocustError, SwarmError
 from swarm.models import Node
 from swarm.remote import fan_out
@@ -30,30 +30,66 @@ def results_dir_for(root: Path, stack: str, started: datetime) -> Path:
     return d
 
 
-def follow(sess, master_runner, rd: str, web_port: int, deadline_s: float, outcome) -> None:
-    """Poll the master until its Locust exits; keep peak CPU and the fewest workers seen."""
-    from swarm.runs import POLL_S, master_stats
+CPU_EVERY = 3      # polls between two CPU samples of the worker hosts
+
+
+class CpuSampler:
+    """Peak CPU per worker node, from /proc on the hosts themselves."""
+
+    def __init__(self, workers: list[Node], runners, rd: str, processes: dict[str, int]):
+        self.workers, self.runners, self.rd, self.processes = workers, runners, rd, processes
+        self.last: dict[str, tuple[int, int, float]] = {}
+
+    def sample(self, peaks: dict[str, float]) -> None:
+        cmd = L.cpu_sample_cmd(self.rd)
+
+        def one(node: Node):
+            return L.parse_cpu_sample(self.runners[node.id].run(cmd, timeout=15, check=False).stdout)
+
+        for res in fan_out(self.workers, one, what="cpu sample", raise_on_error=False):
+            now = res.value if res.ok else None
+            prev = self.last.get(res.node.name)
+            if now is None:
+                continue
+            if prev is not None:
+                pct = L.cpu_percent(prev, now, self.processes.get(res.node.name, 1))
+                peaks[res.node.name] = max(peaks.get(res.node.name, 0.0), pct)
+            self.last[res.node.name] = now
+
+
+def follow(sess, master_runner, rd: str, web_port: int, deadline_s: float, outcome,
+           sampler: CpuSampler | None = None) -> None:
+    """Poll the master until its Locust exits; keep each worker's peak CPU, and which workers
+    went missing while the test ran."""
+    from swarm.live import master_stats, summarize
+    from swarm.runs import POLL_S
 
     end = time.monotonic() + deadline_s
     last_note = time.monotonic()
-    for _ in range(int(deadline_s / POLL_S) + 2):
+    missing: set[str] = set()
+    for i in range(int(deadline_s / POLL_S) + 2):
         stats = master_stats(master_runner, rd, web_port)
         if not stats.get("_running"):
-            return
-        for w in stats.get("workers", []):
-            wid = str(w.get("id", "?"))
-            outcome.saturated[wid] = max(outcome.saturated.get(wid, 0.0), float(w.get("cpu_usage") or 0))
-        if stats.get("state") in ("spawning", "running") and "worker_count" in stats:
-            outcome.workers_seen = min(outcome.workers_seen, int(stats["worker_count"]))
+            break
+        view = summarize(stats)
+        if sampler is not None and i % CPU_EVERY == 0 and view["state"] in ("spawning", "running"):
+            sampler.sample(outcome.cpu_peaks)
+        for w in view["workers"]:
+            key = w["node"] or str(w["id"])
+            outcome.cpu_peaks[key] = max(outcome.cpu_peaks.get(key, 0.0), float(w["cpu"] or 0))
+        if view["state"] in ("spawning", "running"):
+            outcome.workers_seen = min(outcome.workers_seen, view["workers_connected"])
+            missing.update(view["missing"])
         if time.monotonic() - last_note > 10:
             last_note = time.monotonic()
-            sess.report.info(f"running: {stats.get('user_count', 0)} users, "
-                             f"{stats.get('total_rps', 0):.1f} rps, "
-                             f"{stats.get('worker_count', 0)} workers")
+            sess.report.info(f"running: {view['users']} users, {view['total_rps']:.1f} rps, "
+                             f"{view['workers_connected']} workers")
         if time.monotonic() > end:
+            outcome.missing = sorted(missing)
             raise LocustError(f"the run did not end within {deadline_s:.0f}s: "
                               "stop it with `swarm killall`")
         time.sleep(POLL_S)
+    outcome.missing = sorted(missing)
 
 
 def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners, outcome,
@@ -62,8 +98,9 @@ def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners
     mr = runners[master.id]
     deadline = L.parse_duration(plan.spec.run_time) + 180
     error: SwarmError | None = None
+    sampler = CpuSampler(workers, runners, rd, outcome.processes)
     try:
-        follow(sess, mr, rd, plan.spec.web_port, deadline, outcome)
+        follow(sess, mr, rd, plan.spec.web_port, deadline, outcome, sampler)
     except SwarmError as e:
         error = e     # still fetch whatever exists below
     ended_at = datetime.now(timezone.utc)
@@ -85,10 +122,10 @@ def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners
             outcome.summary = None
     if outcome.summary is not None:
         from dataclasses import replace
-        peaks = {k: round(v, 1) for k, v in outcome.saturated.items()}
+        peaks = {k: round(v, 1) for k, v in outcome.cpu_peaks.items()}
         outcome.summary = replace(outcome.summary, workers_cpu=peaks)
         outcome.checks = [c.evaluate(outcome.summary) for c in plan.checks]
-    outcome.saturated = {k: v for k, v in outcome.saturated.items() if v > SATURATED_CPU}
+    outcome.saturated = {k: round(v, 1) for k, v in outcome.cpu_peaks.items() if v > SATURATED_CPU}
     outcome.record = run_record(sess, plan, opts, master, workers, outcome, started_at, ended_at)
     (out / "run.json").write_text(json.dumps(outcome.record, indent=2))
     if error is not None:
@@ -131,7 +168,7 @@ def run_record(sess, plan, opts, master, workers, outcome, started_at, ended_at)
         t = n.meta.get("instance_type") or sess.stack.provider
         types[t] = types.get(t, 0) + 1
     return {
-        "swarm_version": __version__, "locust_version": locust_pkg.__version__,
+        "swarm_version": __version__, "locust_version": locust_version(),
         "python": platform.python_version(), "stack": sess.stack.name,
         "provider": sess.stack.provider, "region": getattr(sess.provider, "region", None),
         "instances": {"master": master.meta.get("instance_type"), "workers": len(workers),
@@ -146,6 +183,8 @@ def run_record(sess, plan, opts, master, workers, outcome, started_at, ended_at)
         "workers_expected": outcome.workers_expected, "workers_seen": outcome.workers_seen,
         "skipped_workers": [r.node.name for r in outcome.skipped],
         "saturated_workers": outcome.saturated,
+        "missing_workers": outcome.missing,
+        "workers_cpu_peak": {k: round(v, 1) for k, v in outcome.cpu_peaks.items()},
         "checks": outcome.checks,
         "summary": outcome.summary.to_json() if outcome.summary else None,
     }

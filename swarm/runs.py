@@ -5,7 +5,7 @@ Every step is the same on every provider; only the Runner behind each node diffe
 from __future__ import annotations
 
 import ast
-import json
+import os
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from swarm import locust as L
 from swarm.checks import Check, checks_from_table, parse_check
 from swarm.core import Session
 from swarm.errors import LocustError, RemoteError, UsageError
+from swarm.live import expected_by_node, master_stats, write_meta_cmd
 from swarm.models import MASTER, WORKER, HostResult, Node
 from swarm.remote import Result, fan_out, replace_tree_cmd, tar_bytes
 
@@ -57,7 +58,11 @@ class RunOutcome:
     workers_expected: int = 0
     workers_seen: int = 0
     skipped: list[HostResult] = field(default_factory=list)
-    saturated: dict[str, float] = field(default_factory=dict)
+    saturated: dict[str, float] = field(default_factory=dict)   # node (or worker id) -> peak CPU %
+    cpu_peaks: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)            # workers that dropped out
+    hostnames: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, int] = field(default_factory=dict)     # node name -> worker processes
     record: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,6 +80,14 @@ def resolve_locustfile(files_dir: Path, name: str) -> tuple[Path, str]:
     candidates = [files_dir / name, Path(name)]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
+        # Something by that name that is no file (a directory, a FIFO: never opened, it would
+        # block) or a symlink to nothing: say which, not "not found".
+        odd = next((c for c in candidates if c.is_symlink() or c.exists()), None)
+        if odd is not None and not odd.exists():
+            raise UsageError(f"locustfile {odd} is a broken symlink (to {os.readlink(odd)})")
+        if odd is not None:
+            kind = "a directory" if odd.is_dir() else "a FIFO" if odd.is_fifo() else "a special file"
+            raise UsageError(f"locustfile {odd} is not a regular file ({kind})")
         raise UsageError(f"locustfile {name!r} not found (looked in {files_dir}/ and ./)")
     path = path.resolve()
     try:
@@ -174,7 +187,7 @@ def _run(sess, opts, plan, master, workers, runners, results_root) -> RunOutcome
 
     # 1. ship the files and stop whatever runs, in one round trip per host
     payload = tar_bytes(plan.files_dir)
-    sync = f"{replace_tree_cmd(f'{rd}/locustfiles')} && {L.kill_cmd(rd)}"
+    sync = f"{replace_tree_cmd(f'{rd}/locustfiles')} && {L.kill_cmd(rd)} && hostname"
     sess.report.info(f"syncing {plan.files_dir.name}/ and stopping old Locust on "
                      f"{1 + len(workers)} node(s)")
     synced = fan_out([master, *workers], lambda n: runners[n.id].run(sync, timeout=120, stdin=payload),
@@ -190,20 +203,28 @@ def _run(sess, opts, plan, master, workers, runners, results_root) -> RunOutcome
         sess.report.warn(f"skipping unreachable worker(s): {names}")
     live = [r.node for r in synced[1:] if r.ok]
     nprocs = {r.node.id: _nproc(r.value) for r in synced[1:] if r.ok}
+    hostnames = {r.node.name: _hostname(r.value) for r in synced[1:] if r.ok}
 
     # 2. start master and workers together: workers retry until the master listens
     per = processes_per_worker(sess)
-    expected = sum(nprocs[w.id] if per == -1 else per for w in live)
+    by_node = expected_by_node(live, nprocs, per)
+    expected = sum(by_node.values())
     spec = _with_expected(plan.spec, expected)
     master_ip = master.private_ip or "127.0.0.1"
+    meta = {"expected": expected, "processes": by_node, "hostnames": hostnames,
+            "locustfile": spec.locustfile, "host": spec.host,
+            "started_at": started_at.isoformat(timespec="seconds")}
+    outcome.hostnames, outcome.processes = hostnames, by_node
 
     def start(node: Node) -> str:
         if node.role == MASTER:
-            argv = L.master_argv(spec)
+            # Written first, so `swarm status` knows what to expect from the first poll on.
+            cmd = (f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && {write_meta_cmd(meta)}) && "
+                   + L.start_cmd(rd, L.master_argv(spec), fresh_results=True))
         else:
             argv = L.worker_argv(spec.locustfile, master_ip, spec.master_port, per)
-        return runners[node.id].run(L.start_cmd(rd, argv, fresh_results=node.role == MASTER),
-                                    timeout=60).stdout.strip()
+            cmd = L.start_cmd(rd, argv)
+        return runners[node.id].run(cmd, timeout=60).stdout.strip()
 
     sess.report.info(f"starting Locust: master on {master.name}, {expected} worker process(es) "
                      f"on {len(live)} node(s)")
@@ -221,28 +242,23 @@ def _run(sess, opts, plan, master, workers, runners, results_root) -> RunOutcome
 
 
 def _nproc(output: Result) -> int:
+    """The sync step prints nproc then hostname."""
     try:
-        return max(1, int(output.stdout.strip().splitlines()[-1]))
+        return max(1, int(output.stdout.strip().splitlines()[-2]))
     except (ValueError, IndexError, AttributeError):
         return 1
+
+
+def _hostname(output: Result) -> str:
+    try:
+        return output.stdout.strip().splitlines()[-1].strip()
+    except (IndexError, AttributeError):
+        return ""
 
 
 def _with_expected(spec: L.RunSpec, n: int) -> L.RunSpec:
     from dataclasses import replace
     return replace(spec, expect_workers=max(1, n))
-
-
-def master_stats(runner, rd: str, web_port: int) -> dict[str, Any] | None:
-    """The master's /stats/requests plus whether its Locust still runs (one round trip)."""
-    cmd = f"{L.stats_url_cmd(web_port)}; echo; echo @@; {L.running_cmd(rd)}"
-    res = runner.run(cmd, timeout=20, check=False)
-    body, _, alive = res.stdout.rpartition("@@")
-    try:
-        data = json.loads(body.strip()) if body.strip() else {}
-    except json.JSONDecodeError:
-        data = {}
-    data["_running"] = alive.strip() == "yes"
-    return data
 
 
 def wait_for_workers(runner, rd: str, web_port: int, expected: int,

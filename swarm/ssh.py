@@ -193,5 +193,26 @@ class SSHRunner:
     def get_tree(self, remote_dir: str, local_dir: Path, *, timeout: float = 120) -> None:
         untar_bytes(self.run_bytes(pack_tree_cmd(remote_dir), timeout=timeout), Path(local_dir))
 
+    def stream(self, cmd: str, sink) -> int:
+        """Run cmd, handing output (stdout and stderr) to sink as it arrives, until it ends or
+        the connection closes (close() from another thread stops it)."""
+        chan = self._connect().get_transport().open_session(timeout=self.connect_timeout)
+        try:
+            chan.set_combine_stderr(True)
+            chan.exec_command(cmd)
+            chan.shutdown_write()
+            while True:
+                select.select([chan], [], [], 1.0)
+                while chan.recv_ready():
+                    sink(chan.recv(65536))
+                if chan.exit_status_ready() and not chan.recv_ready():
+                    return chan.recv_exit_status()
+                if chan.closed:
+                    return -1
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(f"{self.label}: SSH stream ended: {e or type(e).__name__}") from None
+        finally:
+            chan.close()
+
     def transport(self) -> paramiko.Transport:
         return self._connect().get_transport()

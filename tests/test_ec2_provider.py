@@ -23,7 +23,7 @@ from botocore.exceptions import (ClientError, EndpointConnectionError,  # noqa: 
                                  NoCredentialsError, NoRegionError)
 
 from swarm import config as swarm_config  # noqa: E402
-from swarm.errors import ProviderError, UsageError  # noqa: E402
+from swarm.errors import ConfigError, ProviderError, UsageError  # noqa: E402
 from swarm.providers import Stack  # noqa: E402
 from swarm.providers import ec2_setup  # noqa: E402
 from swarm.providers.ec2 import Ec2Provider  # noqa: E402
@@ -469,7 +469,7 @@ def test_user_key_pair(aws, subnet, tmp_path):
     key.write_text("secret")
     key.chmod(0o644)
     provider, stack = make(subnet, key_name="mine", key_file=str(key))
-    with pytest.raises(ProviderError, match="chmod 600"):
+    with pytest.raises(ConfigError, match="chmod 600"):
         provider.prepare(stack)
     key.chmod(0o600)
     provider.prepare(stack)
@@ -485,7 +485,7 @@ def test_user_key_pair(aws, subnet, tmp_path):
     with pytest.raises(ProviderError, match="key pair 'nope' does not exist"):
         missing.prepare(stack)
     gone, stack = make(subnet, key_name="mine", key_file=str(tmp_path / "absent.pem"))
-    with pytest.raises(ProviderError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         gone.prepare(stack)
 
 

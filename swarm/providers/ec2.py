@@ -74,14 +74,39 @@ class Ec2Provider:
             if not region:
                 raise ProviderError("no AWS region configured: set [ec2] region (e.g. \"eu-west-1\") "
                                     "or AWS_DEFAULT_REGION")
+            self._check_region(region)
             self._region = region
         return self._region
+
+    def _check_region(self, region: str) -> None:
+        """A well-formed but unknown region would fail later in a confusing way (no DNS name;
+        an endpoint override answering 500): refuse it now, naming it."""
+        try:
+            known = {r for part in self.session.get_available_partitions()
+                     for r in self.session.get_available_regions("ec2", partition_name=part)}
+        except Exception:  # noqa: BLE001 - no list to check against: let AWS answer
+            return
+        if known and region not in known:
+            where = "[ec2] region" if self.cfg.region else "the AWS config's region"
+            raise UsageError(f"{where} {region!r} is not an EC2 region: fix it (e.g. \"eu-west-1\"); "
+                             "if AWS opened it recently, upgrade boto3")
+
+    def _retries(self) -> dict[str, Any]:
+        """Adaptive retries, 8 attempts, unless the user's AWS config (AWS_MAX_ATTEMPTS,
+        AWS_RETRY_MODE, max_attempts/retry_mode in ~/.aws/config) says otherwise."""
+        retries: dict[str, Any] = {}
+        core = getattr(self.session, "_session", None)
+        get = getattr(core, "get_config_variable", lambda name: None)
+        if not get("retry_mode"):
+            retries["mode"] = "adaptive"
+        if not get("max_attempts"):
+            retries["max_attempts"] = 8
+        return retries
 
     def client(self, service: str):
         if service not in self._clients:
             from botocore.config import Config as BotoConfig
-            conf = BotoConfig(retries={"mode": "adaptive", "max_attempts": 8},
-                              connect_timeout=10, read_timeout=60)
+            conf = BotoConfig(retries=self._retries(), connect_timeout=10, read_timeout=60)
             with aws_errors(f"create the {service} client", self.region):
                 self._clients[service] = self.session.client(service, region_name=self.region,
                                                              config=conf)
@@ -154,12 +179,16 @@ class Ec2Provider:
             nodes = [self._node(i) for i in self._describe(filters)]
         return sorted(nodes, key=lambda n: (n.launched_at or 0.0, n.id))
 
-    def create_nodes(self, stack: Stack, role: str, count: int) -> list[Node]:
+    def check_launch(self, stack: Stack, role: str, count: int) -> tuple[str, str]:
+        """Role, count, tags, subnet room, instance type and AMI: everything a launch needs,
+        checked before anything is created (core calls it before prepare). -> (type, image)"""
         if role not in ROLES:
             raise UsageError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise UsageError(f"cannot launch {count!r} {role} node(s): ask for 1 to {MAX_COUNT}")
         self._check_user_tags()
+        if self.cfg.key_name:
+            setup.check_key_file(self.key_path(stack))
         itype = self.cfg.master_type if role == MASTER else self.cfg.worker_type
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
             subnet = setup.find_subnet(self.ec2, self.cfg.subnet_id, self.region)
@@ -169,6 +198,10 @@ class Ec2Provider:
                                     "nodes: ask for fewer or set a bigger [ec2] subnet_id")
             arch = setup.instance_arch(self.ec2, itype, self.region)
             image_id = setup.resolve_ami(self.ec2, self.client("ssm"), self.cfg.ami, arch, self.region)
+        return itype, image_id
+
+    def create_nodes(self, stack: Stack, role: str, count: int) -> list[Node]:
+        itype, image_id = self.check_launch(stack, role, count)
         if stack.name not in self._prepared:
             self.prepare(stack)
         prep = self._prepared[stack.name]

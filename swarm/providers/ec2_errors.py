@@ -88,6 +88,10 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
         text = f"AWS throttled the requests to {action}{where} ({code}): wait a minute and retry"
     elif code:
         text = f"AWS error {code} while trying to {action}{where}: {msg}"
+    elif type(exc).__name__ == "ResponseParserError":
+        text = (f"the EC2 endpoint{where} answered with something that is not an AWS response "
+                f"(an HTML error page?) while trying to {action}: check AWS_ENDPOINT_URL and any "
+                "proxy, or retry later")
     elif isinstance(exc, bx.BotoCoreError):
         text = f"AWS call failed while trying to {action}{where}: {msg}"
     else:
@@ -99,10 +103,11 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
 def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
     """Run a block of AWS calls; re-raise any botocore failure as a one-line ProviderError."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError   # not a BotoCoreError
 
     try:
         yield
     except SwarmError:
         raise
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
         raise translate(exc, action, region) from exc

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from swarm import paths
-from swarm.errors import ProviderError
+from swarm.errors import ConfigError, ProviderError
 from swarm.providers.ec2_errors import error_code
 
 CHECKIP_URL = "https://checkip.amazonaws.com"
@@ -245,12 +245,13 @@ def ensure_security_group(ec2, stack: str, vpc_id: str, cidr: str, locust_ports:
 # ---- key pairs ----
 
 def check_key_file(path: Path) -> None:
+    """Bad input on this machine (exit 2), found before AWS is asked anything."""
     if not path.is_file():
-        raise ProviderError(f"SSH key file {path} not found: fix [ec2] key_file")
+        raise ConfigError(f"SSH key file {path} not found: fix [ec2] key_file")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise ProviderError(f"SSH key file {path} is readable by others (mode {mode:o}): "
-                            f"run `chmod 600 {path}`")
+        raise ConfigError(f"SSH key file {path} is readable by others (mode {mode:o}): "
+                          f"run `chmod 600 {path}`")
 
 
 def check_user_key(ec2, key_name: str, key_file: Path, region: str) -> None:

@@ -17,14 +17,25 @@ in the same process never spawn hosts.
 Instances launched outside the lab subnet (e.g. without an explicit subnet:
 moto then hands out random IPs) get no host and are listed in ``skipped``.
 Hosts are never created for, and tests must never connect to, such IPs.
+
+Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
+matching calls with an AWS-shaped error (or a raw body, e.g. an HTML 500)
+before moto sees them; ``calls`` logs every (service, action, region) the
+server received.  ``reset()`` clears both.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import json
+import re
 import sys
 import threading
+import urllib.parse
 import urllib.request
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .hosts import Host, Lab
@@ -129,6 +140,11 @@ def _make_server(emulator: "EmulatedEC2", ip: str, port: int):
             def marked_app(environ, start_response):
                 _local.emulator = emulator
                 try:
+                    fault = emulator._intercept(environ)
+                    if fault is not None:
+                        status, headers, body = fault
+                        start_response(status, headers)
+                        return [body]
                     return app(environ, start_response)
                 finally:
                     _local.emulator = None
@@ -139,6 +155,47 @@ def _make_server(emulator: "EmulatedEC2", ip: str, port: int):
             self._server.serve_forever()
 
     return _Server(ip_address=ip, port=port, verbose=False)
+
+
+_SCOPE_RE = re.compile(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/")
+
+
+@dataclass
+class Injection:
+    """One fault: answer matching calls with an AWS-shaped error (or ``body``)
+    instead of letting moto serve them.  ``times=None`` = every matching call."""
+    action: str
+    code: str = "InternalError"
+    status: int = 500
+    message: str = ""
+    times: int | None = 1
+    when: Callable[[dict[str, str]], bool] | None = None
+    body: bytes | None = None                 # raw answer (e.g. an HTML error page)
+    content_type: str = "text/html; charset=utf-8"
+    hits: int = 0                             # how many calls it answered
+    params_seen: list[dict[str, str]] = field(default_factory=list)
+
+    def matches(self, action: str, params: dict[str, str]) -> bool:
+        if self.action not in ("*", action):
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return self.when is None or bool(self.when(params))
+
+    def answer(self, json_protocol: bool) -> tuple[str, list[tuple[str, str]], bytes]:
+        reason = {400: "Bad Request", 500: "Internal Server Error",
+                  503: "Service Unavailable"}.get(self.status, "Error")
+        status = f"{self.status} {reason}"
+        if self.body is not None:
+            return status, [("Content-Type", self.content_type)], self.body
+        msg = self.message or f"injected {self.code}"
+        if json_protocol:
+            body = json.dumps({"__type": self.code, "message": msg}).encode()
+            return status, [("Content-Type", "application/x-amz-json-1.1")], body
+        body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+                f"<Code>{self.code}</Code><Message>{msg}</Message></Error></Errors>"
+                f"<RequestID>{uuid.uuid4()}</RequestID></Response>").encode()
+        return status, [("Content-Type", "text/xml")], body
 
 
 def public_key_of(key_pair: Any) -> str:
@@ -180,6 +237,8 @@ class EmulatedEC2:
         self.skipped: list[tuple[str, str | None]] = []  # (instance id, ip): no host
         self.errors: list[str] = []
         self.user_data_seen: dict[str, bool] = {}
+        self.injections: list[Injection] = []
+        self.calls: list[tuple[str, str, str]] = []   # (service, action, region) served
         self._hosts: dict[str, Host] = {}
         self._launched = 0
         self._lock = threading.RLock()
@@ -278,6 +337,8 @@ class EmulatedEC2:
             self.skipped.clear()
             self.errors.clear()
             self.user_data_seen.clear()
+            self.injections.clear()
+            self.calls.clear()
             self.host_options = self._default_host_options
         if self._ssm_seeded is not None:
             ami, regions = self._ssm_seeded
@@ -331,6 +392,70 @@ class EmulatedEC2:
                     keyid=None, last_modified_date=utcnow(), version=1,
                     data_type="aws:ec2:image"))
         self._ssm_seeded = (ami_id, regions)
+
+    # -- fault injection ---------------------------------------------------------
+
+    def inject(self, action: str, code: str = "InternalError", *, status: int = 500,
+               message: str = "", times: int | None = 1,
+               when: Callable[[dict[str, str]], bool] | None = None,
+               body: bytes | None = None) -> Injection:
+        """Answer the next ``times`` calls of ``action`` ("RunInstances",
+        "GetParameter", "*" for any) for which ``when(params)`` holds with an
+        AWS error ``code`` and HTTP ``status`` (or the raw ``body``), without
+        reaching moto.  ``params`` are the request's flattened query
+        parameters (``{"InstanceMarketOptions.MarketType": "spot", ...}``) or,
+        for JSON APIs, the top-level keys of the body.  ``reset()`` clears
+        every injection."""
+        if _unmarked and self in _unmarked:
+            raise RuntimeError("fault injection needs the marked moto server")
+        inj = Injection(action=action, code=code, status=status, message=message, times=times,
+                        when=when, body=body)
+        with self._lock:
+            self.injections.append(inj)
+        return inj
+
+    def clear_injections(self) -> None:
+        with self._lock:
+            self.injections.clear()
+
+    def call_count(self, action: str, region: str | None = None) -> int:
+        """How many ``action`` calls this server received (answered or injected)."""
+        with self._lock:
+            return sum(1 for _, a, r in self.calls if a == action and region in (None, r))
+
+    def _intercept(self, environ: dict) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        """Called for every request: log it; return an answer if a fault matches."""
+        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)   # moto reads it again
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        params: dict[str, str] = {}
+        if target:
+            action = target.rsplit(".", 1)[-1]
+            try:
+                data = json.loads(body or b"{}")
+                params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+            except (ValueError, AttributeError):
+                params = {}
+        else:
+            query = environ.get("QUERY_STRING", "") + "&" + body.decode("utf-8", "replace")
+            params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+            action = params.get("Action", "")
+        scope = _SCOPE_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region, service = (scope.group(1), scope.group(2)) if scope else ("", "")
+        with self._lock:
+            self.calls.append((service, action, region))
+            for inj in self.injections:
+                if inj.matches(action, params):
+                    inj.hits += 1
+                    inj.params_seen.append(params)
+                    return inj.answer(bool(target))
+        return None
 
     # -- hooks -----------------------------------------------------------------
 
