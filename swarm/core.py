@@ -12,7 +12,7 @@ from typing import Protocol
 
 
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
-from swarm.models import MASTER, WORKER, HostResult, Node, name_nodes
+from swarm.models import MASTER, WORKER, HostResult, Node, name_nodes, order_key
 from swarm.providers import Provider, Stack, get_provider
 from swarm.remote import fan_out
 
@@ -140,7 +140,7 @@ def scale_workers(sess: Session, n: int) -> UpResult:
 
 
 def newest(nodes: list[Node], k: int) -> list[Node]:
-    return sorted(nodes, key=lambda n: (n.launched_at or 0.0, n.id))[-k:] if k > 0 else []
+    return sorted(nodes, key=order_key)[-k:] if k > 0 else []
 
 
 def cost_estimate(sess: Session, role: str, count: int) -> str | None:

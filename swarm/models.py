@@ -37,13 +37,18 @@ class HostResult:
     value: Any = None
 
 
+def order_key(n: Node) -> tuple:
+    """Launch order: LaunchTime has one-second granularity, so the creation tag (ms) and the
+    index within one launch call break ties; the id only makes it total."""
+    return (n.launched_at or 0.0, n.meta.get("created_at") or 0.0, n.meta.get("launch_index", 0), n.id)
+
+
 def name_nodes(nodes: list[Node]) -> list[Node]:
     """Number workers by launch order (worker-1 is the oldest) so names are stable."""
     from dataclasses import replace
 
     masters = [n for n in nodes if n.role == MASTER]
-    workers = sorted((n for n in nodes if n.role == WORKER),
-                     key=lambda n: (n.launched_at or 0.0, n.id))
+    workers = sorted((n for n in nodes if n.role == WORKER), key=order_key)
     named = [replace(m, name=MASTER if i == 0 else f"master-{i + 1}") for i, m in enumerate(masters)]
     named += [replace(w, name=f"worker-{i + 1}") for i, w in enumerate(workers)]
     return named

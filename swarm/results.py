@@ -80,7 +80,7 @@ def follow(sess, master_runner, rd: str, web_port: int, deadline_s: float, outco
         if view["state"] in ("spawning", "running"):
             outcome.workers_seen = min(outcome.workers_seen, view["workers_connected"])
             missing.update(view["missing"])
-        if time.monotonic() - last_note > 10:
+        if time.monotonic() - last_note > 10 and view["state"] in ("spawning", "running"):
             last_note = time.monotonic()
             sess.report.info(f"running: {view['users']} users, {view['total_rps']:.1f} rps, "
                              f"{view['workers_connected']} workers")

@@ -210,7 +210,7 @@ def test_master_and_workers_are_tagged_at_creation(aws, subnet):
         assert tags["Name"] == f"swarm-alpha-{node.role}"
         assert tags["swarm:created-by"] == f"arn:aws:sts::{ACCOUNT}:user/moto"
         assert tags["team"] == "perf"
-        created = dt.datetime.strptime(tags["swarm:created-at"], "%Y-%m-%dT%H:%M:%SZ")
+        created = dt.datetime.strptime(tags["swarm:created-at"], "%Y-%m-%dT%H:%M:%S.%fZ")  # ms: orders launches
         expires = dt.datetime.strptime(tags["swarm:expires-at"], "%Y-%m-%dT%H:%M:%SZ")
         assert (expires - created).total_seconds() == pytest.approx(90 * 60, abs=2)
         assert node.meta["expires_at"] == pytest.approx(before + 90 * 60, abs=5)

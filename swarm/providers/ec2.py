@@ -16,7 +16,7 @@ from typing import Any
 
 from swarm import paths
 from swarm.errors import ProviderError, UsageError
-from swarm.models import MASTER, ROLES, Node
+from swarm.models import MASTER, ROLES, Node, order_key
 from swarm.providers import Stack
 from swarm.providers import ec2_setup as setup
 from swarm.providers.ec2_setup import chunks as _chunks, iso_utc as _iso, unix_from_iso as _unix
@@ -140,7 +140,7 @@ class Ec2Provider:
         tags = dict(self.cfg.tags)
         tags.update({"Name": f"swarm-{stack}" if role == setup.STACK_ROLE else f"swarm-{stack}-{role}",
                      "swarm:stack": stack, "swarm:role": role,
-                     "swarm:created-by": self.created_by(), "swarm:created-at": _iso(time.time())})
+                     "swarm:created-by": self.created_by(), "swarm:created-at": _iso(time.time(), ms=True)})
         tags.update(extra)
         return tags
 
@@ -177,7 +177,7 @@ class Ec2Provider:
         filters.append({"Name": "instance-state-name", "Values": list(LIVE_STATES)})
         with aws_errors(f"list the instances of stack {stack.name}", self.region):
             nodes = [self._node(i) for i in self._describe(filters)]
-        return sorted(nodes, key=lambda n: (n.launched_at or 0.0, n.id))
+        return sorted(nodes, key=order_key)
 
     def check_launch(self, stack: Stack, role: str, count: int) -> tuple[str, str]:
         """Role, count, tags, subnet room, instance type and AMI: everything a launch needs,
@@ -369,6 +369,7 @@ class Ec2Provider:
             "lifecycle": "spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand",
             "expires_at": _unix(tags.get("swarm:expires-at")),
             "created_at": _unix(tags.get("swarm:created-at")),
+            "launch_index": inst.get("AmiLaunchIndex", 0),
             "ssh_user": tags.get("swarm:ssh-user") or self.ssh_user(),
             "az": inst.get("Placement", {}).get("AvailabilityZone"),
             "connect_ip": public if self.cfg.connect == "public" else private,

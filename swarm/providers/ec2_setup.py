@@ -34,15 +34,22 @@ AMI_ALIASES: dict[str, tuple[str, str, str]] = {
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def iso_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime(ISO)
+ISO_MS = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def iso_utc(ts: float, ms: bool = False) -> str:
+    """ms=True keeps milliseconds: two launches within one second still have an order."""
+    d = datetime.fromtimestamp(ts, timezone.utc)
+    return d.strftime(ISO_MS)[:-4] + "Z" if ms else d.strftime(ISO)
 
 
 def unix_from_iso(iso: str | None) -> float | None:
-    try:
-        return datetime.strptime(iso or "", ISO).replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return None
+    for fmt in (ISO, ISO_MS):
+        try:
+            return datetime.strptime(iso or "", fmt).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    return None
 
 
 def chunks(items: list[str], size: int = 100) -> Iterable[list[str]]:
