@@ -184,3 +184,28 @@ def test_demo_runs_the_whole_cycle_and_leaves_nothing(workdir, cli_env, tmp_path
     assert 0 < counted <= served <= counted + 20     # 20 users: at most one in flight each
     assert processes_under(tmp_path / "state") == []
     assert not (tmp_path / "state" / "local" / "demo").exists()
+
+
+def test_logs_follow_streams_until_ctrl_c(workdir, cli_env, local_toml, target):
+    import signal
+    import subprocess
+    import time
+
+    from tests.helpers import SWARM
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    try:
+        assert swarm("run", "-H", target.url, "-f", "viral_load.py", "-u", "2", cwd=workdir, env=cli_env).code == 0
+        follow = subprocess.Popen([*SWARM, "logs", "-f", "all"], cwd=workdir, env=cli_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(l.startswith("worker-1 | ") for l in lines):
+            lines.append(follow.stdout.readline())
+        assert any(l.startswith("master | ") for l in lines), lines
+        assert any(l.startswith("worker-1 | ") for l in lines), lines
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=15) == 0
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)
