@@ -40,6 +40,18 @@ def test_full_cycle_up_run_killall_down(workdir, cli_env, local_toml, target, tm
     # whose request was already on the wire: at most one unrecorded request per user.
     assert total["requests"] <= target.total() <= total["requests"] + 10
     assert record["workers_expected"] == 2 and record["exit_code"] == 0
+    # Every field the run record promises (issue: swarm and Locust versions, provider,
+    # region, instance types and counts, file hashes, host, load shape, times, exit, checks).
+    for key in ("swarm_version", "locust_version", "provider", "region", "instances", "locustfile",
+                "files", "host", "users", "spawn_rate", "run_time", "extra_args", "started_at",
+                "ended_at", "exit_code", "checks", "summary"):
+        assert key in record, key
+    assert record["locust_version"] == __import__("importlib.metadata").metadata.version("locust")
+    assert record["provider"] == "local" and record["instances"]["workers"] == 2
+    assert (record["users"], record["spawn_rate"], record["run_time"]) == (10, 10.0, "4s")
+    assert record["started_at"] <= record["ended_at"]
+    for f in ("signups.py", "viral_load.py", "typical_load.py", "common.py"):
+        assert len(record["files"][f]) == 64
     assert "viral_load.py" in record["files"] and len(record["files"]["viral_load.py"]) == 64
     assert "Total" in res.out and str(total["requests"]) in res.out
 
