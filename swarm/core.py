@@ -14,7 +14,7 @@ from typing import Protocol
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.models import MASTER, WORKER, HostResult, Node, name_nodes, order_key
 from swarm.providers import Provider, Stack, get_provider
-from swarm.remote import fan_out
+from swarm.remote import fan_out, replace_tree_cmd, tar_bytes
 
 MAX_WORKERS = 500
 
@@ -128,6 +128,15 @@ def scale_workers(sess: Session, n: int) -> UpResult:
     # Two `up workers -n N` at once both launch: re-check and drop the newest extras. Both
     # callers pick the same nodes (same order), so the stack converges on N.
     workers = sess.nodes(WORKER)
+    # The other caller may already have removed some of ours (they were the newest): they are
+    # gone, not failed; their (failed) bootstrap is not this command's failure.
+    alive = {w.id for w in workers}
+    taken = [c for c in result.created if c.id not in alive]
+    if taken:
+        sess.report.warn(f"another `swarm up` raced this one and removed {len(taken)} of the "
+                         "worker(s) it launched")
+        result.created = [c for c in result.created if c.id in alive]
+        result.bootstrap = [r for r in result.bootstrap if r.node.id in alive]
     if len(workers) > n:
         extras = newest(workers, len(workers) - n)
         sess.report.warn(f"another `swarm up` raced this one: removing {len(extras)} extra worker(s)")
@@ -223,12 +232,13 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name,
            "SWARM_REMOTE_DIR": rd}
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
+    payload = tar_bytes(bdir)     # once: one tar per host was N x the CPU and memory
 
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
         try:
             r.wait_ready(cfg.bootstrap.ssh_timeout)
-            r.put_tree(bdir, f"{rd}/bootstrap")
+            r.run(replace_tree_cmd(f"{rd}/bootstrap"), timeout=120, stdin=payload)
             exports = " ".join(f"{k}={shlex.quote(v)}"
                                for k, v in {**env, "SWARM_ROLE": node.role}.items())
             res = r.run(f"cd {shlex.quote(rd)} && {exports} bash {script} >bootstrap.log 2>&1",

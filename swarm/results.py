@@ -14,7 +14,7 @@ from typing import Any
 from swarm import __version__
 from swarm import locust as L
 from swarm.core import locust_version
-from swarm.errors import LocustError, SwarmError
+from swarm.errors import LocustError, RemoteError, SwarmError
 from swarm.models import Node
 from swarm.remote import fan_out
 
@@ -101,19 +101,24 @@ def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners
     sampler = CpuSampler(workers, runners, rd, outcome.processes)
     try:
         follow(sess, mr, rd, plan.spec.web_port, deadline, outcome, sampler)
+    except RemoteError as e:   # the master stopped answering (powered off, network)
+        error = LocustError(f"lost the master during the run: {e}")
     except SwarmError as e:
         error = e     # still fetch whatever exists below
     ended_at = datetime.now(timezone.utc)
     out = results_dir_for(results_root, sess.stack.name, started_at)
     outcome.results_dir = out
-    exit_res = mr.run(f"cat {shlex.quote(rd)}/locust.exit 2>/dev/null", timeout=20, check=False)
-    try:
+    try:   # the master may be gone (powered off mid-run): still fetch from the others
+        exit_res = mr.run(f"cat {shlex.quote(rd)}/locust.exit 2>/dev/null", timeout=20, check=False)
         outcome.exit_code = int(exit_res.stdout.strip())
-    except ValueError:
+    except (SwarmError, ValueError):
         outcome.exit_code = 1
         error = error or LocustError("the Locust master ended without an exit code: see "
                                      f"{out}/logs/master.log")
-    fetch(sess, master, workers, runners, out)
+    try:
+        fetch(sess, master, workers, runners, out)
+    except OSError as e:
+        raise _cannot_save(out, e) from None
     csv_path = out / f"{Path(L.CSV_PREFIX).name}_stats.csv"
     if csv_path.is_file():
         try:
@@ -127,7 +132,10 @@ def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners
         outcome.checks = [c.evaluate(outcome.summary) for c in plan.checks]
     outcome.saturated = {k: round(v, 1) for k, v in outcome.cpu_peaks.items() if v > SATURATED_CPU}
     outcome.record = run_record(sess, plan, opts, master, workers, outcome, started_at, ended_at)
-    (out / "run.json").write_text(json.dumps(outcome.record, indent=2))
+    try:
+        (out / "run.json").write_text(json.dumps(outcome.record, indent=2))
+    except OSError as e:
+        raise _cannot_save(out, e) from None
     if error is not None:
         raise LocustError(f"{error} (logs and any partial results are in {out})")
     if outcome.summary is None:
@@ -135,20 +143,33 @@ def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners
     return outcome
 
 
+def _cannot_save(out: Path, e: OSError) -> SwarmError:
+    return SwarmError(f"cannot save the results in {out}: {e.strerror or e}; they stay on the "
+                      "master until the next run: free space, then `swarm results --fetch`")
+
+
 def fetch(sess, master: Node, workers: list[Node], runners, out: Path) -> None:
-    """Results from the master, logs from everyone; a host that fails is named, not fatal."""
+    """Results from the master, logs from everyone; a host that fails is named, not fatal.
+    Failing to write here (a full disk) is: the first such OSError is raised after the fan-out."""
     rd = sess.stack.config.bootstrap.remote_dir
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
+    local: list[OSError] = []
 
     def get(node: Node) -> None:
         r = runners[node.id]
-        if node is master:
-            r.get_tree(f"{rd}/{L.RESULTS_DIR}", out)
-        (logs / f"{node.name}.log").write_bytes(r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60))
+        try:    # runners turn network failures into RemoteError: an OSError here is local
+            if node is master:
+                r.get_tree(f"{rd}/{L.RESULTS_DIR}", out)
+            (logs / f"{node.name}.log").write_bytes(r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60))
+        except OSError as e:
+            local.append(e)
+            raise
 
     results = fan_out([master, *workers], get, what="fetch", raise_on_error=False)
+    if local:
+        raise local[0]
     for r in results:
         if not r.ok:
             sess.report.warn(f"could not fetch from {r.node.name}: {r.error}")

@@ -145,7 +145,9 @@ class SSHRunner:
         try:
             chan.exec_command(cmd)
             if stdin is not None:
-                chan.sendall(stdin)
+                # A view: paramiko's sendall re-slices what is left after every packet, which
+                # copies a bytes object each time (quadratic for a multi-MB tar).
+                chan.sendall(memoryview(stdin))
             chan.shutdown_write()
             while True:
                 while chan.recv_ready():

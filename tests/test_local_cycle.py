@@ -213,7 +213,9 @@ def test_logs_follow_streams_until_ctrl_c(workdir, cli_env, local_toml, target):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines = []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(l.startswith("worker-1 | ") for l in lines):
+        def seen(prefix):
+            return any(line.startswith(prefix) for line in lines)
+        while time.monotonic() < deadline and not (seen("master | ") and seen("worker-1 | ")):
             lines.append(follow.stdout.readline())
         assert any(l.startswith("master | ") for l in lines), lines
         assert any(l.startswith("worker-1 | ") for l in lines), lines

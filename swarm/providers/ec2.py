@@ -28,6 +28,21 @@ LIVE_STATES = ("pending", "running", "stopping", "stopped")   # shutting-down is
 SPOT_FALLBACK_CODES = frozenset({
     "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow",
     "MaxSpotInstanceCountExceeded", "UnfulfillableCapacity", "InsufficientHostCapacity"})
+
+
+def _no_retry_on_capacity(response=None, **_):
+    """botocore retries every HTTP 500 and EC2 sends capacity errors as 500s: retrying them
+    for a minute helps nobody (capacity comes back in minutes, if at all) and delays the spot
+    fallback. Raise the error at once instead (a needs-retry handler may raise)."""
+    if response is not None:
+        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
+        code = (parsed or {}).get("Error", {}).get("Code")
+        if code in SPOT_FALLBACK_CODES:
+            from botocore.exceptions import ClientError
+            raise ClientError(parsed, "RunInstances")
+    return None
+
+
 SPOT_OPTIONS = {"MarketType": "spot",
                 "SpotOptions": {"SpotInstanceType": "one-time",
                                 "InstanceInterruptionBehavior": "terminate"}}
@@ -110,6 +125,9 @@ class Ec2Provider:
             with aws_errors(f"create the {service} client", self.region):
                 self._clients[service] = self.session.client(service, region_name=self.region,
                                                              config=conf)
+            if service == "ec2":
+                self._clients[service].meta.events.register_first(
+                    "needs-retry.ec2.RunInstances", _no_retry_on_capacity)
         return self._clients[service]
 
     @property
@@ -280,7 +298,7 @@ class Ec2Provider:
                                     f"stack {stack.name}")
             live = [i["InstanceId"] for i in found if i["State"]["Name"] != "terminated"]
             for chunk in _chunks(live):
-                self.ec2.terminate_instances(InstanceIds=chunk)
+                self._terminate_chunk(chunk)
         states = self._wait("instance_terminated", live, self.terminate_timeout) if live else None
         if states is not None:
             raise ProviderError(f"instances of stack {stack.name} were not terminated within "
@@ -348,6 +366,17 @@ class Ec2Provider:
                     raise ClientError(last, "DescribeInstances") from exc
             found = self._describe([{"Name": "instance-id", "Values": ids[:100]}])
         return ", ".join(f"{i['InstanceId']} {i['State']['Name']}" for i in found) or "not found"
+
+    def _terminate_chunk(self, ids: list[str]) -> None:
+        """TerminateInstances; an error is fine if the instances are on their way out anyway
+        (another `swarm down` or `up` terminated them a moment ago)."""
+        try:
+            self.ec2.terminate_instances(InstanceIds=ids)
+        except Exception:
+            going = {i["InstanceId"] for i in self._describe([{"Name": "instance-id", "Values": ids}])
+                     if i["State"]["Name"] in ("shutting-down", "terminated")}
+            if not set(ids) <= going:
+                raise
 
     def _terminate_quietly(self, ids: list[str]) -> None:
         if not ids:

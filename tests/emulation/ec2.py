@@ -32,6 +32,7 @@ import json
 import re
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -165,13 +166,14 @@ class Injection:
     """One fault: answer matching calls with an AWS-shaped error (or ``body``)
     instead of letting moto serve them.  ``times=None`` = every matching call."""
     action: str
-    code: str = "InternalError"
+    code: str | None = "InternalError"       # None: no error, only ``delay`` then moto answers
     status: int = 500
     message: str = ""
     times: int | None = 1
     when: Callable[[dict[str, str]], bool] | None = None
     body: bytes | None = None                 # raw answer (e.g. an HTML error page)
     content_type: str = "text/html; charset=utf-8"
+    delay: float = 0.0                        # seconds to hold the call first (not under a lock)
     hits: int = 0                             # how many calls it answered
     params_seen: list[dict[str, str]] = field(default_factory=list)
 
@@ -395,21 +397,23 @@ class EmulatedEC2:
 
     # -- fault injection ---------------------------------------------------------
 
-    def inject(self, action: str, code: str = "InternalError", *, status: int = 500,
+    def inject(self, action: str, code: str | None = "InternalError", *, status: int = 500,
                message: str = "", times: int | None = 1,
                when: Callable[[dict[str, str]], bool] | None = None,
-               body: bytes | None = None) -> Injection:
+               body: bytes | None = None, delay: float = 0.0) -> Injection:
         """Answer the next ``times`` calls of ``action`` ("RunInstances",
         "GetParameter", "*" for any) for which ``when(params)`` holds with an
         AWS error ``code`` and HTTP ``status`` (or the raw ``body``), without
-        reaching moto.  ``params`` are the request's flattened query
-        parameters (``{"InstanceMarketOptions.MarketType": "spot", ...}``) or,
-        for JSON APIs, the top-level keys of the body.  ``reset()`` clears
-        every injection."""
+        reaching moto; with ``code=None`` the call is only held ``delay``
+        seconds and then served by moto (a slow API).  ``params`` are the
+        request's flattened query parameters
+        (``{"InstanceMarketOptions.MarketType": "spot", ...}``) or, for JSON
+        APIs, the top-level keys of the body.  ``reset()`` clears every
+        injection."""
         if _unmarked and self in _unmarked:
             raise RuntimeError("fault injection needs the marked moto server")
         inj = Injection(action=action, code=code, status=status, message=message, times=times,
-                        when=when, body=body)
+                        when=when, body=body, delay=delay)
         with self._lock:
             self.injections.append(inj)
         return inj
@@ -448,14 +452,20 @@ class EmulatedEC2:
             action = params.get("Action", "")
         scope = _SCOPE_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
         region, service = (scope.group(1), scope.group(2)) if scope else ("", "")
+        chosen = None
         with self._lock:
             self.calls.append((service, action, region))
             for inj in self.injections:
                 if inj.matches(action, params):
                     inj.hits += 1
                     inj.params_seen.append(params)
-                    return inj.answer(bool(target))
-        return None
+                    chosen = inj
+                    break
+        if chosen is None:
+            return None
+        if chosen.delay:
+            time.sleep(chosen.delay)
+        return None if chosen.code is None and chosen.body is None else chosen.answer(bool(target))
 
     # -- hooks -----------------------------------------------------------------
 

@@ -639,7 +639,11 @@ class Lab:
         self._atexit_cb = _close_at_exit
         atexit.register(_close_at_exit)
         try:
+            # A fixed MAC: else the bridge takes its lowest port's MAC, which changes when a
+            # host is added or removed, and the other hosts' ARP entry for the bridge IP (the
+            # target) goes stale: their load stalls for ~30 s after any other host comes or goes.
             _ip_batch([f"link add {self.bridge} type bridge",
+                       f"link set {self.bridge} address 02:77:00:00:00:01",
                        f"addr add {self.bridge_ip}/{self.subnet.prefixlen} dev {self.bridge}",
                        f"link set {self.bridge} up"])
             try:

@@ -1,0 +1,66 @@
+"""Two `swarm up workers -n 3` started at once on one stack: both launch, then both re-check and
+drop the newest extras; once both have returned the stack has exactly 3 workers, and neither
+reports the other's dropped nodes as failures."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.helpers import SWARM, swarm
+from tests.reliability import all_instances, ec2_toml, fast_bootstrap, instances
+
+
+@pytest.mark.parametrize("timing", ["both-launch", "staggered"])
+def test_two_concurrent_up_workers_converge_on_n(timing, workdir, cli_env, ec2_env, emulated_ec2,
+                                                 tmp_path):
+    """both-launch: RunInstances is held 1.5 s, so both commands see 0 workers and launch 3
+    each (6), then both drop the 3 newest. staggered: the second starts 0.7 s later, while the
+    first one's workers bootstrap."""
+    import time
+
+    ec2_toml(workdir, ec2_env.subnet_id, name="race")
+    fast_bootstrap(workdir)
+    env = {**cli_env, **ec2_env.env}
+    assert swarm("up", "master", cwd=workdir, env=env, timeout=120).code == 0
+    stagger = 0.0
+    if timing == "both-launch":
+        emulated_ec2.inject("RunInstances", None, delay=1.5, times=2)
+    else:
+        stagger = 0.7
+    procs = []
+    for i in range(2):
+        out, err = open(tmp_path / f"out{i}", "wb"), open(tmp_path / f"err{i}", "wb")
+        procs.append((subprocess.Popen([*SWARM, "up", "workers", "-n", "3"], cwd=workdir, env=env,
+                                       stdout=out, stderr=err, stdin=subprocess.DEVNULL), out, err))
+        time.sleep(stagger)
+    codes = []
+    for proc, out, err in procs:
+        try:
+            codes.append(proc.wait(timeout=180))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            out.close()
+            err.close()
+    errs = [(tmp_path / f"err{i}").read_text() for i in range(2)]
+    ec2 = emulated_ec2.client()
+    workers = instances(ec2, "race", "worker")
+    assert len(workers) == 3, (len(workers), errs)
+    assert codes == [0, 0], errs
+    assert all("Traceback" not in e for e in errs), errs
+    launched = emulated_ec2.call_count("RunInstances") - 1            # minus the master
+    if timing == "both-launch":
+        assert launched == 2 and len(all_instances(ec2)) == 1 + 6
+        assert sum("raced this one" in e for e in errs) >= 1, errs
+    assert launched in (1, 2)
+    # The 3 survivors are live hosts that were bootstrapped, and status agrees.
+    for w in workers:
+        host = emulated_ec2.host_for(w["InstanceId"])
+        assert "bootstrap done" in (host.home / "swarm" / "bootstrap.log").read_text()
+    nodes = json.loads(swarm("status", "--json", cwd=workdir, env=env).out)["nodes"]
+    assert sorted(n["name"] for n in nodes) == ["master", "worker-1", "worker-2", "worker-3"]
+    assert swarm("down", cwd=workdir, env=env, timeout=120).code == 0
+    assert instances(ec2, "race") == []
