@@ -159,8 +159,9 @@ def cost_estimate(sess: Session, role: str, count: int) -> str | None:
     from swarm import cost
     cfg = sess.stack.config.ec2
     lifecycle = "spot" if cfg.spot else "on-demand"
-    masters = len(sess.nodes(MASTER)) + (count if role == MASTER else 0)
-    workers = len(sess.nodes(WORKER)) + (count if role == WORKER else 0)
+    nodes = sess.nodes()      # one listing: each is an API call
+    masters = sum(n.role == MASTER for n in nodes) + (count if role == MASTER else 0)
+    workers = sum(n.role == WORKER for n in nodes) + (count if role == WORKER else 0)
     items = [(cfg.master_type, lifecycle, masters), (cfg.worker_type, lifecycle, workers)]
     total, prices = cost.estimate_hourly(cost.PriceBook(sess.provider), items)
     why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))

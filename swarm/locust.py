@@ -16,7 +16,7 @@ RESULTS_DIR = "results"          # under the remote dir, cleared at every start
 CSV_PREFIX = f"{RESULTS_DIR}/locust"
 HTML_FILE = f"{RESULTS_DIR}/report.html"
 JSON_FILE = f"{RESULTS_DIR}/stats.json"
-AUTOQUIT_S = 1                    # keep the web API up briefly after the end so status can read it
+AUTOQUIT_S = 0                    # quit as soon as the run ends (the API stays up while it runs)
 DURATION_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?$")
 
 
