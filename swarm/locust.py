@@ -104,15 +104,6 @@ def kill_cmd(rd: str, grace_s: int = 10) -> str:
             "nproc 2>/dev/null || echo 1)")
 
 
-def wait_exit_cmd(rd: str, timeout_s: int) -> str:
-    """Block until the Locust started here exits (bounded); print its exit code."""
-    return (f"cd {shlex.quote(rd)} && p=$(cat locust.pid 2>/dev/null); "
-            f"for i in $(seq {timeout_s * 2}); do "
-            '[ -n "$p" ] && kill -0 -$p 2>/dev/null || break; sleep 0.5; done; '
-            'if [ -n "$p" ] && kill -0 -$p 2>/dev/null; then echo running; exit 124; fi; '
-            "cat locust.exit 2>/dev/null || echo unknown")
-
-
 def running_cmd(rd: str) -> str:
     return (f"(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && "
             '[ -n "$p" ] && kill -0 -$p 2>/dev/null && echo yes || echo no)')
