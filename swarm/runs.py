@@ -285,5 +285,12 @@ def killall(sess: Session) -> list[HostResult]:
     if not nodes:
         raise UsageError(f"stack {sess.stack.name!r} has no nodes")
     rd = sess.stack.config.bootstrap.remote_dir
-    return fan_out(nodes, lambda n: sess.provider.runner(sess.stack, n).run(L.kill_cmd(rd), timeout=60),
-                   what="killall")
+
+    def kill(node: Node):
+        r = sess.provider.runner(sess.stack, node)
+        try:
+            return r.run(L.kill_cmd(rd), timeout=60)
+        finally:
+            r.close()
+
+    return fan_out(nodes, kill, what="killall")
