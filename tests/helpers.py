@@ -71,3 +71,35 @@ def assert_error_line(res: CLIResult, code: int, *needles: str) -> None:
     assert line.startswith("error: "), line
     for n in needles:
         assert n in line, (n, line)
+
+
+def fake_aws_env(monkeypatch, tmp_path: Path, region: str) -> None:
+    """Fake credentials only: no profile, endpoint, instance metadata or real AWS config files."""
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
+                "AWS_REGION", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_SSM",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path / "state"))
+
+
+_LOADERS: dict = {}
+
+
+def share_botocore_loader(monkeypatch) -> None:
+    """Every provider makes its own boto3.Session; share one model loader between them so
+    the (large) EC2 service model is parsed once per run instead of once per session."""
+    import botocore.loaders
+    import botocore.session
+
+    def create_loader(search_path_string=None):
+        if search_path_string not in _LOADERS:
+            _LOADERS[search_path_string] = botocore.loaders.create_loader(search_path_string)
+        return _LOADERS[search_path_string]
+
+    monkeypatch.setattr(botocore.session, "create_loader", create_loader)

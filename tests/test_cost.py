@@ -11,6 +11,8 @@ import socket
 
 import pytest
 
+from tests.helpers import fake_aws_env, share_botocore_loader
+
 boto3 = pytest.importorskip("boto3")
 from botocore.config import Config as BotoConfig  # noqa: E402
 from botocore.stub import ANY, Stubber  # noqa: E402
@@ -45,35 +47,13 @@ def loopback_only(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def fake_aws_env(monkeypatch, tmp_path):
-    """Fake credentials only; no profile, no instance metadata, no real config files."""
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path / "state"))
-
-
-_LOADERS: dict = {}
+def aws_env(monkeypatch, tmp_path):
+    fake_aws_env(monkeypatch, tmp_path, REGION)
 
 
 @pytest.fixture(autouse=True)
 def shared_botocore_loader(monkeypatch):
-    """One botocore model loader for every session: the EC2 model is parsed once per run."""
-    import botocore.loaders
-    import botocore.session
-
-    def create_loader(search_path_string=None):
-        if search_path_string not in _LOADERS:
-            _LOADERS[search_path_string] = botocore.loaders.create_loader(search_path_string)
-        return _LOADERS[search_path_string]
-
-    monkeypatch.setattr(botocore.session, "create_loader", create_loader)
+    share_botocore_loader(monkeypatch)
 
 
 def make_provider(region=REGION, **ec2) -> Ec2Provider:

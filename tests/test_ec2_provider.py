@@ -17,6 +17,8 @@ import types
 
 import pytest
 
+from tests.helpers import fake_aws_env, share_botocore_loader
+
 boto3 = pytest.importorskip("boto3")
 moto = pytest.importorskip("moto")
 from botocore.exceptions import (ClientError, EndpointConnectionError,  # noqa: E402
@@ -66,36 +68,14 @@ def checkip_calls(monkeypatch):
     return calls
 
 
-_LOADERS: dict = {}
-
-
 @pytest.fixture(autouse=True)
 def shared_botocore_loader(monkeypatch):
-    """Every provider makes its own boto3.Session; share one model loader between them so
-    the (large) EC2 service model is parsed once per run instead of once per session."""
-    import botocore.loaders
-    import botocore.session
-
-    def create_loader(search_path_string=None):
-        if search_path_string not in _LOADERS:
-            _LOADERS[search_path_string] = botocore.loaders.create_loader(search_path_string)
-        return _LOADERS[search_path_string]
-
-    monkeypatch.setattr(botocore.session, "create_loader", create_loader)
+    share_botocore_loader(monkeypatch)
 
 
 @pytest.fixture
 def aws(monkeypatch, tmp_path):
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
-                "AWS_REGION", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_SSM"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path / "state"))
+    fake_aws_env(monkeypatch, tmp_path, REGION)
     with moto.mock_aws():
         yield boto3.client("ec2", region_name=REGION)
 
