@@ -5,12 +5,15 @@ a Reporter so that only cli.py renders anything.
 """
 from __future__ import annotations
 
+import importlib
 import shlex
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 
+from swarm import locust as L
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.models import MASTER, WORKER, HostResult, Node, name_nodes, order_key
 from swarm.providers import Provider, Stack, get_provider
@@ -31,6 +34,7 @@ def locust_version() -> str:
 
 READY_TIMEOUT = 600       # seconds for the provider to say "running"
 BOOTSTRAP_TIMEOUT = 1200
+UPLOAD_FAILED = 96      # exit code of the bootstrap exec when unpacking failed, not the script
 
 
 class Reporter(Protocol):
@@ -56,7 +60,13 @@ class Session:
     @classmethod
     def open(cls, config, report: Reporter | None = None) -> "Session":
         stack = Stack.from_config(config)
-        return cls(stack, get_provider(stack), report or Silent())
+        provider = get_provider(stack)
+        if getattr(provider, "can_ssh", False):
+            # paramiko takes ~0.2 s to import; start now so it overlaps the cloud API calls
+            # instead of holding up every host's thread of the first fan-out.
+            threading.Thread(target=importlib.import_module, args=("swarm.ssh",), daemon=True,
+                             name="import-ssh").start()
+        return cls(stack, provider, report or Silent())
 
     def nodes(self, role: str | None = None) -> list[Node]:
         named = name_nodes(self.provider.list_nodes(self.stack))
@@ -230,8 +240,7 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     cfg = sess.stack.config
     bdir = check_bootstrap_dir(sess)
     rd = cfg.bootstrap.remote_dir
-    env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name,
-           "SWARM_REMOTE_DIR": rd}
+    env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)     # once: one tar per host was N x the CPU and memory
 
@@ -239,11 +248,17 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
         r = sess.provider.runner(sess.stack, node)
         try:
             r.wait_ready(cfg.bootstrap.ssh_timeout)
-            r.run(replace_tree_cmd(f"{rd}/bootstrap"), timeout=120, stdin=payload)
             exports = " ".join(f"{k}={shlex.quote(v)}"
                                for k, v in {**env, "SWARM_ROLE": node.role}.items())
-            res = r.run(f"cd {shlex.quote(rd)} && {exports} bash {script} >bootstrap.log 2>&1",
-                        timeout=BOOTSTRAP_TIMEOUT, check=False)
+            # One exec: unpack, run the script, (re)start the host's warm Locust for `run`.
+            # $PWD: rd may be relative to the login dir, and the script runs inside it.
+            res = r.run(f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
+                        f"(cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR=\"$PWD\" "
+                        f"bash {script} >bootstrap.log 2>&1) && {{ {L.warm_restart_cmd(rd)}; }}",
+                        timeout=BOOTSTRAP_TIMEOUT, check=False, stdin=payload)
+            if res.exit_code == UPLOAD_FAILED:
+                raise RemoteError(f"unpacking bootstrap/ in {rd} failed: "
+                                  f"{res.stderr.strip().splitlines()[-1:] or 'no output'}")
             if not res.ok:
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
                 lines = tail.stdout.strip().replace("\n", "\n    ")

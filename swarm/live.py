@@ -17,12 +17,13 @@ def write_meta_cmd(meta: dict[str, Any]) -> str:
     return f"printf '%s' {shlex.quote(json.dumps(meta))} > {RUN_META}"
 
 
-def master_stats(runner, rd: str, web_port: int) -> dict[str, Any]:
-    """/stats/requests + whether Locust runs + the run's meta, in one round trip."""
+def master_stats(runner, rd: str, web_port: int, wait: str = "", wait_s: float = 0) -> dict[str, Any]:
+    """/stats/requests + whether Locust runs + the run's meta, in one round trip; `wait` is a
+    shell loop run first, on the master, for at most wait_s (see locust.wait_*_cmd)."""
     q = shlex.quote(rd)
-    cmd = (f"{L.stats_url_cmd(web_port)}; echo; echo @@; {L.running_cmd(rd)}; echo @@; "
-           f"cat {q}/{RUN_META} 2>/dev/null")
-    res = runner.run(cmd, timeout=20, check=False)
+    cmd = (f"{wait + '; ' if wait else ''}{L.stats_url_cmd(web_port)}; echo; echo @@; "
+           f"{L.running_cmd(rd)}; echo @@; cat {q}/{RUN_META} 2>/dev/null")
+    res = runner.run(cmd, timeout=20 + wait_s, check=False)
     parts = res.stdout.split("@@")
     body = parts[0].strip() if parts else ""
     try:

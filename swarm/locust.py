@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -76,21 +77,73 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def start_cmd(rd: str, argv: Sequence[str], *, fresh_results: bool = False) -> str:
-    """Start Locust in the background in a session of its own and return at once.
+_FIND_LOCUST = ('L=venv/bin/locust; [ -x "$L" ] || L=$(command -v locust) || '
+                '{ echo "locust not found: run swarm up again to bootstrap" >&2; exit 127; }; ')
+WARM_SCRIPT = "swarm-warm.py"
+WARM_WAIT_STEPS = 1000     # x 0.02 s: a warm Locust still importing (just after `up`) may take a while
+# Is this remote dir's warm Locust alive, and serving the locust we would run? ($w = its pid)
+_WARM_ALIVE = ('w=$(cat warm.pid 2>/dev/null); [ -n "$w" ] && kill -0 "$w" 2>/dev/null && '
+               'grep -qa swarm-warm "/proc/$w/cmdline" 2>/dev/null && '
+               '[ "$(cat warm.bin 2>/dev/null)" = "$L" ]')
+
+
+def _warm_source() -> str:
+    from pathlib import Path
+    return (Path(__file__).with_name("warm_host.py")).read_text(encoding="utf-8")
+
+
+def _warm_launch() -> str:
+    """Start a warm Locust for $L in the background (cwd: the remote dir). It forks Locust for
+    each argv written to warm.fifo (see warm_host.py). Needs $L; quietly does nothing when the
+    locust script's interpreter is not a plain python path."""
+    return ('py=$(head -n 1 "$L" 2>/dev/null | sed -n "s/^#! *//p" | cut -d" " -f1); '
+            'case "$py" in */python*) ;; *) py="";; esac; '
+            'if [ -n "$py" ] && [ -x "$py" ]; then '
+            'rm -f warm.fifo warm.pid warm.ready; mkfifo warm.fifo && printf "%s" "$L" >warm.bin && '
+            f"printf '%s' {shlex.quote(_warm_source())} >{WARM_SCRIPT} && "
+            f'{{ setsid "$py" {WARM_SCRIPT} "$L" >warm.log 2>&1 </dev/null & }}; fi')
+
+
+def warm_stop_cmd(rd: str) -> str:
+    """Stop this remote dir's warm Locust (by its pid file, checked against its command line)."""
+    return (f"(cd {shlex.quote(rd)} 2>/dev/null && w=$(cat warm.pid 2>/dev/null) && [ -n \"$w\" ] && "
+            'grep -qa swarm-warm "/proc/$w/cmdline" 2>/dev/null && kill -TERM "$w"; '
+            "rm -f warm.pid warm.ready; true)")
+
+
+def warm_restart_cmd(rd: str) -> str:
+    """After a bootstrap (a new locust may be installed): replace the warm Locust."""
+    return (f"{warm_stop_cmd(rd)}; (cd {shlex.quote(rd)} && {_FIND_LOCUST}{_warm_launch()}) "
+            ">/dev/null 2>&1; true")
+
+
+def start_cmd(rd: str, argv: Sequence[str], *, fresh_results: bool = False,
+              warm: bool = False) -> str:
+    """Start Locust in the background in a session of its own and return at once; print its pid.
 
     The process group (pid = pgid) is what killall signals, so forked --processes children go
     too; locust.exit records the exit code for the controller. All fds are redirected, else an
-    SSH channel would stay open until Locust ends.
+    SSH channel would stay open until Locust ends. With `warm`, the host's warm Locust forks it
+    (no import: milliseconds instead of ~0.5 CPU-s), else, or if that fails, it is started cold
+    and a warm Locust is started for the next run.
     """
     args = " ".join(shlex.quote(a) for a in argv)
     clean = f"rm -rf {RESULTS_DIR}; mkdir -p {RESULTS_DIR}; " if fresh_results else ""
     inner = '"$0" "$@" >locust.log 2>&1 </dev/null; echo $? >locust.exit'
-    return (f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; "
-            'L=venv/bin/locust; [ -x "$L" ] || L=$(command -v locust) || '
-            '{ echo "locust not found: run swarm up again to bootstrap" >&2; exit 127; }; '
-            f"setsid sh -c 'echo $$ >locust.pid; {inner}' \"$L\" {args} >/dev/null 2>&1 </dev/null & "
-            "for i in $(seq 100); do [ -s locust.pid ] && break; sleep 0.02; done; cat locust.pid")
+    cold = (f"setsid sh -c 'echo $$ >locust.pid; {inner}' \"$L\" {args} >/dev/null 2>&1 </dev/null & "
+            "for i in $(seq 100); do [ -s locust.pid ] && break; sleep 0.02; done; ")
+    via_warm = launch = ""
+    if warm:
+        request = shlex.quote(json.dumps(list(argv)))
+        via_warm = (f"W=1; if {_WARM_ALIVE}; then W=0; printf '%s\\n' {request} 1<>warm.fifo; "
+                    f"for i in $(seq {WARM_WAIT_STEPS}); do [ -s locust.pid ] && break; "
+                    'kill -0 "$w" 2>/dev/null || break; sleep 0.02; done; '
+                    # one that did not answer in time must never answer late: a second Locust
+                    '[ -s locust.pid ] || { kill -KILL "$w" 2>/dev/null; W=1; }; fi; ')
+        # after the cold start, so the Locust this run needs gets the CPU first
+        launch = f'[ "$W" = 1 ] && {{ {_warm_launch()}; }}; '
+    return (f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {_FIND_LOCUST}"
+            f"{via_warm}[ -s locust.pid ] || {{ {cold}}}; {launch}cat locust.pid")
 
 
 def kill_cmd(rd: str, grace_s: int = 10) -> str:
@@ -140,8 +193,26 @@ def stats_url_cmd(web_port: int, path: str = "/stats/requests") -> str:
     url = shlex.quote(f"http://127.0.0.1:{web_port}{path}")
     py = ("import sys,urllib.request;"
           "sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=3).read().decode())")
-    return (f"curl -fsS --max-time 3 {url} 2>/dev/null || "
-            f"python3 -c {shlex.quote(py)} {url} 2>/dev/null")
+    # python3 only where curl is missing: not a Python start-up for every poll that fails
+    return (f"if command -v curl >/dev/null 2>&1; then curl -fsS --max-time 3 {url} 2>/dev/null; "
+            f"else python3 -c {shlex.quote(py)} {url} 2>/dev/null; fi")
+
+
+def wait_workers_cmd(rd: str, web_port: int, expected: int, timeout_s: float) -> str:
+    """Wait ON the master until `expected` workers are connected or Locust has exited (bounded
+    by timeout_s): one SSH exec polling locally every 0.1 s, instead of one exec per poll."""
+    steps = max(1, int(timeout_s / 0.1))
+    return (f"i=0; while [ $i -lt {steps} ]; do "
+            f"n=$( ({stats_url_cmd(web_port)}) | grep -o '\"worker_count\": *[0-9]*' | grep -o '[0-9]*$'); "
+            f'[ "${{n:-0}}" -ge {int(expected)} ] && break; '
+            f'[ "$( {running_cmd(rd)} )" = yes ] || break; sleep 0.1; i=$((i+1)); done')
+
+
+def wait_exit_cmd(rd: str, timeout_s: float) -> str:
+    """Wait ON the master until its Locust has exited (bounded), polling every 0.1 s."""
+    steps = max(1, int(timeout_s / 0.1))
+    return (f"i=0; while [ $i -lt {steps} ]; do [ \"$( {running_cmd(rd)} )\" = yes ] || break; "
+            "sleep 0.1; i=$((i+1)); done")
 
 
 # ---- parsing results ----

@@ -31,6 +31,7 @@ def results_dir_for(root: Path, stack: str, started: datetime) -> Path:
 
 
 CPU_EVERY = 3      # polls between two CPU samples of the worker hosts
+END_WAIT_S = 30    # longest single exec waiting for the master's exit (a lost master shows then)
 
 
 class CpuSampler:
@@ -58,17 +59,21 @@ class CpuSampler:
 
 
 def follow(sess, master_runner, rd: str, web_port: int, deadline_s: float, outcome,
-           sampler: CpuSampler | None = None) -> None:
+           sampler: CpuSampler | None = None, run_s: float | None = None) -> None:
     """Poll the master until its Locust exits; keep each worker's peak CPU, and which workers
-    went missing while the test ran."""
+    went missing while the test ran. Once the run time is over, wait for the exit on the master
+    itself (one exec, bounded), so the end is noticed within 0.1 s, not up to a poll later."""
     from swarm.live import master_stats, summarize
     from swarm.runs import POLL_S
 
     end = time.monotonic() + deadline_s
+    run_end = time.monotonic() + run_s if run_s else end
     last_note = time.monotonic()
     missing: set[str] = set()
-    for i in range(int(deadline_s / POLL_S) + 2):
-        stats = master_stats(master_runner, rd, web_port)
+    for i in range(int(deadline_s / POLL_S) + 12):
+        wait_s = min(END_WAIT_S, end - time.monotonic()) if time.monotonic() >= run_end else 0
+        wait = L.wait_exit_cmd(rd, wait_s) if wait_s > 0 else ""
+        stats = master_stats(master_runner, rd, web_port, wait=wait, wait_s=wait_s)
         if not stats.get("_running"):
             break
         view = summarize(stats)
@@ -88,7 +93,8 @@ def follow(sess, master_runner, rd: str, web_port: int, deadline_s: float, outco
             outcome.missing = sorted(missing)
             raise LocustError(f"the run did not end within {deadline_s:.0f}s: "
                               "stop it with `swarm killall`")
-        time.sleep(POLL_S)
+        if not wait:
+            time.sleep(max(0.0, min(POLL_S, run_end - time.monotonic())))
     outcome.missing = sorted(missing)
 
 
@@ -100,7 +106,8 @@ def finish_headless(sess, plan, opts, master: Node, workers: list[Node], runners
     error: SwarmError | None = None
     sampler = CpuSampler(workers, runners, rd, outcome.processes)
     try:
-        follow(sess, mr, rd, plan.spec.web_port, deadline, outcome, sampler)
+        follow(sess, mr, rd, plan.spec.web_port, deadline, outcome, sampler,
+               run_s=L.parse_duration(plan.spec.run_time))
     except RemoteError as e:   # the master stopped answering (powered off, network)
         error = LocustError(f"lost the master during the run: {e}")
     except SwarmError as e:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import os
 import shlex
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -215,15 +214,18 @@ def _run(sess, opts, plan, master, workers, runners, results_root) -> RunOutcome
             "locustfile": spec.locustfile, "host": spec.host,
             "started_at": started_at.isoformat(timespec="seconds")}
     outcome.hostnames, outcome.processes = hostnames, by_node
+    # Hosts swarm bootstraps keep a warm (pre-imported) Locust; on `local` it would be one
+    # more long-lived process on the user's machine for no gain.
+    warm = sess.provider.runs_bootstrap
 
     def start(node: Node) -> str:
         if node.role == MASTER:
             # Written first, so `swarm status` knows what to expect from the first poll on.
             cmd = (f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && {write_meta_cmd(meta)}) && "
-                   + L.start_cmd(rd, L.master_argv(spec), fresh_results=True))
+                   + L.start_cmd(rd, L.master_argv(spec), fresh_results=True, warm=warm))
         else:
             argv = L.worker_argv(spec.locustfile, master_ip, spec.master_port, per)
-            cmd = L.start_cmd(rd, argv)
+            cmd = L.start_cmd(rd, argv, warm=warm)
         return runners[node.id].run(cmd, timeout=60).stdout.strip()
 
     sess.report.info(f"starting Locust: master on {master.name}, {expected} worker process(es) "
@@ -263,19 +265,15 @@ def _with_expected(spec: L.RunSpec, n: int) -> L.RunSpec:
 
 def wait_for_workers(runner, rd: str, web_port: int, expected: int,
                      timeout: float = WORKERS_TIMEOUT) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    for _ in range(int(timeout / 0.25) + 1):
-        last = master_stats(runner, rd, web_port) or {}
-        if int(last.get("worker_count", 0)) >= expected:
-            return last
-        if not last.get("_running"):
-            log = runner.run(f"tail -n 5 {shlex.quote(rd)}/locust.log", timeout=20, check=False)
-            raise LocustError(f"the Locust master exited before the workers connected: "
-                              f"{log.stdout.strip().splitlines()[-1:] or 'no log'}")
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
+    """Until every worker process is connected: one exec, waiting on the master itself."""
+    last = master_stats(runner, rd, web_port, wait=L.wait_workers_cmd(rd, web_port, expected, timeout),
+                        wait_s=timeout)
+    if int(last.get("worker_count", 0)) >= expected:
+        return last
+    if not last.get("_running"):
+        log = runner.run(f"tail -n 5 {shlex.quote(rd)}/locust.log", timeout=20, check=False)
+        raise LocustError(f"the Locust master exited before the workers connected: "
+                          f"{log.stdout.strip().splitlines()[-1:] or 'no log'}")
     raise LocustError(f"only {last.get('worker_count', 0)} of {expected} worker process(es) "
                       f"connected within {timeout:.0f}s: see `swarm logs`")
 

@@ -40,9 +40,10 @@ class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
             if known is not None and len(known) and key.get_name() not in known:
                 # Known host offering a key of another type: treat it as a changed key.
                 raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
-            keys.add(hostname, key.get_name(), key)
+            # One line appended, not the file rewritten: N new hosts cost N lines, not N^2.
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            keys.save(str(self.path))
+            with open(self.path, "a", encoding="ascii") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
 def banner_ready(host: str, port: int, timeout: float = 2.0) -> bool:

@@ -83,13 +83,14 @@ def poll(check: Callable[[], Any], *, timeout: float, interval: float = 0.1,
 
 
 def locust_pids(host) -> list[int]:
-    """PIDs of Locust processes on an emulated host (not the shells around them)."""
+    """PIDs of Locust processes on an emulated host, started cold (the `locust` script) or
+    forked by the host's warm Locust (which names them "locust"): not the shells around them,
+    not the warm one (named "swarm-warm")."""
     out = []
     for pid in host.pids():
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "locust":
+                out.append(pid)
         except OSError:
             continue
-        if ("/locust " in cmd or cmd.startswith("locust ")) and " -f " in cmd:
-            out.append(pid)
     return out

@@ -1,4 +1,8 @@
 """Pure logic: Locust command lines, stats parsing, --check expressions."""
+import subprocess
+import threading
+import time
+
 import pytest
 
 from swarm import locust as L
@@ -84,3 +88,42 @@ def test_durations(text, secs):
 def test_bad_durations(bad):
     with pytest.raises(ValueError):
         L.parse_duration(bad)
+
+
+def _sh(cmd: str, timeout: float = 30) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.monotonic()
+    res = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+    return time.monotonic() - t, res
+
+
+def test_waits_on_the_master_end_with_its_process_group(tmp_path):
+    """wait_exit_cmd / wait_workers_cmd run on the master: real processes, real dash."""
+    proc = subprocess.Popen(["sleep", "1"], start_new_session=True)   # pid = pgid, as Locust's
+    threading.Thread(target=proc.wait, daemon=True).start()   # reaped at once, as init does
+    try:
+        (tmp_path / "locust.pid").write_text(f"{proc.pid}\n")
+        took, res = _sh(L.wait_exit_cmd(str(tmp_path), 10))
+        assert res.returncode == 0 and 0.7 < took < 5, (took, res.stderr)
+    finally:
+        proc.kill()
+        proc.wait()
+    # Locust gone: no waiting for workers that will never come
+    took, res = _sh(L.wait_workers_cmd(str(tmp_path), 1, 3, 10))
+    assert res.returncode == 0 and took < 2, (took, res.stderr)
+    # Locust alive but its API not answering: bounded by the timeout given
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        (tmp_path / "locust.pid").write_text(f"{proc.pid}\n")
+        took, res = _sh(L.wait_workers_cmd(str(tmp_path), 1, 3, 0.5))
+        assert res.returncode == 0 and 0.4 < took < 5, (took, res.stderr)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_warm_start_snippets_parse_and_use_pid_files():
+    cmd = L.start_cmd("swarm", ["-f", "x"], warm=True)
+    assert "warm.fifo" in cmd and "locust.pid" in cmd and "pkill" not in cmd
+    assert subprocess.run(["sh", "-n", "-c", cmd]).returncode == 0
+    assert subprocess.run(["sh", "-n", "-c", L.warm_restart_cmd("swarm")]).returncode == 0
+    assert subprocess.run(["sh", "-n", "-c", L.warm_stop_cmd("swarm")]).returncode == 0

@@ -1,11 +1,14 @@
 """The full cycle over real SSH: moto as EC2 (or the hosts provider), one network namespace with
 a real sshd per machine, real Locust, a real HTTP target on the lab bridge."""
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 
 from tests.helpers import assert_error_line, swarm
+from tests.reliability import locust_pids, poll
 
 
 def write_toml(workdir: Path, body: str) -> None:
@@ -26,9 +29,27 @@ def ec2_toml(workdir, subnet_id, name="e2e", extra=""):
                         f'[locust]\nprocesses = 1\n[bootstrap]\nssh_timeout = 20\n{extra}')
 
 
-def locust_procs(hosts) -> dict[str, list[str]]:
-    return {h.ip: [p for p in h.processes("locust") if "locust -f" in p or "/locust " in p]
-            for h in hosts}
+def locust_procs(hosts) -> dict[str, list[int]]:
+    return {h.ip: locust_pids(h) for h in hosts}
+
+
+def warm_pids(host) -> list[int]:
+    """The host's warm (pre-imported) Locust: named swarm-warm, waiting to fork Locust."""
+    return [p for p in host.pids() if _comm(p) == "swarm-warm"]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def latest_run(workdir: Path, stack: str) -> Path:
@@ -103,11 +124,34 @@ def test_hosts_provider_cycle_and_a_changed_locustfile(workdir, cli_env, emulate
     assert set(bridge_target.counts()) == {"GET /health"}, bridge_target.counts()
     assert "/health" in (latest_run(workdir, "h") / "locust_stats.csv").read_text()
 
+    # Every host keeps one warm Locust (imported once, after `up`) and the runs were forked
+    # from it: a UI run keeps Locust up to look at it. Kill one host's warm Locust: that host
+    # starts cold, and gets a new warm one for the next run.
+    assert all(len(warm_pids(h)) == 1 for h in hs.hosts), {h.ip: warm_pids(h) for h in hs.hosts}
+    res = swarm("run", "-H", bridge_target.url, "-f", "viral_load.py", "-u", "2", cwd=workdir,
+                env=cli_env, timeout=120)
+    assert res.code == 0, res.err
+    for h in hs.hosts:
+        pids = locust_pids(h)
+        assert len(pids) == 1 and "swarm-warm.py" in _cmdline(pids[0]), (h.ip, pids)
+    dead = warm_pids(workers[0])[0]
+    os.kill(dead, signal.SIGKILL)
+    poll(lambda: dead not in warm_pids(workers[0]), timeout=10, what="the warm Locust to die")
+    res = swarm("run", "-H", bridge_target.url, "-f", "viral_load.py", "-u", "2", cwd=workdir,
+                env=cli_env, timeout=120)
+    assert res.code == 0, res.err
+    assert "2 of 2 worker process(es) connected" in res.err
+    cold = locust_pids(workers[0])
+    assert len(cold) == 1 and "swarm-warm.py" not in _cmdline(cold[0]), cold
+    poll(lambda: len(warm_pids(workers[0])) == 1, timeout=30, what="a new warm Locust")
+
     assert swarm("killall", cwd=workdir, env=cli_env).code == 0
     assert all(p == [] for p in locust_procs(hs.hosts).values())
+    assert all(len(warm_pids(h)) == 1 for h in hs.hosts)    # killall keeps the warm ones
     assert swarm("down", cwd=workdir, env=cli_env, timeout=120).code == 0
-    for h in hs.hosts:     # remote dir removed; the machines themselves keep running
+    for h in hs.hosts:     # remote dir removed, warm Locust stopped; the machines keep running
         assert not (h.home / "swarm").exists()
+        assert warm_pids(h) == [] and locust_procs([h]) == {h.ip: []}
         assert h.running
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from swarm import paths
 from swarm.config import parse_host
 from swarm.errors import UsageError
-from swarm.locust import kill_cmd
+from swarm.locust import kill_cmd, warm_stop_cmd
 from swarm.models import MASTER, Node
 from swarm.providers import Stack
 from swarm.providers.records import records
@@ -74,7 +74,7 @@ class HostsProvider:
         def clean(node: Node) -> None:
             r = self.runner(stack, node)
             try:
-                r.run(f"{kill_cmd(rd)} >/dev/null; rm -rf {rd}", timeout=60)
+                r.run(f"{kill_cmd(rd)} >/dev/null; {warm_stop_cmd(rd)}; rm -rf {rd}", timeout=60)
             finally:
                 r.close()
 
