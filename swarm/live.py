@@ -22,7 +22,8 @@ def master_stats(runner, rd: str, web_port: int, wait: str = "", wait_s: float =
     shell loop run first, on the master, for at most wait_s (see locust.wait_*_cmd)."""
     q = shlex.quote(rd)
     cmd = (f"{wait + '; ' if wait else ''}{L.stats_url_cmd(web_port)}; echo; echo @@; "
-           f"{L.running_cmd(rd)}; echo @@; cat {q}/{RUN_META} 2>/dev/null")
+           f"{L.running_cmd(rd)}; echo @@; cat {q}/{RUN_META} 2>/dev/null; echo; echo @@; "
+           'echo "${n:-}"')
     res = runner.run(cmd, timeout=20 + wait_s, check=False)
     parts = res.stdout.split("@@")
     body = parts[0].strip() if parts else ""
@@ -31,6 +32,10 @@ def master_stats(runner, rd: str, web_port: int, wait: str = "", wait_s: float =
     except json.JSONDecodeError:
         data = {}
     data["_running"] = len(parts) > 1 and parts[1].strip() == "yes"
+    try:    # what a wait loop last counted (wait_workers_cmd), else nothing
+        data["_counted"] = int(parts[3].strip()) if len(parts) > 3 and parts[3].strip() else None
+    except ValueError:
+        data["_counted"] = None
     try:
         data["_meta"] = json.loads(parts[2]) if len(parts) > 2 and parts[2].strip() else {}
     except json.JSONDecodeError:

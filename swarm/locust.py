@@ -200,10 +200,17 @@ def stats_url_cmd(web_port: int, path: str = "/stats/requests") -> str:
 
 def wait_workers_cmd(rd: str, web_port: int, expected: int, timeout_s: float) -> str:
     """Wait ON the master until `expected` workers are connected or Locust has exited (bounded
-    by timeout_s): one SSH exec polling locally every 0.1 s, instead of one exec per poll."""
+    by timeout_s): one SSH exec polling locally every 0.1 s, instead of one exec per poll.
+    Leaves the count in $n. It reads the master's log ("... reported as ready. N workers
+    connected."): Locust caches /stats/requests for 2 s, so an early poll of the API would
+    report 0 workers for 2 s after they connected. The API is asked once a second as well,
+    in case a Locust version words that line differently."""
     steps = max(1, int(timeout_s / 0.1))
-    return (f"i=0; while [ $i -lt {steps} ]; do "
-            f"n=$( ({stats_url_cmd(web_port)}) | grep -o '\"worker_count\": *[0-9]*' | grep -o '[0-9]*$'); "
+    log_n = (f"grep -o 'ready\\. [0-9]* workers connected' {shlex.quote(rd)}/locust.log 2>/dev/null"
+             " | tail -n 1 | grep -o '[0-9][0-9]*'")
+    api_n = (f"({stats_url_cmd(web_port)}) | grep -o '\"worker_count\": *[0-9]*' | grep -o '[0-9]*$'")
+    return (f"i=0; n=0; while [ $i -lt {steps} ]; do n=$({log_n}); "
+            f'[ $((i % 10)) = 9 ] && [ "${{n:-0}}" -lt {int(expected)} ] && n=$( {api_n} ); '
             f'[ "${{n:-0}}" -ge {int(expected)} ] && break; '
             f'[ "$( {running_cmd(rd)} )" = yes ] || break; sleep 0.1; i=$((i+1)); done')
 

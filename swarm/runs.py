@@ -268,7 +268,9 @@ def wait_for_workers(runner, rd: str, web_port: int, expected: int,
     """Until every worker process is connected: one exec, waiting on the master itself."""
     last = master_stats(runner, rd, web_port, wait=L.wait_workers_cmd(rd, web_port, expected, timeout),
                         wait_s=timeout)
-    if int(last.get("worker_count", 0)) >= expected:
+    # The API's figure may be up to 2 s old (Locust caches it); the loop's count is not.
+    last["worker_count"] = max(int(last.get("worker_count", 0)), last.get("_counted") or 0)
+    if last["worker_count"] >= expected:
         return last
     if not last.get("_running"):
         log = runner.run(f"tail -n 5 {shlex.quote(rd)}/locust.log", timeout=20, check=False)
