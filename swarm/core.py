@@ -244,32 +244,42 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)     # once: one tar per host was N x the CPU and memory
 
+    runners: dict[str, object] = {}
+
     def one(node: Node) -> str:
-        r = sess.provider.runner(sess.stack, node)
-        try:
-            r.wait_ready(cfg.bootstrap.ssh_timeout)
-            exports = " ".join(f"{k}={shlex.quote(v)}"
-                               for k, v in {**env, "SWARM_ROLE": node.role}.items())
-            # One exec: unpack, run the script, (re)start the host's warm Locust for `run`.
-            # $PWD: rd may be relative to the login dir, and the script runs inside it.
-            res = r.run(f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
-                        f"(cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR=\"$PWD\" "
-                        f"bash {script} >bootstrap.log 2>&1) && {{ {L.warm_restart_cmd(rd)}; }}",
-                        timeout=BOOTSTRAP_TIMEOUT, check=False, stdin=payload)
-            if res.exit_code == UPLOAD_FAILED:
-                raise RemoteError(f"unpacking bootstrap/ in {rd} failed: "
-                                  f"{res.stderr.strip().splitlines()[-1:] or 'no output'}")
-            if not res.ok:
-                tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
-                lines = tail.stdout.strip().replace("\n", "\n    ")
-                raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
-                                  f"{rd}/bootstrap.log:\n    {lines}")
-            return "bootstrapped"
-        finally:
-            r.close()
+        r = runners[node.id] = sess.provider.runner(sess.stack, node)
+        r.wait_ready(cfg.bootstrap.ssh_timeout)
+        exports = " ".join(f"{k}={shlex.quote(v)}"
+                           for k, v in {**env, "SWARM_ROLE": node.role}.items())
+        # One exec: unpack, then run the script. $PWD: rd may be relative to the login dir,
+        # and the script runs inside it.
+        res = r.run(f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
+                    f"cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR=\"$PWD\" "
+                    f"bash {script} >bootstrap.log 2>&1",
+                    timeout=BOOTSTRAP_TIMEOUT, check=False, stdin=payload)
+        if res.exit_code == UPLOAD_FAILED:
+            raise RemoteError(f"unpacking bootstrap/ in {rd} failed: "
+                              f"{res.stderr.strip().splitlines()[-1:] or 'no output'}")
+        if not res.ok:
+            tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
+            lines = tail.stdout.strip().replace("\n", "\n    ")
+            raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
+                              f"{rd}/bootstrap.log:\n    {lines}")
+        return "bootstrapped"
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
-    return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    try:
+        results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+        # Then (re)start each host's warm Locust: it imports Locust in the background, for the
+        # next `run`. Not in the same exec: where hosts share CPUs (VMs on one machine, the
+        # lab) those imports would slow the bootstraps still running.
+        done = [res.node for res in results if res.ok]
+        fan_out(done, lambda n: runners[n.id].run(L.warm_restart_cmd(rd), timeout=60, check=False),
+                what="warm Locust", raise_on_error=False)
+        return results
+    finally:
+        for r in runners.values():
+            r.close()
 
 
 @dataclass
