@@ -6,6 +6,7 @@ Paths are relative to the node's remote dir (`rd`), the same on every provider.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -81,15 +82,18 @@ _FIND_LOCUST = ('L=venv/bin/locust; [ -x "$L" ] || L=$(command -v locust) || '
                 '{ echo "locust not found: run swarm up again to bootstrap" >&2; exit 127; }; ')
 WARM_SCRIPT = "swarm-warm.py"
 WARM_WAIT_STEPS = 1000     # x 0.02 s: a warm Locust still importing (just after `up`) may take a while
+# Is pid $w our warm Locust (not a process that got its recycled pid)?
+_IS_WARM = 'grep -qa swarm-warm "/proc/$w/cmdline" 2>/dev/null'
 # Is this remote dir's warm Locust alive, and serving the locust we would run? ($w = its pid)
 _WARM_ALIVE = ('w=$(cat warm.pid 2>/dev/null); [ -n "$w" ] && kill -0 "$w" 2>/dev/null && '
-               'grep -qa swarm-warm "/proc/$w/cmdline" 2>/dev/null && '
-               '[ "$(cat warm.bin 2>/dev/null)" = "$L" ]')
+               f'{_IS_WARM} && [ "$(cat warm.bin 2>/dev/null)" = "$L" ]')
 
 
+@functools.lru_cache(maxsize=1)
 def _warm_source() -> str:
+    """warm_host.py, quoted for the shell: read once, though every host's start command has it."""
     from pathlib import Path
-    return (Path(__file__).with_name("warm_host.py")).read_text(encoding="utf-8")
+    return shlex.quote(Path(__file__).with_name("warm_host.py").read_text(encoding="utf-8"))
 
 
 def _warm_launch() -> str:
@@ -100,15 +104,14 @@ def _warm_launch() -> str:
             'case "$py" in */python*) ;; *) py="";; esac; '
             'if [ -n "$py" ] && [ -x "$py" ]; then '
             'rm -f warm.fifo warm.pid warm.ready; mkfifo warm.fifo && printf "%s" "$L" >warm.bin && '
-            f"printf '%s' {shlex.quote(_warm_source())} >{WARM_SCRIPT} && "
+            f"printf '%s' {_warm_source()} >{WARM_SCRIPT} && "
             f'{{ setsid "$py" {WARM_SCRIPT} "$L" >warm.log 2>&1 </dev/null & }}; fi')
 
 
 def warm_stop_cmd(rd: str) -> str:
     """Stop this remote dir's warm Locust (by its pid file, checked against its command line)."""
     return (f"(cd {shlex.quote(rd)} 2>/dev/null && w=$(cat warm.pid 2>/dev/null) && [ -n \"$w\" ] && "
-            'grep -qa swarm-warm "/proc/$w/cmdline" 2>/dev/null && kill -TERM "$w"; '
-            "rm -f warm.pid warm.ready; true)")
+            f'{_IS_WARM} && kill -TERM "$w"; rm -f warm.pid warm.ready; true)')
 
 
 def warm_restart_cmd(rd: str) -> str:
@@ -205,21 +208,26 @@ def wait_workers_cmd(rd: str, web_port: int, expected: int, timeout_s: float) ->
     connected."): Locust caches /stats/requests for 2 s, so an early poll of the API would
     report 0 workers for 2 s after they connected. The API is asked once a second as well,
     in case a Locust version words that line differently."""
-    steps = max(1, int(timeout_s / 0.1))
     log_n = (f"grep -o 'ready\\. [0-9]* workers connected' {shlex.quote(rd)}/locust.log 2>/dev/null"
              " | tail -n 1 | grep -o '[0-9][0-9]*'")
     api_n = (f"({stats_url_cmd(web_port)}) | grep -o '\"worker_count\": *[0-9]*' | grep -o '[0-9]*$'")
-    return (f"i=0; n=0; while [ $i -lt {steps} ]; do n=$({log_n}); "
-            f'[ $((i % 10)) = 9 ] && [ "${{n:-0}}" -lt {int(expected)} ] && n=$( {api_n} ); '
-            f'[ "${{n:-0}}" -ge {int(expected)} ] && break; '
-            f'[ "$( {running_cmd(rd)} )" = yes ] || break; sleep 0.1; i=$((i+1)); done')
+    return "n=0; " + _poll_while_running(rd, timeout_s, (
+        f"n=$({log_n}); "
+        f'[ $((i % 10)) = 9 ] && [ "${{n:-0}}" -lt {int(expected)} ] && n=$( {api_n} ); '
+        f'[ "${{n:-0}}" -ge {int(expected)} ] && break; '))
 
 
 def wait_exit_cmd(rd: str, timeout_s: float) -> str:
     """Wait ON the master until its Locust has exited (bounded), polling every 0.1 s."""
+    return _poll_while_running(rd, timeout_s)
+
+
+def _poll_while_running(rd: str, timeout_s: float, body: str = "") -> str:
+    """Shell loop every 0.1 s, at most timeout_s, while this remote dir's Locust runs; `body`
+    runs first in each round ($i counts rounds) and may `break`."""
     steps = max(1, int(timeout_s / 0.1))
-    return (f"i=0; while [ $i -lt {steps} ]; do [ \"$( {running_cmd(rd)} )\" = yes ] || break; "
-            "sleep 0.1; i=$((i+1)); done")
+    return (f"i=0; while [ $i -lt {steps} ]; do {body}"
+            f'[ "$( {running_cmd(rd)} )" = yes ] || break; sleep 0.1; i=$((i+1)); done')
 
 
 # ---- parsing results ----

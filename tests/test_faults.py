@@ -189,6 +189,19 @@ def test_worker_whose_sshd_died_is_named_and_skipped(workdir, stack_env, emulate
     assert bridge_target.total() > 0
 
 
+def power_off_mid_run(proc, ready, what: str, victim, target) -> int:
+    """Once ready() holds and load reaches the target, power victim off; the run's exit code.
+    The run is killed if it has not ended by then."""
+    try:
+        poll(ready, timeout=60, what=what)
+        poll(lambda: target.total() > 20, timeout=60, what="load on the target")
+        victim.stop()
+        return finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_worker_powered_off_mid_run(workdir, stack_env, emulated_ec2, bridge_target, tmp_path):
     """Fault: worker-2's machine powers off a few seconds into a headless run. The run
     completes on the others, the results are saved, and the summary names the lost worker."""
@@ -196,14 +209,8 @@ def test_worker_powered_off_mid_run(workdir, stack_env, emulated_ec2, bridge_tar
     victim = host_of(emulated_ec2, workdir, stack_env, "worker-2")
     proc, out, err = start(["run", "-H", bridge_target.url, "-f", "signups.py", "--headless",
                             "-u", "6", "-r", "6", "-t", "8s"], workdir, stack_env, tmp_path)
-    try:
-        poll(lambda: locust_pids(victim), timeout=60, what="Locust on worker-2")
-        poll(lambda: bridge_target.total() > 20, timeout=30, what="load on the target")
-        victim.stop()
-        code = finish(proc, timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = power_off_mid_run(proc, lambda: locust_pids(victim), "Locust on worker-2", victim,
+                             bridge_target)
     text = err.read_text()
     assert "Traceback" not in text, text
     assert code == 0, text
@@ -224,15 +231,8 @@ def test_master_powered_off_mid_run(workdir, stack_env, emulated_ec2, bridge_tar
     master = host_of(emulated_ec2, workdir, stack_env, "master")
     proc, out, err = start(["run", "-H", bridge_target.url, "-f", "signups.py", "--headless",
                             "-u", "4", "-r", "4", "-t", "20s"], workdir, stack_env, tmp_path)
-    try:   # mid-run: the workers are connected and the load flows
-        poll(lambda: "worker process(es) connected" in err.read_text(), timeout=60,
-             what="the workers to connect")
-        poll(lambda: bridge_target.total() > 20, timeout=60, what="load on the target")
-        master.stop()
-        code = finish(proc, timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    code = power_off_mid_run(proc, lambda: "worker process(es) connected" in err.read_text(),
+                             "the workers to connect", master, bridge_target)
     text = err.read_text()
     assert "Traceback" not in text, text
     assert code == 1, text

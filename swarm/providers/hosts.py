@@ -69,12 +69,13 @@ class HostsProvider:
         return nodes     # core waits for SSH itself, per host
 
     def terminate_nodes(self, stack: Stack, nodes: list[Node]) -> None:
-        rd = shlex.quote(self.config.bootstrap.remote_dir)
+        rd = self.config.bootstrap.remote_dir   # the builders quote it themselves
 
         def clean(node: Node) -> None:
             r = self.runner(stack, node)
             try:
-                r.run(f"{kill_cmd(rd)} >/dev/null; {warm_stop_cmd(rd)}; rm -rf {rd}", timeout=60)
+                r.run(f"{kill_cmd(rd)} >/dev/null; {warm_stop_cmd(rd)}; rm -rf {shlex.quote(rd)}",
+                      timeout=60)
             finally:
                 r.close()
 
