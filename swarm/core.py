@@ -265,18 +265,18 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
             lines = tail.stdout.strip().replace("\n", "\n    ")
             raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
                               f"{rd}/bootstrap.log:\n    {lines}")
+        # (Re)start the host's warm Locust, which imports Locust for the next `run`, once swarm
+        # has exited: where hosts share CPUs (VMs on one machine, the lab), 30 imports would
+        # slow by seconds the bootstraps, API calls and exit still to come.
+        try:
+            r.run_after_exit(L.warm_restart_cmd(rd))
+        except RemoteError:
+            pass     # only a head start: `run` starts Locust cold and a warm one then
         return "bootstrapped"
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
     try:
-        results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
-        # Then (re)start each host's warm Locust: it imports Locust in the background, for the
-        # next `run`. Not in the same exec: where hosts share CPUs (VMs on one machine, the
-        # lab) those imports would slow the bootstraps still running.
-        done = [res.node for res in results if res.ok]
-        fan_out(done, lambda n: runners[n.id].run(L.warm_restart_cmd(rd), timeout=60, check=False),
-                what="warm Locust", raise_on_error=False)
-        return results
+        return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
     finally:
         for r in runners.values():
             r.close()

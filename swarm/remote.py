@@ -53,7 +53,16 @@ class Runner(Protocol):
 
     def stream(self, cmd: str, sink: Callable[[bytes], None]) -> int: ...
 
+    def run_after_exit(self, cmd: str) -> None: ...
+
     def close(self) -> None: ...
+
+
+# run_after_exit: the node's shell reads its input until this process has exited (the OS then
+# closes our end), then runs the command, with no output to write to a channel that is gone.
+DEFERRED = "exec >/dev/null 2>&1; cat; "
+# Our ends of those inputs, as bare fds: nothing closes them before the OS does at our exit.
+HELD_UNTIL_EXIT: list[int] = []
 
 
 # ---- helpers shared by every runner: one tar stream each way ----
@@ -162,6 +171,15 @@ class LocalRunner:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def run_after_exit(self, cmd: str) -> None:
+        """Start cmd in the node's dir once this process has exited; never wait for it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(["sh", "-c", DEFERRED + cmd], cwd=self.root, env=self._env(None),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        HELD_UNTIL_EXIT.append(os.dup(proc.stdin.fileno()))
+        proc.stdin.close()
 
     def close(self) -> None:
         for proc in self._streams:

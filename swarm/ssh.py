@@ -5,6 +5,7 @@ refused, never silently accepted.
 """
 from __future__ import annotations
 
+import os
 import select
 import shlex
 import socket
@@ -15,7 +16,8 @@ from pathlib import Path
 import paramiko
 
 from swarm.errors import RemoteError
-from swarm.remote import Result, pack_tree_cmd, replace_tree_cmd, tar_bytes, untar_bytes
+from swarm.remote import (DEFERRED, HELD_UNTIL_EXIT, Result, pack_tree_cmd, replace_tree_cmd,
+                          tar_bytes, untar_bytes)
 
 _known_hosts_lock = threading.Lock()   # many hosts are first contacted at once
 
@@ -66,6 +68,8 @@ class SSHRunner:
         self.label = label or host
         self.connect_timeout = connect_timeout
         self._client: paramiko.SSHClient | None = None
+        self._deferred: list[paramiko.Channel] = []
+        self._held: paramiko.Transport | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -131,6 +135,7 @@ class SSHRunner:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            self._deferred.clear()
 
     # ---- commands ----
 
@@ -216,6 +221,26 @@ class SSHRunner:
             raise RemoteError(f"{self.label}: SSH stream ended: {e or type(e).__name__}") from None
         finally:
             chan.close()
+
+    def run_after_exit(self, cmd: str) -> None:
+        """Start cmd on the host once this process has exited, without waiting for it.
+
+        The host's shell starts now and reads the channel until the connection ends; a
+        duplicate of the socket keeps the connection open past close() until the OS closes it
+        as this process exits (a process killed by a signal included). Hosts that share CPUs
+        (VMs on one machine, the lab) would otherwise slow by seconds the work still to come.
+        """
+        try:
+            transport = self._connect().get_transport()
+            chan = transport.open_session(timeout=self.connect_timeout)
+            chan.exec_command(DEFERRED + cmd)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{self.label}: SSH session failed: {e or type(e).__name__}") from None
+        self._deferred.append(chan)   # the transport keeps its channels by weak reference only
+        if self._held is not transport:
+            HELD_UNTIL_EXIT.append(os.dup(transport.sock.fileno()))
+            self._held = transport
 
     def transport(self) -> paramiko.Transport:
         return self._connect().get_transport()

@@ -1,10 +1,16 @@
 """The local provider end to end, through the CLI as a user runs it, with real Locust."""
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import assert_one_error_line, processes_under, swarm
+from tests.reliability import poll
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def status(workdir, env) -> list[dict]:
@@ -223,3 +229,24 @@ def test_logs_follow_streams_until_ctrl_c(workdir, cli_env, local_toml, target):
         assert follow.wait(timeout=15) == 0
     finally:
         swarm("down", cwd=workdir, env=cli_env)
+
+
+
+def test_local_runner_runs_after_exit_only(tmp_path):
+    """The local runner's run_after_exit: the command waits for this process to exit."""
+    node = tmp_path / "node"
+    controller = (f"from swarm.remote import LocalRunner; import sys\n"
+                  f"r = LocalRunner({str(node)!r}, 'node'); r.run_after_exit('echo ran >deferred.txt')\n"
+                  f"r.close(); print('closed', flush=True); sys.stdin.readline()\n")
+    proc = subprocess.Popen([sys.executable, "-c", controller], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "closed\n"
+        assert not (node / "deferred.txt").exists()
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+        poll(lambda: (node / "deferred.txt").exists(), timeout=10, what="the deferred command")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -4,11 +4,15 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 
 from tests.helpers import assert_error_line, swarm
 from tests.reliability import locust_pids, poll
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_toml(workdir: Path, body: str) -> None:
@@ -210,3 +214,39 @@ def test_a_changed_host_key_is_refused(workdir, cli_env, emulated_hosts, bridge_
     assert all(p == [] for p in locust_procs(hs.hosts).values())   # nothing started
     res = swarm("logs", "worker-1", cwd=workdir, env=cli_env)
     assert res.code == 1 and "host key changed" in res.err
+
+
+
+def test_run_after_exit_waits_for_the_controller_to_exit(emulated_hosts, tmp_path):
+    """What `up` relies on to start the hosts' warm Locusts only once it has exited: the command
+    is in place (its shell started) but runs only when the controller process is gone, even
+    after the runner was closed, and it survives the connection it came from."""
+    hs = emulated_hosts(1)
+    (h,) = hs.hosts
+    marker = h.home / "deferred.txt"
+    controller = f"""
+import sys
+from swarm.ssh import SSHRunner
+r = SSHRunner({h.ip!r}, user="root", key_file={str(hs.key_path)!r},
+              known_hosts={str(tmp_path / "known_hosts")!r})
+r.wait_ready(20)
+r.run_after_exit("echo noisy; echo noisy >&2; echo ran >deferred.txt")  # no channel to print to
+r.run("true", timeout=20)       # the connection is still usable meanwhile
+r.close()                       # closing the runner is not the signal; exiting is
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", controller], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "closed\n"
+        poll(lambda: any(_comm(p) == "cat" for p in h.pids()), timeout=10, what="the waiting shell")
+        assert not marker.exists()
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+        poll(lambda: marker.exists() and marker.read_text() == "ran\n", timeout=10,
+             what="the deferred command, after the controller exited")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
