@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import select
 import shlex
-import socket
 import threading
 import time
 from pathlib import Path
@@ -48,14 +47,8 @@ class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
                 f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
-def banner_ready(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True once the port answers with an SSH banner (sshd up, not just the TCP stack)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
+class _NotAnswering(RemoteError):
+    """No SSH session could be set up (refused, timed out, no banner, dropped): maybe not yet."""
 
 
 class SSHRunner:
@@ -78,20 +71,24 @@ class SSHRunner:
     # ---- connection ----
 
     def wait_ready(self, timeout: float) -> None:
-        """Wait (bounded) for sshd to answer, then connect once."""
+        """Connect, retrying (bounded) while the host does not answer SSH yet. No separate
+        probe first: that was one more TCP connection, and one more sshd process, per host."""
         deadline = time.monotonic() + timeout
+        last = ""
         for _ in range(int(timeout / 0.5) + 2):
-            if banner_ready(self.host, self.port, timeout=min(3.0, max(0.5, deadline - time.monotonic()))):
-                self._connect()
+            try:
+                self._connect(max(0.5, deadline - time.monotonic()))
                 return
+            except _NotAnswering as e:
+                last = str(e).rsplit(": ", 1)[-1]
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
         raise RemoteError(f"{self.label} ({self.host}:{self.port}): SSH did not answer within "
-                          f"{timeout:.0f}s: check the security group / ssh_cidr and that the "
-                          "machine is up")
+                          f"{timeout:.0f}s ({last}): check the security group / ssh_cidr and "
+                          "that the machine is up")
 
-    def _connect(self) -> paramiko.SSHClient:
+    def _connect(self, wait: float | None = None) -> paramiko.SSHClient:
         with self._lock:
             if self._client is not None and self._client.get_transport() is not None \
                     and self._client.get_transport().is_active():
@@ -104,8 +101,11 @@ class SSHRunner:
             else:
                 client.load_system_host_keys()
                 client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            # While waiting (`wait` s left): short TCP attempts, as packets to a machine still
+            # booting may go unanswered, and never past the deadline.
+            t = self.connect_timeout if wait is None else min(self.connect_timeout, wait)
             kw = dict(hostname=self.host, port=self.port, username=self.user,
-                      timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                      timeout=t if wait is None else min(3.0, t), banner_timeout=t,
                       auth_timeout=self.connect_timeout)
             if self.key_file is not None:
                 kw.update(key_filename=str(self.key_file), look_for_keys=False, allow_agent=False)
@@ -123,8 +123,8 @@ class SSHRunner:
                                   f"failed ({e}): check the key and ssh_user") from None
             except (OSError, paramiko.SSHException, EOFError) as e:
                 client.close()
-                raise RemoteError(f"{self.label} ({self.host}:{self.port}): SSH connection "
-                                  f"failed: {e or type(e).__name__}") from None
+                raise _NotAnswering(f"{self.label} ({self.host}:{self.port}): SSH connection "
+                                    f"failed: {e or type(e).__name__}") from None
             transport = client.get_transport()
             transport.set_keepalive(15)
             self._client = client
