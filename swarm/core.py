@@ -112,20 +112,22 @@ def check_bootstrap_dir(sess: Session) -> Path:
 
 def up_master(sess: Session) -> UpResult:
     check_bootstrap_dir(sess)
-    existing = sess.nodes(MASTER)
+    nodes = sess.nodes()      # one listing per step: on EC2 each is an API call
+    existing = [n for n in nodes if n.role == MASTER]
     if existing:
         m = existing[0]
         return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has a master "
                                       f"({m.id}, {m.state}); nothing to do")
-    return _launch(sess, MASTER, 1)
+    return _bootstrap_new(sess, UpResult(created=_launch(sess, MASTER, 1, nodes)))
 
 
 def scale_workers(sess: Session, n: int) -> UpResult:
     check_count(n)
     check_bootstrap_dir(sess)
-    if not sess.nodes(MASTER):
+    nodes = sess.nodes()
+    if not any(x.role == MASTER for x in nodes):
         raise UsageError(f"stack {sess.stack.name!r} has no master: run `swarm up master` first")
-    workers = sess.nodes(WORKER)
+    workers = [x for x in nodes if x.role == WORKER]
     if len(workers) == n:
         return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has {n} workers; "
                                       "nothing to do")
@@ -134,9 +136,10 @@ def scale_workers(sess: Session, n: int) -> UpResult:
         sess.report.info(f"removing {len(extras)} worker(s): {', '.join(w.name for w in extras)}")
         sess.provider.terminate_nodes(sess.stack, extras)
         return UpResult(removed=extras)
-    result = _launch(sess, WORKER, n - len(workers))
+    result = _bootstrap_new(sess, UpResult(created=_launch(sess, WORKER, n - len(workers), nodes)))
     # Two `up workers -n N` at once both launch: re-check and drop the newest extras. Both
-    # callers pick the same nodes (same order), so the stack converges on N.
+    # callers pick the same nodes (same order), so the stack converges on N. (After the
+    # bootstrap: earlier, a caller still waiting for its instances could see them terminated.)
     workers = sess.nodes(WORKER)
     # The other caller may already have removed some of ours (they were the newest): they are
     # gone, not failed; their (failed) bootstrap is not this command's failure.
@@ -158,18 +161,27 @@ def scale_workers(sess: Session, n: int) -> UpResult:
     return result
 
 
+def _bootstrap_new(sess: Session, result: UpResult) -> UpResult:
+    if sess.provider.runs_bootstrap:
+        result.bootstrap = bootstrap(sess, result.created)
+    else:
+        sess.report.info(f"{sess.stack.provider} provider: bootstrap.sh is not run here (it "
+                         f"installs system packages); using this machine's Locust {locust_version()}")
+    return result
+
+
 def newest(nodes: list[Node], k: int) -> list[Node]:
     return sorted(nodes, key=order_key)[-k:] if k > 0 else []
 
 
-def cost_estimate(sess: Session, role: str, count: int) -> str | None:
+def cost_estimate(sess: Session, role: str, count: int, nodes: list[Node] | None = None) -> str | None:
     """'estimated cost: $0.51/h for the stack (1 master + 5 workers, on-demand)' on ec2."""
     if sess.stack.provider != "ec2":
         return None
     from swarm import cost
     cfg = sess.stack.config.ec2
     lifecycle = "spot" if cfg.spot else "on-demand"
-    nodes = sess.nodes()      # one listing: each is an API call
+    nodes = sess.nodes() if nodes is None else nodes
     masters = sum(n.role == MASTER for n in nodes) + (count if role == MASTER else 0)
     workers = sum(n.role == WORKER for n in nodes) + (count if role == WORKER else 0)
     items = [(cfg.master_type, lifecycle, masters), (cfg.worker_type, lifecycle, workers)]
@@ -199,12 +211,14 @@ def cost_so_far(sess: Session, nodes: list[Node], book=None) -> dict | None:
             "text": f"spent so far: {cost.format_usd(total)}; TTL in {ttl_text}"}
 
 
-def _launch(sess: Session, role: str, count: int) -> UpResult:
+def _launch(sess: Session, role: str, count: int, existing: list[Node]) -> list[Node]:
+    """Launch count nodes and wait until the provider says they run. -> the new nodes, named.
+    `existing`: the stack's listing this command has just taken."""
     p, stack = sess.provider, sess.stack
     check = getattr(p, "check_launch", None)
     if check is not None:       # a bad AMI / instance type is refused before anything is created
         check(stack, role, count)
-    note = cost_estimate(sess, role, count)
+    note = cost_estimate(sess, role, count, existing)
     if note:
         sess.report.info(note)    # before anything is launched
     p.prepare(stack)
@@ -225,14 +239,7 @@ def _launch(sess: Session, role: str, count: int) -> UpResult:
             raise
         raise ProviderError(f"waiting for the new {role}(s) failed: {e}") from e
     ids = {n.id for n in ready}
-    named = [n for n in sess.nodes(role) if n.id in ids] or ready
-    result = UpResult(created=named)
-    if p.runs_bootstrap:
-        result.bootstrap = bootstrap(sess, named)
-    else:
-        sess.report.info(f"{stack.provider} provider: bootstrap.sh is not run here (it installs "
-                         f"system packages); using this machine's Locust {locust_version()}")
-    return result
+    return [n for n in sess.nodes(role) if n.id in ids] or ready
 
 
 def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:

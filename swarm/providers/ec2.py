@@ -71,6 +71,10 @@ class Ec2Provider:
         self._clients: dict[str, Any] = {}
         self._prepared: dict[str, _Prepared] = {}
         self._created_by: str | None = None
+        # One command checks a launch, then prepares and makes it: look each thing up once
+        # (from a laptop every EC2 call is 50-150 ms, and they are sequential).
+        self._subnet: dict[str, Any] | None = None
+        self._checked: dict[tuple[str, int], tuple[str, str]] = {}
 
     # ---- session, clients, places ----
 
@@ -179,7 +183,7 @@ class Ec2Provider:
         cidr = setup.ssh_cidr(self.cfg.ssh_cidr)
         port = self.config.locust.master_port
         with aws_errors(f"prepare the security group and key pair of stack {stack.name}", self.region):
-            subnet = setup.find_subnet(self.ec2, self.cfg.subnet_id, self.region)
+            subnet = self._find_subnet()
             tags = self._tags(stack.name, setup.STACK_ROLE)
             gid = setup.ensure_security_group(self.ec2, stack.name, subnet["VpcId"], cidr,
                                               (port, port + 1), tags)
@@ -208,15 +212,23 @@ class Ec2Provider:
         if self.cfg.key_name:
             setup.check_key_file(self.key_path(stack))
         itype = self.cfg.master_type if role == MASTER else self.cfg.worker_type
+        if (role, count) in self._checked:
+            return self._checked[role, count]
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
-            subnet = setup.find_subnet(self.ec2, self.cfg.subnet_id, self.region)
+            subnet = self._find_subnet()
             if int(subnet.get("AvailableIpAddressCount", count)) < count:
                 raise ProviderError(f"subnet {subnet['SubnetId']} has only "
                                     f"{subnet['AvailableIpAddressCount']} free addresses for {count} "
                                     "nodes: ask for fewer or set a bigger [ec2] subnet_id")
             arch = setup.instance_arch(self.ec2, itype, self.region)
             image_id = setup.resolve_ami(self.ec2, self.client("ssm"), self.cfg.ami, arch, self.region)
+        self._checked[role, count] = itype, image_id
         return itype, image_id
+
+    def _find_subnet(self) -> dict[str, Any]:
+        if self._subnet is None:
+            self._subnet = setup.find_subnet(self.ec2, self.cfg.subnet_id, self.region)
+        return self._subnet
 
     def create_nodes(self, stack: Stack, role: str, count: int) -> list[Node]:
         itype, image_id = self.check_launch(stack, role, count)
