@@ -157,6 +157,23 @@ class SwarmFailed(RuntimeError):
 
 # --------------------------------------------------------------------------- sshd + Locust logs
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def sshd_cpu_s(host) -> float:
+    """CPU seconds of a host's sshd and everything it has run and reaped so far (the SSH
+    sessions, their shells, tar, bootstrap.sh): the host-side work of SSH and of what came
+    through it. Read from the listener's own and its reaped children's times."""
+    total = 0.0
+    for pid in host._sshd_listeners():
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15]) / CLK_TCK    # utime stime cutime cstime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def sshd_counts(host) -> Counter:
     """What the host's sshd logged (LogLevel VERBOSE): connections, logins, exec sessions,
     bytes received from the client (logged when a connection closes)."""
@@ -630,6 +647,9 @@ ssh_timeout = 60
         # hides in P2; its time is reported.
         warm = self.wait_warm([master, *workers], since=up_w.t0 + up_w.wall, timeout=180)
         self.sample("P1_warm_ready_after_up_s", n, warm)
+        # the sessions have ended and been reaped once `up` has exited (the warm Locusts are
+        # not under sshd: they are the host's init's)
+        self.sample("P1_hosts_sshd_cpu_s", n, sum(sshd_cpu_s(h) for h in workers))
 
         # floor: the same bootstrap.sh, directly on every worker at once
         env = (f"SWARM_LOCUST_VERSION={LOCUST_VERSION} SWARM_ROLE=worker SWARM_STACK={STACK} "
@@ -726,6 +746,7 @@ ssh_timeout = 60
             # The warm Locusts import after `up` exits: not during the floors below. (Their
             # connections close as `up` exits, so sshd has logged "Transferred: ..." by then.)
             self.wait_warm(workers, since=up_w.t0 + up_w.wall, timeout=180)
+            self.sample("P3_hosts_sshd_cpu_s", n, sum(sshd_cpu_s(h) for h in workers))
             boot = up_w.mark("bootstrapping")
             self.sample("P3_bootstrap_phase_s", n, (up_w.wall - boot) if boot else None)
             self.sample("P3_up_workers_s", n, up_w.wall)
@@ -1030,6 +1051,7 @@ def print_table(b: Bench, summary: dict[str, Any], args) -> None:
         ("   phases: start / launch / bootstrap", ("P1_phase_start_s", "P1_phase_launch_s", "P1_phase_bootstrap_s")),
         ("   floor: bootstrap.sh on all hosts, no SSH", "P1_floor_bootstrap_s"),
         ("   warm Locust ready on all, after up exits", "P1_warm_ready_after_up_s"),
+        ("   hosts' CPU-s under sshd (SSH + bootstrap.sh)", "P1_hosts_sshd_cpu_s"),
         ("P2 run, UI mode, until all connected (s)", "P2_run_ui_s"),
         ("   phases: start / sync+kill / start+wait", ("P2_phase_start_s", "P2_phase_sync_s", "P2_phase_wait_workers_s")),
         ("   floor: warm Locust started on hosts, no SSH", "P2_floor_all_connected_s"),
@@ -1041,6 +1063,7 @@ def print_table(b: Bench, summary: dict[str, Any], args) -> None:
         ("P3 5 MB bootstrap/: bootstrap phase (s)", "P3_bootstrap_phase_s"),
         ("   floor: unpack + script on hosts, no SSH", "P3_floor_untar_s"),
         ("   the same through OpenSSH's ssh, in parallel", "P3_floor_openssh_s"),
+        ("   hosts' CPU-s under sshd (SSH + unpacking)", "P3_hosts_sshd_cpu_s"),
         ("down (s) / net of emulated host removal", ("down_s", "down_net_of_emulation_s")),
     ]
     w, cw = 48, 22
