@@ -50,6 +50,10 @@ class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
 class _NotAnswering(RemoteError):
     """No SSH session could be set up (refused, timed out, no banner, dropped): maybe not yet."""
 
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
 
 class SSHRunner:
     def __init__(self, host: str, port: int = 22, user: str = "root", key_file: Path | None = None,
@@ -80,7 +84,7 @@ class SSHRunner:
                 self._connect(max(0.5, deadline - time.monotonic()))
                 return
             except _NotAnswering as e:
-                last = str(e).rsplit(": ", 1)[-1]
+                last = e.reason
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
@@ -123,8 +127,9 @@ class SSHRunner:
                                   f"failed ({e}): check the key and ssh_user") from None
             except (OSError, paramiko.SSHException, EOFError) as e:
                 client.close()
+                reason = str(e) or type(e).__name__
                 raise _NotAnswering(f"{self.label} ({self.host}:{self.port}): SSH connection "
-                                    f"failed: {e or type(e).__name__}") from None
+                                    f"failed: {reason}", reason) from None
             transport = client.get_transport()
             transport.set_keepalive(15)
             self._client = client

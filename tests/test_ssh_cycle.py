@@ -250,3 +250,36 @@ sys.stdin.readline()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_wait_ready_retries_until_sshd_answers(emulated_hosts, tmp_path):
+    """A machine whose sshd is not up yet (refused), then is: wait_ready keeps trying within
+    its bound and connects; one that never comes up gets the bounded error with the reason."""
+    import threading
+    import time
+    from swarm.errors import RemoteError
+    from swarm.ssh import SSHRunner
+    hs = emulated_hosts(1)
+    (h,) = hs.hosts
+    h.kill_sshd()
+    r = SSHRunner(h.ip, user="root", key_file=hs.key_path, known_hosts=tmp_path / "known_hosts")
+    later = threading.Timer(1.5, h.start_sshd)
+    later.start()
+    try:
+        t0 = time.monotonic()
+        r.wait_ready(20)
+        assert time.monotonic() - t0 >= 1.0
+        assert r.run("echo up", timeout=10).stdout == "up\n"
+    finally:
+        later.cancel()
+        later.join()
+        r.close()
+    h.kill_sshd()
+    r = SSHRunner(h.ip, user="root", key_file=hs.key_path, known_hosts=tmp_path / "known_hosts")
+    t0 = time.monotonic()
+    try:
+        r.wait_ready(2)
+        raise AssertionError("connected to a host with no sshd")
+    except RemoteError as e:
+        assert re.search(r"SSH did not answer within 2s \(.+\): check the security group", str(e)), e
+    assert time.monotonic() - t0 < 6
