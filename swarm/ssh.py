@@ -5,6 +5,7 @@ refused, never silently accepted.
 """
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shlex
@@ -19,6 +20,12 @@ from swarm.remote import (DEFERRED, HELD_UNTIL_EXIT, Result, pack_tree_cmd, repl
                           tar_bytes, untar_bytes)
 
 _known_hosts_lock = threading.Lock()   # many hosts are first contacted at once
+
+# paramiko logs its transport thread's failures at ERROR, a traceback line by line (a banner
+# that never came from a host still booting, a socket closed as swarm exits). With no handler,
+# Python's last-resort handler would print them on stderr among swarm's own lines; swarm
+# reports these failures itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class HostKeyChanged(RemoteError):
