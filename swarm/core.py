@@ -166,7 +166,8 @@ def _bootstrap_new(sess: Session, result: UpResult) -> UpResult:
         result.bootstrap = bootstrap(sess, result.created)
     else:
         sess.report.info(f"{sess.stack.provider} provider: bootstrap.sh is not run here (it "
-                         f"installs system packages); using this machine's Locust {locust_version()}")
+                         "installs system packages); using this machine's Locust "
+                         f"{locust_version()}")
     return result
 
 
@@ -174,7 +175,8 @@ def newest(nodes: list[Node], k: int) -> list[Node]:
     return sorted(nodes, key=order_key)[-k:] if k > 0 else []
 
 
-def cost_estimate(sess: Session, role: str, count: int, nodes: list[Node] | None = None) -> str | None:
+def cost_estimate(sess: Session, role: str, count: int,
+                  nodes: list[Node] | None = None) -> str | None:
     """'estimated cost: $0.51/h for the stack (1 master + 5 workers, on-demand)' on ec2."""
     if sess.stack.provider != "ec2":
         return None
@@ -251,42 +253,40 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)     # once: one tar per host was N x the CPU and memory
 
-    runners: dict[str, object] = {}
-
     def one(node: Node) -> str:
-        r = runners[node.id] = sess.provider.runner(sess.stack, node)
-        r.wait_ready(cfg.bootstrap.ssh_timeout)
-        exports = " ".join(f"{k}={shlex.quote(v)}"
-                           for k, v in {**env, "SWARM_ROLE": node.role}.items())
-        # One exec: unpack, then run the script. $PWD: rd may be relative to the login dir,
-        # and the script runs inside it.
-        res = r.run(f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
-                    f"cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR=\"$PWD\" "
-                    f"bash {script} >bootstrap.log 2>&1",
-                    timeout=BOOTSTRAP_TIMEOUT, check=False, stdin=payload)
-        if res.exit_code == UPLOAD_FAILED:
-            raise RemoteError(f"unpacking bootstrap/ in {rd} failed: "
-                              f"{res.stderr.strip().splitlines()[-1:] or 'no output'}")
-        if not res.ok:
-            tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
-            lines = tail.stdout.strip().replace("\n", "\n    ")
-            raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
-                              f"{rd}/bootstrap.log:\n    {lines}")
-        # (Re)start the host's warm Locust, which imports Locust for the next `run`, once swarm
-        # has exited: where hosts share CPUs (VMs on one machine, the lab), 30 imports would
-        # slow by seconds the bootstraps, API calls and exit still to come.
+        r = sess.provider.runner(sess.stack, node)
         try:
-            r.run_after_exit(L.warm_restart_cmd(rd))
-        except RemoteError:
-            pass     # only a head start: `run` starts Locust cold and a warm one then
-        return "bootstrapped"
+            r.wait_ready(cfg.bootstrap.ssh_timeout)
+            exports = " ".join(f"{k}={shlex.quote(v)}"
+                               for k, v in {**env, "SWARM_ROLE": node.role}.items())
+            # One exec: unpack, then run the script. $PWD: rd may be relative to the login dir,
+            # and the script runs inside it.
+            res = r.run(f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
+                        f"cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR=\"$PWD\" "
+                        f"bash {script} >bootstrap.log 2>&1",
+                        timeout=BOOTSTRAP_TIMEOUT, check=False, stdin=payload)
+            if res.exit_code == UPLOAD_FAILED:
+                raise RemoteError(f"unpacking bootstrap/ in {rd} failed: "
+                                  f"{res.stderr.strip().splitlines()[-1:] or 'no output'}")
+            if not res.ok:
+                tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
+                lines = tail.stdout.strip().replace("\n", "\n    ")
+                raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
+                                  f"{rd}/bootstrap.log:\n    {lines}")
+            # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
+            # swarm has exited (closing the runner is not the signal): where hosts share CPUs
+            # (VMs on one machine, the lab), 30 imports would slow by seconds the bootstraps,
+            # API calls and exit still to come.
+            try:
+                r.run_after_exit(L.warm_restart_cmd(rd))
+            except RemoteError:
+                pass     # only a head start: `run` starts Locust cold and a warm one then
+            return "bootstrapped"
+        finally:
+            r.close()
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
-    try:
-        return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
-    finally:
-        for r in runners.values():
-            r.close()
+    return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
 
 
 @dataclass
