@@ -1,6 +1,7 @@
 """Shared test helpers: the CLI as a user runs it (a subprocess), and process accounting."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -34,6 +35,28 @@ def swarm(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120,
     proc = subprocess.run([*SWARM, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, input=stdin)
     return CLIResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@contextlib.contextmanager
+def controller_until_exit(code: str):
+    """A Python process (cwd: the repo) running `code`, which must print "closed" once set up
+    and then read stdin: it lives until the yielded function closes its stdin, which checks
+    that it exits 0. For what a swarm process leaves to happen after its exit. Killed if the
+    test fails first."""
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+    def exit_now() -> None:
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+
+    try:
+        assert proc.stdout.readline() == "closed\n"
+        yield exit_now
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def processes_under(root: Path) -> list[str]:

@@ -1,16 +1,11 @@
 """The local provider end to end, through the CLI as a user runs it, with real Locust."""
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_one_error_line, processes_under, swarm
+from tests.helpers import assert_one_error_line, controller_until_exit, processes_under, swarm
 from tests.reliability import poll
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def status(workdir, env) -> list[dict]:
@@ -238,15 +233,7 @@ def test_local_runner_runs_after_exit_only(tmp_path):
     controller = (f"from swarm.remote import LocalRunner; import sys\n"
                   f"r = LocalRunner({str(node)!r}, 'node'); r.run_after_exit('echo ran >deferred.txt')\n"
                   f"r.close(); print('closed', flush=True); sys.stdin.readline()\n")
-    proc = subprocess.Popen([sys.executable, "-c", controller], cwd=REPO, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline() == "closed\n"
+    with controller_until_exit(controller) as exit_now:
         assert not (node / "deferred.txt").exists()
-        proc.stdin.close()
-        assert proc.wait(timeout=20) == 0
+        exit_now()
         poll(lambda: (node / "deferred.txt").exists(), timeout=10, what="the deferred command")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
