@@ -18,8 +18,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.emulation.hosts import Host, Lab, LabError, _alive
+from tests.emulation import Host, Lab, LabError
 from tests.emulation.plugin import make_ed25519_keypair, require_emulation
+from tests.emulation.proc import _alive
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_IN_LAB = REPO / "tests" / "run_in_lab.py"

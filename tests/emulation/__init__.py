@@ -4,6 +4,8 @@ guard.  See tests/emulation/plugin.py for the pytest fixtures and
 /work/shared/TESTING.md for the measured recipe."""
 
 from .guard import install_guard
-from .hosts import Host, Lab, LabError
+from .host import Host
+from .lab import Lab
+from .proc import LabError
 
 __all__ = ["Host", "Lab", "LabError", "install_guard"]

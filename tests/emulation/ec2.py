@@ -39,7 +39,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .hosts import Host, Lab
+from .host import Host
+from .lab import Lab
 
 DEFAULT_REGION = "us-east-1"
 # A Canonical Ubuntu image moto knows in every region (moto's default AMIs

@@ -38,7 +38,8 @@ from typing import NamedTuple
 import pytest
 
 from .guard import install_guard
-from .hosts import SSHD, Host, Lab
+from .host import SSHD, Host
+from .lab import Lab
 
 LAB_NETWORKS = ("10.77.0.0/16",)
 

@@ -1,0 +1,308 @@
+"""Emulated SSH hosts: one network namespace + one real sshd per host, made by
+``Lab.add_host`` (see lab.py).
+
+Stopping a host = SIGKILL the ``unshare`` process: its child (the init) gets
+SIGKILL through ``--kill-child`` and the kernel kills the whole PID namespace.
+
+Host.exec() uses ``nsenter`` into the PID, mount, UTS and network namespaces
+of the host's init, so commands see the host's /root, /tmp, processes and
+network exactly like an SSH session would (but without sshd).
+
+Notes / gotchas:
+* ``/etc/ssh`` is per host (``Host.etc_ssh``; ssh_config and moduli are
+  copied in), the authorized key is ``/root/.ssh/authorized_keys`` in the
+  host = ``Host.home/.ssh/authorized_keys`` on the controller.
+* Re-bound paths leave an empty mount-point directory in ``Host.home``
+  (e.g. ``.pyenv``) when seen from the controller.
+* All waits are polls bounded in time and count (READY_TIMEOUT,
+  STOP_TIMEOUT).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .proc import (LabError, _alive, _children, _cmdline, _ip_batch, _ns_id, _ppid, _run,
+                   _safe_rmtree)
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+SSHD = "/usr/sbin/sshd"
+READY_TIMEOUT = 10.0  # seconds a host may take to answer with an SSH banner
+STOP_TIMEOUT = 5.0
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+READY_LINE = "swarm-lab: host init ready"
+INIT_IDLE = "sleep 3600"  # what the host's init waits on (reaping orphans)
+
+
+def banner_ready(ip: str, port: int = 22, timeout: float = 0.5) -> bool:
+    """One probe: does ip:port answer with an SSH banner?"""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _tcp_accepts(ip: str, port: int = 22, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Host:
+    """One emulated machine.  ``home`` is the controller-side directory the
+    host sees as ``/root``; ``tmp`` the one it sees as ``/tmp``."""
+
+    name: str
+    ip: str
+    netns: str
+    veth: str
+    dir: Path
+    home: Path
+    tmp: Path
+    etc_ssh: Path
+    log_path: Path
+    host_key_pub: str
+    dead: str | None = None
+    pid: int | None = None  # the `unshare` process (controller's PID namespace)
+    init_pid: int | None = None  # PID 1 of the host, as the controller sees it
+    lab: "Lab | None" = field(default=None, repr=False)
+    _proc: subprocess.Popen | None = field(default=None, repr=False)
+    _removed: bool = field(default=False, repr=False)
+    _ready_seen: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.init_pid is not None and _alive(self.init_pid)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Power off: SIGKILL the unshare process; its child (the host's PID 1)
+        gets SIGKILL via --kill-child and the kernel kills the whole PID
+        namespace.  The network namespace and files stay until remove().
+        A stopped host cannot be started again."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise LabError(f"{self.name}: unshare pid {proc.pid} did not die")
+        if self.init_pid is not None:
+            deadline = time.monotonic() + timeout
+            for _ in range(int(timeout / 0.01) + 1):
+                if not _alive(self.init_pid) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            if _alive(self.init_pid):
+                raise LabError(f"{self.name}: init pid {self.init_pid} still alive")
+
+    def remove(self) -> None:
+        """stop(), then delete the veth, the network namespace and the host's
+        directory.  Idempotent."""
+        with self._lock:
+            if self._removed:
+                return
+            self.stop()
+            _ip_batch([f"link del {self.veth}", f"netns del {self.netns}"],
+                      force=True, check=False)
+            if self.lab is not None:
+                self.lab._unregister_netns(self.netns)
+            _safe_rmtree(self.dir)
+            self._removed = True
+        if self.lab is not None:
+            self.lab._forget(self)
+
+    # -- inside the host ---------------------------------------------------
+
+    def _nsenter(self) -> list[str]:
+        if not self.running:
+            raise LabError(f"{self.name} ({self.ip}) is not running")
+        return ["nsenter", "--target", str(self.init_pid), "--pid", "--mount",
+                "--uts", "--net", "--wdns=/root", "--"]
+
+    def exec(self, cmd: str | list[str], *, timeout: float = 60.0,
+             input: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
+        """Run ``cmd`` inside the host (nsenter into its pid/mount/uts/net
+        namespaces), as root, cwd /root, PATH = venv bin + system PATH."""
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        env = {"HOME": "/root", "USER": "root", "LOGNAME": "root",
+               "PATH": self.lab.session_path if self.lab else SYSTEM_PATH,
+               "LANG": os.environ.get("LANG", "C.UTF-8")}
+        return subprocess.run(self._nsenter() + argv, capture_output=True,
+                              text=True, timeout=timeout, env=env, input=input,
+                              check=check)
+
+    def pids(self, *, include_init: bool = False) -> list[int]:
+        """PIDs (controller view) of the live processes in the host's PID
+        namespace -- without the host's init and its idle ``sleep`` unless
+        ``include_init``."""
+        if self.init_pid is None:
+            return []
+        ns = _ns_id(self.init_pid, "pid")
+        if ns is None:
+            return []
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if _ns_id(pid, "pid") != ns or not _alive(pid):
+                continue
+            if not include_init and (pid == self.init_pid or (
+                    _ppid(pid) == self.init_pid and _cmdline(pid) == INIT_IDLE)):
+                continue
+            out.append(pid)
+        return sorted(out)
+
+    @property
+    def known_hosts_line(self) -> str:
+        """``<ip> <type> <base64>`` for a known_hosts file."""
+        keytype, b64 = self.host_key_pub.split()[:2]
+        return f"{self.ip} {keytype} {b64}"
+
+    def memory_pss_kib(self) -> int:
+        """Proportional set size of everything running on the host (KiB),
+        including its init and the unshare process."""
+        total = 0
+        for pid in self.pids(include_init=True) + ([self.pid] if self.pid else []):
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as fh:
+                    for line in fh:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1])
+                            break
+            except OSError:
+                pass
+        return total
+
+    def processes(self, pattern: str = "") -> list[str]:
+        """Command lines of live processes on this host containing ``pattern``
+        (the host's init ``sh`` and its idle ``sleep`` are not listed; sshd
+        and SSH sessions are)."""
+        result = []
+        for pid in self.pids():
+            cmd = _cmdline(pid)
+            if cmd and pattern in cmd:
+                result.append(cmd)
+        return result
+
+    def _sshd_listeners(self) -> list[int]:
+        # sshd re-titles itself "sshd: /usr/sbin/sshd -D ... [listener] ..."
+        out = []
+        for pid in self.pids():
+            cmd = _cmdline(pid)
+            if _ppid(pid) == self.init_pid and (
+                    cmd.startswith(f"{SSHD} -D") or cmd.startswith(f"sshd: {SSHD} -D")):
+                out.append(pid)
+        return out
+
+    def kill_sshd(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the listening sshd (the host and its other processes stay;
+        already open SSH sessions survive, new connections are refused)."""
+        for pid in self._sshd_listeners():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.02) + 1):
+            if not self._sshd_listeners() or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if self._sshd_listeners():
+            raise LabError(f"{self.name}: sshd did not die")
+
+    def start_sshd(self, timeout: float = READY_TIMEOUT) -> None:
+        """(Re)start sshd inside the host; it is re-parented to the host's init
+        and logs to the same log file.  Waits for the banner."""
+        if self._sshd_listeners():
+            return
+        script = (f"{SSHD} -D -e -f /etc/ssh/sshd_config </dev/null >/dev/null "
+                  f"2>>/proc/1/fd/2 &")
+        proc = subprocess.run(self._nsenter() + ["sh", "-c", script],
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise LabError(f"{self.name}: cannot start sshd: {proc.stderr}")
+        self.dead = None
+        self.wait_ready(timeout)
+
+    def regen_host_key(self, timeout: float = READY_TIMEOUT) -> str:
+        """Replace the host key and restart sshd; returns the new public key."""
+        self.kill_sshd()
+        key = self.etc_ssh / "ssh_host_ed25519_key"
+        for path in (key, key.with_name(key.name + ".pub")):
+            path.unlink(missing_ok=True)
+        self.host_key_pub = _keygen(key, self.name)
+        self.start_sshd(timeout)
+        return self.host_key_pub
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Poll (bounded) until the host answers: SSH banner for a normal
+        host, an accepted TCP connection for a ``silent`` dead one; other
+        dead modes only wait for the init to be up."""
+        deadline = time.monotonic() + timeout
+        attempts = int(timeout / 0.02) + 1
+        for _ in range(attempts):
+            if self._proc is not None and self._proc.poll() is not None:
+                raise LabError(f"{self.name}: host init exited "
+                               f"({self._proc.returncode}); log:\n{self.log_tail()}")
+            if self.init_pid is None:
+                kids = _children(self._proc.pid) if self._proc else []
+                if kids:
+                    self.init_pid = kids[0]
+            if self.init_pid is not None:
+                if not self._init_done():
+                    pass
+                elif self.dead in ("refuse", "blackhole"):
+                    return
+                elif self.dead == "silent":
+                    if _tcp_accepts(self.ip, 22, 0.3):
+                        return
+                elif banner_ready(self.ip, 22, 0.5):
+                    return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        raise LabError(f"{self.name} ({self.ip}) not ready after {timeout}s; "
+                       f"log:\n{self.log_tail()}")
+
+    def _init_done(self) -> bool:
+        if self._ready_seen:
+            return True
+        try:
+            self._ready_seen = READY_LINE.encode() in self.log_path.read_bytes()
+        except OSError:
+            return False
+        return self._ready_seen
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _keygen(path: Path, comment: str) -> str:
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    return path.with_name(path.name + ".pub").read_text().strip()

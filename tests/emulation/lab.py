@@ -1,0 +1,307 @@
+"""The lab: a bridge plus emulated SSH hosts (host.py) in the current network
+namespace.
+
+``Lab`` owns a Linux bridge holding the first address of a subnet (default
+10.77.1.1/24) in the *current* network namespace -- which is the throw-away
+lab namespace when the suite runs through ``tests/run_in_lab.py``.  Each
+``Lab.add_host(ip, key)`` creates (see /work/shared/TESTING.md):
+
+* a network namespace ``<prefix>h<n>`` with ``lo`` and ``eth0`` (a veth whose
+  other end ``<prefix>v<n>`` is enslaved to the bridge), the host IP on
+  ``eth0``, IPv6 off and **no default route**;
+* inside it ``unshare --mount --uts --pid --fork --kill-child --mount-proc``
+  running a tiny ``sh`` init (PID 1 of the host, see boot.py) that sets up
+  the host's /etc/ssh, /root, /tmp and hostname, starts sshd and reaps orphans.
+
+Everything created is named from a per-process prefix ``sw<pid><letter>``
+(interface names stay <= 15 chars) and removed by exactly those names.
+
+The ``unshare`` processes get PDEATHSIG=SIGKILL (``setpriv``), forked from
+one long-lived thread (proc._Spawner), so a test process that dies hard takes its hosts
+with it; netns names/dirs are also registered for ``run_in_lab.py``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import os
+import sys
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from typing import Iterable
+
+from .boot import start_init, write_host_files
+from .host import READY_TIMEOUT, SYSTEM_PATH, Host
+from .proc import LabError, _cmdline, _ip_batch, _run, _safe_rmtree, python_paths
+
+DEFAULT_SUBNET = "10.77.1.0/24"
+DEAD_MODES = ("silent", "refuse", "blackhole")
+
+_lab_letters = iter("abcdefghijklmnopqrstuvwxyz")
+_lab_letters_lock = threading.Lock()
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+class Lab:
+    """A bridge plus emulated hosts in the current network namespace."""
+
+    def __init__(self, subnet: str = DEFAULT_SUBNET, *, venv: str | Path | None = None,
+                 prefix: str | None = None, base_dir: str | Path | None = None,
+                 extra_keep: Iterable[str | Path] = ()):
+        self.subnet = ipaddress.ip_network(subnet)
+        if self.subnet.version != 4:
+            raise LabError("only IPv4 subnets are supported")
+        self.bridge_ip = str(next(self.subnet.hosts()))
+        self.venv = Path(venv) if venv else Path(sys.executable).parent.parent
+        self.venv_bin = self.venv / "bin"
+        self.session_path = f"{self.venv_bin}:{SYSTEM_PATH}"
+        if prefix is None:
+            with _lab_letters_lock:
+                try:
+                    letter = next(_lab_letters)
+                except StopIteration:
+                    raise LabError("too many labs in one process") from None
+            prefix = f"sw{os.getpid()}{letter}"
+        if len(prefix) > 10:
+            raise LabError(f"prefix {prefix!r} too long (max 10 chars)")
+        self.prefix = prefix
+        self.bridge = f"{prefix}br"
+        self.hosts: dict[str, Host] = {}
+        self._counter = 0
+        self._lock = threading.RLock()
+        self._closed = False
+        self.registry = Path(os.environ["SWARM_LAB_REGISTRY"]) \
+            if os.environ.get("SWARM_LAB_REGISTRY") else None
+        self.base_dir = Path(tempfile.mkdtemp(prefix=f"swarmlab-{prefix}-",
+                                              dir=str(base_dir) if base_dir else None))
+        os.chmod(self.base_dir, 0o755)
+        entry = self._registry_entry("dirs", prefix)
+        if entry is not None:
+            try:
+                entry.write_text(str(self.base_dir))
+            except OSError:
+                pass
+        self._keep = [Path(p) for p in extra_keep]
+        self._keep_paths = sorted(python_paths(self.venv) | set(self._keep))
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        ref = weakref.ref(self)
+
+        def _close_at_exit() -> None:  # safety net; unregistered by close()
+            lab = ref()
+            if lab is not None:
+                try:
+                    lab.close()
+                except Exception as exc:  # noqa: BLE001
+                    print(f"swarm lab cleanup: {exc}", file=sys.stderr)
+
+        self._atexit_cb = _close_at_exit
+        atexit.register(_close_at_exit)
+        try:
+            # A fixed MAC: else the bridge takes its lowest port's MAC, which changes when a
+            # host is added or removed, and the other hosts' ARP entry for the bridge IP (the
+            # target) goes stale: their load stalls for ~30 s after any other host comes or goes.
+            _ip_batch([f"link add {self.bridge} type bridge",
+                       f"link set {self.bridge} address 02:77:00:00:00:01",
+                       f"addr add {self.bridge_ip}/{self.subnet.prefixlen} dev {self.bridge}",
+                       f"link set {self.bridge} up"])
+            try:
+                Path(f"/proc/sys/net/ipv6/conf/{self.bridge}/disable_ipv6").write_text("1")
+            except OSError:
+                pass
+        except BaseException:
+            self.close()
+            raise
+
+    # -- context manager ----------------------------------------------------
+
+    def __enter__(self) -> "Lab":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- registry (lets run_in_lab.py sweep our netns if we die hard) -------
+
+    def _registry_entry(self, kind: str, name: str) -> Path | None:
+        if self.registry is None:
+            return None
+        return self.registry / kind / name
+
+    def _register_netns(self, name: str) -> None:
+        entry = self._registry_entry("netns", name)
+        if entry is not None:
+            try:
+                entry.touch()
+            except OSError:
+                pass
+
+    def _unregister_netns(self, name: str) -> None:
+        entry = self._registry_entry("netns", name)
+        if entry is not None:
+            entry.unlink(missing_ok=True)
+
+    # -- hosts --------------------------------------------------------------
+
+    def free_ip(self, start: int = 100) -> str:
+        """First address of the subnet at offset >= ``start`` without a host."""
+        with self._lock:
+            for offset in range(start, self.subnet.num_addresses - 1):
+                ip = str(self.subnet.network_address + offset)
+                if ip != self.bridge_ip and ip not in self.hosts:
+                    return ip
+        raise LabError("no free address left in the lab subnet")
+
+    def add_host(self, ip: str | None = None, authorized_key: str = "",
+                 name: str | None = None, *, dead: bool | str = False,
+                 wait: bool = True, timeout: float = READY_TIMEOUT) -> Host:
+        """Create a host answering SSH at ``ip`` for ``authorized_key``.
+
+        ``dead``: False (normal), True/"silent" (TCP accepted, never a
+        banner), "refuse" (nothing listens: connection refused), "blackhole"
+        (the host drops every outgoing packet: connects time out).
+        """
+        if dead is True:
+            dead = "silent"
+        if dead and dead not in DEAD_MODES:
+            raise LabError(f"dead must be one of {DEAD_MODES}, not {dead!r}")
+        with self._lock:
+            if self._closed:
+                raise LabError("lab is closed")
+            if ip is None:
+                ip = self.free_ip()
+            addr = ipaddress.ip_address(ip)
+            if addr not in self.subnet or str(addr) == self.bridge_ip \
+                    or addr in (self.subnet.network_address, self.subnet.broadcast_address):
+                raise LabError(f"{ip} is not a usable host address of {self.subnet}")
+            if ip in self.hosts:
+                raise LabError(f"a host already has {ip}")
+            n = _b36(self._counter)
+            self._counter += 1
+            netns, veth = f"{self.prefix}h{n}", f"{self.prefix}v{n}"
+            host_name = name or f"ip-{ip.replace('.', '-')}"
+            hdir = self.base_dir / f"h{n}"
+            # reserve the address while we build
+            host = Host(name=host_name, ip=ip, netns=netns, veth=veth, dir=hdir,
+                        home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
+                        log_path=hdir / "sshd.log", host_key_pub="",
+                        dead=dead or None, lab=self)
+            self.hosts[ip] = host
+        try:
+            self._build(host, authorized_key)
+            if wait:
+                host.wait_ready(timeout)
+        except BaseException:
+            try:
+                host.remove()
+            except Exception:  # noqa: BLE001 - keep the original error
+                pass
+            raise
+        return host
+
+    def _build(self, host: Host, authorized_key: str) -> None:
+        init = write_host_files(host, authorized_key, session_path=self.session_path,
+                                prefixlen=self.subnet.prefixlen,
+                                keep_paths=self._keep_paths)
+
+        self._register_netns(host.netns)
+        _ip_batch([f"netns add {host.netns}",
+                   f"link add {host.veth} type veth peer name eth0 netns {host.netns}",
+                   f"link set {host.veth} master {self.bridge} up"])
+        try:
+            Path(f"/proc/sys/net/ipv6/conf/{host.veth}/disable_ipv6").write_text("1")
+        except OSError:
+            pass
+
+        start_init(host, init)
+
+    def add_hosts(self, specs: Iterable[dict], timeout: float = READY_TIMEOUT) -> list[Host]:
+        """Create several hosts, then wait for all of them (faster than one by
+        one).  Each spec is the kwargs of ``add_host``."""
+        hosts = []
+        try:
+            for spec in specs:
+                hosts.append(self.add_host(**{**spec, "wait": False}))
+            for host in hosts:
+                host.wait_ready(timeout)
+        except BaseException:
+            for host in hosts:
+                try:
+                    host.remove()
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+        return hosts
+
+    def _forget(self, host: Host) -> None:
+        with self._lock:
+            if self.hosts.get(host.ip) is host:
+                del self.hosts[host.ip]
+
+    def remove_host(self, ip: str) -> None:
+        host = self.hosts.get(ip)
+        if host is not None:
+            host.remove()
+
+    def remove_all(self) -> None:
+        errors = []
+        for host in list(self.hosts.values()):
+            try:
+                host.remove()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{host.name}: {exc}")
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def close(self) -> None:
+        """Remove every host, then the bridge and the lab directory.
+        Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        errors = []
+        try:
+            self.remove_all()
+        except LabError as exc:
+            errors.append(str(exc))
+        _run(["ip", "link", "del", self.bridge], check=False)
+        try:
+            _safe_rmtree(self.base_dir)
+            entry = self._registry_entry("dirs", self.prefix)
+            if entry is not None:
+                entry.unlink(missing_ok=True)
+        except LabError as exc:
+            errors.append(str(exc))
+        atexit.unregister(self._atexit_cb)
+        if errors:
+            raise LabError("; ".join(errors))
+
+    # -- introspection used by tests ---------------------------------------
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Anything still existing with this lab's prefix (should be empty
+        after close())."""
+        netns = []
+        if os.path.isdir("/run/netns"):
+            netns = [n for n in os.listdir("/run/netns") if n.startswith(self.prefix)]
+        links = [n for n in os.listdir("/sys/class/net") if n.startswith(self.prefix)]
+        procs = []
+        marker = str(self.base_dir)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and marker in _cmdline(int(entry)):
+                procs.append(f"{entry} {_cmdline(int(entry))}")
+        return {"netns": netns, "links": links, "processes": procs,
+                "dirs": [str(self.base_dir)] if self.base_dir.exists() else []}
+
