@@ -26,8 +26,10 @@ if str(REPO) not in sys.path:
 # swarm, all here so that they can be repointed in one edit; the other modules take them from
 # this one.
 from swarm import __version__ as SWARM_VERSION  # noqa: E402
-from swarm import locust as L  # noqa: E402, F401
-from swarm.remote import replace_tree_cmd, tar_bytes  # noqa: E402, F401
+from swarm.locust import argv as locust_argv  # noqa: E402, F401
+from swarm.locust import shell as locust_shell  # noqa: E402, F401
+from swarm.locust import stats as locust_stats  # noqa: E402, F401
+from swarm.remote.base import replace_tree_cmd, tar_bytes  # noqa: E402, F401
 
 LOCUST_VERSION = dist_version("locust")
 RESULTS_JSON = Path(__file__).resolve().parent / "results.json"

@@ -32,8 +32,8 @@ from common import (
     STACK,
     WEB_PORT,
     Cmd,
-    L,
     SwarmFailed,
+    locust_shell,
     log,
     tar_bytes,
 )
@@ -263,7 +263,7 @@ ssh_timeout = 60
             return list(pool.map(lambda hc: hc[0].exec(hc[1], timeout=timeout), zip(hosts, cmds)))
 
     def master_stats(self, master) -> dict[str, Any]:
-        res = master.exec(L.stats_url_cmd(WEB_PORT), timeout=20)
+        res = master.exec(locust_shell.stats_url_cmd(WEB_PORT), timeout=20)
         try:
             return json.loads(res.stdout)
         except json.JSONDecodeError:
@@ -294,4 +294,4 @@ ssh_timeout = 60
         return None
 
     def kill_locust(self, hosts: list) -> None:
-        self.nsenter_all(hosts, [L.kill_cmd(RD)] * len(hosts), timeout=60)
+        self.nsenter_all(hosts, [locust_shell.kill_cmd(RD)] * len(hosts), timeout=60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from common import MASTER_PORT, RD, L, SwarmFailed, log
+from common import MASTER_PORT, RD, SwarmFailed, locust_argv, locust_shell, locust_stats, log
 from harness import Bench
 from probes import CpuWatch
 
@@ -41,7 +41,7 @@ def cycle_per_core(b: Bench) -> None:
                         f"--master --master-bind-port {MASTER_PORT} --headless -u {users} -r {users} "
                         f"-t {secs}s -H {b.nginx.url} --expect-workers 1 --csv dist/locust "
                         f"--only-summary >dist/locust.log 2>&1")
-                wcmd = L.start_cmd(RD, L.worker_argv("max.py", master.ip, MASTER_PORT, 1))
+                wcmd = locust_shell.start_cmd(RD, locust_argv.worker_argv("max.py", master.ip, MASTER_PORT, 1))
                 with ThreadPoolExecutor(max_workers=2) as pool:
                     mres = pool.submit(master.exec, mcmd, timeout=secs + 120)
                     pool.submit(worker.exec, wcmd, timeout=60).result()
@@ -60,7 +60,7 @@ def cycle_per_core(b: Bench) -> None:
                 csv = worker.home / RD / "bare" / "locust_stats.csv"
             served = b.nginx.requests() - before - 1
             cpu = watch.stop()
-            loc = L.parse_stats_csv(csv.read_text()) if csv and csv.is_file() else None
+            loc = locust_stats.parse_stats_csv(csv.read_text()) if csv and csv.is_file() else None
             b.sample("P4_rps_nginx", kind, served / secs)
             b.sample("P4_cpu_s", kind, cpu)
             b.sample("P4_req_per_cpu_s", kind, served / cpu if cpu > 0 else None)

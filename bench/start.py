@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from common import MASTER_PORT, RD, WEB_PORT, Cmd, L, SwarmFailed
+from common import MASTER_PORT, RD, WEB_PORT, Cmd, SwarmFailed, locust_argv, locust_shell
 from harness import Bench
 from probes import first_ts, locust_log, nth_ready_ts, per_host, sshd_counts
 
@@ -38,11 +38,11 @@ def floors(b: Bench, n: int, master, workers: list) -> None:
     """The same start commands, directly on the hosts, all at once: forked by the warm Locust
     as swarm does, then cold (a new `locust` process importing Locust)."""
     target = b.nginx.url
-    spec = L.RunSpec(locustfile="light.py", host=target, users=n, spawn_rate=n, run_time=None,
+    spec = locust_argv.RunSpec(locustfile="light.py", host=target, users=n, spawn_rate=n, run_time=None,
                      headless=False, expect_workers=n, master_port=MASTER_PORT, web_port=WEB_PORT)
     for key, warm in (("P2_floor_all_connected_s", True), ("P2_floor_cold_all_connected_s", False)):
-        cmds = [L.start_cmd(RD, L.master_argv(spec), fresh_results=True, warm=warm)]
-        cmds += [L.start_cmd(RD, L.worker_argv("light.py", master.ip, MASTER_PORT, 1), warm=warm)] * n
+        cmds = [locust_shell.start_cmd(RD, locust_argv.master_argv(spec), fresh_results=True, warm=warm)]
+        cmds += [locust_shell.start_cmd(RD, locust_argv.worker_argv("light.py", master.ip, MASTER_PORT, 1), warm=warm)] * n
         t0w = time.time()
         b.nsenter_all([master, *workers], cmds, timeout=60)
         ready = b.wait_log(master, lambda lines: nth_ready_ts(lines, n), timeout=120)

@@ -1,35 +1,84 @@
-"""Typed records passed between core, providers and runners."""
+"""The records every layer shares: nodes, their roles and states, one host's result.
+
+Provider words (EC2's instance states, a hosts file's entries) become these enums at the edge,
+in the provider; nothing above compares bare strings. The enums are `str` subclasses so JSON,
+AWS tags and messages see the plain word.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any, Generic, TypeVar
 
-MASTER = "master"
-WORKER = "worker"
-ROLES = (MASTER, WORKER)
+T = TypeVar("T")
+
+
+class Word(str, Enum):
+    """An enum whose members are their own word in f-strings and JSON (on every Python)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Role(Word):
+    MASTER = "master"
+    WORKER = "worker"
+
+
+class NodeState(Word):
+    """EC2's instance states, plus `enrolled` for a `hosts` machine (never powered by swarm)."""
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    SHUTTING_DOWN = "shutting-down"
+    TERMINATED = "terminated"
+    ENROLLED = "enrolled"
+
+
+class Lifecycle(Word):
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+    EXISTING = "existing"     # a `hosts` machine
+    LOCAL = "local"           # a process group on this machine
+
+
+@dataclass(frozen=True)
+class SshAddress:
+    """Where a node's sshd is and who to log in as."""
+    host: str
+    port: int = 22
+    user: str = "root"
 
 
 @dataclass(frozen=True)
 class Node:
-    id: str                      # provider's id: instance id, "host:port", or a local slug
-    role: str                    # MASTER or WORKER
-    name: str                    # what users type: "master", "worker-1", ...
+    id: str                      # provider's id: instance id, "user@host:port", or a local slug
+    role: Role
+    name: str = ""               # what users type: "master", "worker-1", ... (set by name_nodes)
     private_ip: str | None = None
     public_ip: str | None = None
-    state: str = "running"       # provider's state word (pending, running, stopped, ...)
+    state: NodeState = NodeState.RUNNING
     launched_at: float | None = None   # unix seconds
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "role": self.role, "name": self.name,
-            "private_ip": self.private_ip, "public_ip": self.public_ip,
-            "state": self.state, "launched_at": self.launched_at, "meta": dict(self.meta),
-        }
+    lifecycle: Lifecycle = Lifecycle.ON_DEMAND
+    ssh: SshAddress | None = None      # None: the node is a directory on this machine
+    instance_type: str | None = None
+    expires_at: float | None = None    # when its TTL powers it off (unix seconds)
+    zone: str | None = None
+    image_id: str | None = None
+    # EC2's LaunchTime has one-second granularity: the creation tag (ms) and the index within
+    # one launch call order nodes launched in the same second.
+    created_at: float | None = None
+    launch_index: int = 0
 
 
 @dataclass(frozen=True)
 class HostResult:
+    """One node's outcome in a fan-out: `value` is what the step returned when `ok`."""
     node: Node
     ok: bool
     output: str = ""
@@ -37,18 +86,23 @@ class HostResult:
     value: Any = None
 
 
-def order_key(n: Node) -> tuple:
-    """Launch order: LaunchTime has one-second granularity, so the creation tag (ms) and the
-    index within one launch call break ties; the id only makes it total."""
-    return (n.launched_at or 0.0, n.meta.get("created_at") or 0.0, n.meta.get("launch_index", 0), n.id)
+def order_key(n: Node) -> tuple[float, float, int, str]:
+    """Launch order; the id only makes it total."""
+    return (n.launched_at or 0.0, n.created_at or 0.0, n.launch_index, n.id)
 
 
 def name_nodes(nodes: list[Node]) -> list[Node]:
     """Number workers by launch order (worker-1 is the oldest) so names are stable."""
-    from dataclasses import replace
-
-    masters = [n for n in nodes if n.role == MASTER]
-    workers = sorted((n for n in nodes if n.role == WORKER), key=order_key)
-    named = [replace(m, name=MASTER if i == 0 else f"master-{i + 1}") for i, m in enumerate(masters)]
+    masters = [n for n in nodes if n.role == Role.MASTER]
+    workers = sorted((n for n in nodes if n.role == Role.WORKER), key=order_key)
+    named = [replace(m, name="master" if i == 0 else f"master-{i + 1}") for i, m in enumerate(masters)]
     named += [replace(w, name=f"worker-{i + 1}") for i, w in enumerate(workers)]
     return named
+
+
+@dataclass(frozen=True)
+class Probe(Generic[T]):
+    """A shell command and the parser of what it prints, kept side by side (pyinfra's facts):
+    the pipeline runs `command` through a Runner and hands its stdout to `parse`."""
+    command: str
+    parse: Callable[[str], T]

@@ -45,7 +45,7 @@ def local_toml(workdir):
 
 @pytest.fixture
 def target():
-    from swarm import target as target_mod
+    from swarm.demo import target as target_mod
     srv = target_mod.start("127.0.0.1", 0)
     yield srv
     srv.stop()

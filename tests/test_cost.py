@@ -18,11 +18,11 @@ from botocore.config import Config as BotoConfig  # noqa: E402
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from swarm import config as swarm_config  # noqa: E402
-from swarm import cost  # noqa: E402
-from swarm.cost import Price, PriceBook, estimate_hourly, format_rate, format_usd, spend  # noqa: E402
-from swarm.models import Node  # noqa: E402
-from swarm.providers import Stack  # noqa: E402
-from swarm.providers.ec2 import Ec2Provider  # noqa: E402
+from swarm.models import Lifecycle, Node, Role  # noqa: E402
+from swarm.providers.base import Stack  # noqa: E402
+from swarm.providers.ec2 import pricing as cost  # noqa: E402
+from swarm.providers.ec2.pricing import Price, PriceBook, estimate_hourly, format_rate, format_usd, spend  # noqa: E402
+from swarm.providers.ec2.provider import Ec2Provider  # noqa: E402
 
 REGION = "us-east-1"
 HOUR = 3600.0
@@ -155,9 +155,9 @@ def spot_entry(itype: str, az: str, usd: str, minutes_ago: int) -> dict:
 
 
 def node(nid: str, itype="c5.large", lifecycle="on-demand", launched_at=1_700_000_000.0,
-         az="us-east-1a", **meta) -> Node:
-    return Node(id=nid, role="worker", name="", launched_at=launched_at,
-                meta={"instance_type": itype, "lifecycle": lifecycle, "az": az, **meta})
+         az="us-east-1a", **fields) -> Node:
+    return Node(id=nid, role=Role.WORKER, name="", launched_at=launched_at, instance_type=itype,
+                lifecycle=Lifecycle(lifecycle), zone=az, **fields)
 
 
 # ---------------------------------------------------------------- on-demand
@@ -369,7 +369,7 @@ def test_spend_of_nodes_listed_by_the_provider(pricing):
         book = PriceBook(provider, clients={"pricing": pricing[0]})
         start = max(n.launched_at for n in nodes)
         total, per_node = spend(book, nodes, now=start + 2.5 * HOUR)
-    assert len(nodes) == 2 and all(n.meta["lifecycle"] == "on-demand" for n in nodes)
+    assert len(nodes) == 2 and all(n.lifecycle == "on-demand" for n in nodes)
     assert total == pytest.approx(2 * 0.2125, abs=1e-3) and set(per_node) == {n.id for n in nodes}
 
 

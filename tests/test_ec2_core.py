@@ -2,7 +2,8 @@
 import pytest
 from botocore.exceptions import WaiterError
 
-from swarm import core
+from swarm.pipeline import fleet
+from swarm.pipeline.session import Session
 from swarm.errors import ProviderError
 from tests.test_ec2_provider import (  # noqa: F401  (fixtures)
     LIVE, aws, checkip_calls, images, instances, loopback_only, make, shared_botocore_loader, subnet)
@@ -17,7 +18,7 @@ def session(subnet_id, tmp_path):
     cfg = replace(stack.config, base_dir=tmp_path)
     stack = replace(stack, config=cfg)
     provider.config = cfg
-    return core.Session(stack, provider)
+    return Session(stack, provider)
 
 
 def test_a_failure_while_waiting_terminates_everything_that_call_launched(aws, subnet, tmp_path):
@@ -38,23 +39,23 @@ def test_a_failure_while_waiting_terminates_everything_that_call_launched(aws, s
     events.register("after-call.ec2.RunInstances", mark)
     events.register("before-call.ec2.DescribeInstances", waiter_breaks)
     with pytest.raises(ProviderError, match="did not reach 'running'"):
-        core.up_master(sess)
+        fleet.up_master(sess)
     assert instances(aws, "alpha", LIVE) == []
     assert len(instances(aws, "alpha", ["terminated", "shutting-down"])) == 1
 
 
 def test_scaling_down_terminates_the_newest_workers(aws, subnet, tmp_path, monkeypatch):
     sess = session(subnet, tmp_path)
-    monkeypatch.setattr(core, "bootstrap", lambda sess, nodes: [])   # no SSH in this test
-    core.up_master(sess)
-    first = core.scale_workers(sess, 2).created
-    later = core.scale_workers(sess, 5).created
+    monkeypatch.setattr(fleet, "bootstrap", lambda sess, nodes: [])   # no SSH in this test
+    fleet.up_master(sess)
+    first = fleet.scale_workers(sess, 2).created
+    later = fleet.scale_workers(sess, 5).created
     assert len(instances(aws, "alpha", LIVE)) == 6
-    result = core.scale_workers(sess, 2)
+    result = fleet.scale_workers(sess, 2)
     assert sorted(n.id for n in result.removed) == sorted(n.id for n in later)
     assert sorted(n.id for n in sess.nodes("worker")) == sorted(n.id for n in first)
     assert len(instances(aws, "alpha", LIVE)) == 3
-    assert core.scale_workers(sess, 2).nothing_to_do
-    core.down(sess)
+    assert fleet.scale_workers(sess, 2).nothing_to_do
+    fleet.down(sess)
     assert instances(aws, "alpha", LIVE) == []
-    assert "nothing to do" in core.down(sess).nothing_to_do     # a second down is a no-op
+    assert "nothing to do" in fleet.down(sess).nothing_to_do     # a second down is a no-op

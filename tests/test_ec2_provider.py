@@ -26,10 +26,10 @@ from botocore.exceptions import (ClientError, EndpointConnectionError,  # noqa: 
 
 from swarm import config as swarm_config  # noqa: E402
 from swarm.errors import ConfigError, ProviderError, UsageError  # noqa: E402
-from swarm.providers import Stack  # noqa: E402
-from swarm.providers import ec2_setup  # noqa: E402
-from swarm.providers.ec2 import Ec2Provider  # noqa: E402
-from swarm.providers.ec2_errors import aws_errors, translate  # noqa: E402
+from swarm.providers.base import Stack  # noqa: E402
+from swarm.providers.ec2 import setup as ec2_setup  # noqa: E402
+from swarm.providers.ec2.errors import aws_errors, translate  # noqa: E402
+from swarm.providers.ec2.provider import Ec2Provider  # noqa: E402
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -193,10 +193,10 @@ def test_master_and_workers_are_tagged_at_creation(aws, subnet):
         created = dt.datetime.strptime(tags["swarm:created-at"], "%Y-%m-%dT%H:%M:%S.%fZ")  # ms: orders launches
         expires = dt.datetime.strptime(tags["swarm:expires-at"], "%Y-%m-%dT%H:%M:%SZ")
         assert (expires - created).total_seconds() == pytest.approx(90 * 60, abs=2)
-        assert node.meta["expires_at"] == pytest.approx(before + 90 * 60, abs=5)
-        assert node.meta["lifecycle"] == "on-demand" and node.meta["ssh_user"] == "ubuntu"
-        assert node.meta["instance_type"] == "c5.large" and node.meta["az"]
-        assert node.meta["connect_ip"] == node.private_ip and node.private_ip.startswith("10.77.1.")
+        assert node.expires_at == pytest.approx(before + 90 * 60, abs=5)
+        assert node.lifecycle == "on-demand" and node.ssh.user == "ubuntu"
+        assert node.instance_type == "c5.large" and node.zone
+        assert node.ssh.host == node.private_ip and node.private_ip.startswith("10.77.1.")
         assert node.name == ""
     volumes = aws.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": list(by_id)}])
     assert len(volumes["Volumes"]) == 6
@@ -276,7 +276,7 @@ def test_wait_ready_returns_refreshed_nodes(aws, subnet):
     nodes = provider.create_nodes(stack, "worker", 3)
     ready = provider.wait_ready(stack, nodes, timeout=30)
     assert [n.id for n in ready] == [n.id for n in nodes]
-    assert all(n.state == "running" and n.private_ip and n.meta["connect_ip"] == n.private_ip
+    assert all(n.state == "running" and n.private_ip and n.ssh.host == n.private_ip
                for n in ready)
 
 
@@ -300,7 +300,7 @@ def test_wait_ready_is_bounded(aws, subnet):
 def test_public_connect_uses_public_ip(aws, subnet):
     provider, stack = make(subnet, connect="public")
     (node,) = provider.wait_ready(stack, provider.create_nodes(stack, "master", 1), timeout=10)
-    assert node.public_ip and node.meta["connect_ip"] == node.public_ip
+    assert node.public_ip and node.ssh.host == node.public_ip
 
 
 # ---------------------------------------------------------------- terminating, stacks, cleanup
@@ -373,19 +373,19 @@ def test_ami_aliases_resolve_through_ssm(aws, subnet, images):
             ssm = boto3.client("ssm", region_name=REGION)
             param = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
             assert inst["ImageId"] == ssm.get_parameter(Name=param)["Parameter"]["Value"]
-        assert node.meta["ssh_user"] == user and node.meta["image_id"] == inst["ImageId"]
+        assert node.ssh.user == user and node.image_id == inst["ImageId"]
     if "ubuntu-24.04/arm64" in images:       # a Graviton type picks the arm64 parameter
         provider, stack = make(subnet, "graviton", worker_type="c7g.large")
         (node,) = provider.create_nodes(stack, "worker", 1)
-        assert node.meta["image_id"] == images["ubuntu-24.04/arm64"]
+        assert node.image_id == images["ubuntu-24.04/arm64"]
 
 
 def test_raw_ami_id_is_used_as_is(aws, subnet, images):
     provider, stack = make(subnet, ami=images["ubuntu-22.04"], ssh_user="admin")
     (node,) = provider.create_nodes(stack, "master", 1)
-    assert node.meta["image_id"] == images["ubuntu-22.04"] and node.meta["ssh_user"] == "admin"
+    assert node.image_id == images["ubuntu-22.04"] and node.ssh.user == "admin"
     provider, stack = make(subnet, "other", ami=images["ubuntu-22.04"])
-    assert provider.create_nodes(stack, "master", 1)[0].meta["ssh_user"] == "ubuntu"
+    assert provider.create_nodes(stack, "master", 1)[0].ssh.user == "ubuntu"
 
 
 @pytest.mark.parametrize("kwargs, count, error, match", [
@@ -519,7 +519,7 @@ def test_spot_falls_back_to_on_demand(aws, subnet):
     assert seen == [True, False]
     assert len(instances(aws, "alpha")) == 3
     assert all(i.get("InstanceLifecycle") != "spot" for i in instances(aws, "alpha"))
-    assert all(n.meta["lifecycle"] == "on-demand" for n in nodes)
+    assert all(n.lifecycle == "on-demand" for n in nodes)
     assert len(provider.notices) == 1 and "on-demand" in provider.notices[0]
     assert "InsufficientInstanceCapacity" in provider.notices[0]
 
@@ -527,7 +527,7 @@ def test_spot_falls_back_to_on_demand(aws, subnet):
 def test_spot_when_available_and_other_errors_not_swallowed(aws, subnet):
     provider, stack = make(subnet, spot=True)
     nodes = provider.create_nodes(stack, "worker", 2)
-    assert all(n.meta["lifecycle"] == "spot" for n in nodes) and provider.notices == []
+    assert all(n.lifecycle == "spot" for n in nodes) and provider.notices == []
 
     def limit(params, **kw):
         raise _client_error("VcpuLimitExceeded", "too many")
@@ -587,9 +587,9 @@ def test_checkip_failure_is_a_clear_error(monkeypatch):
 
 def test_runner_points_at_the_node(aws, subnet, monkeypatch):
     made = []
-    fake = types.ModuleType("swarm.remote")
+    fake = types.ModuleType("swarm.remote.ssh")
     fake.SSHRunner = lambda **kw: made.append(kw) or kw
-    monkeypatch.setitem(sys.modules, "swarm.remote", fake)
+    monkeypatch.setitem(sys.modules, "swarm.remote.ssh", fake)
     provider, stack = make(subnet)
     (node,) = provider.wait_ready(stack, provider.create_nodes(stack, "master", 1), 10)
     provider.runner(stack, node)

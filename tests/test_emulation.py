@@ -239,7 +239,7 @@ def test_kill_sshd_keeps_the_host_and_changed_host_key_is_refused(emulated_hosts
 
 
 def test_host_reaches_a_target_on_the_bridge(emulated_hosts, lab):
-    """Stand-in for swarm.target: hosts reach an HTTP server on 10.77.1.1."""
+    """Stand-in for swarm.demo.target: hosts reach an HTTP server on 10.77.1.1."""
     hits = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -274,10 +274,6 @@ def test_host_reaches_a_target_on_the_bridge(emulated_hosts, lab):
 
 
 def test_bridge_target_fixture(request, lab, emulated_hosts):
-    try:
-        import swarm.target  # noqa: F401
-    except ImportError:
-        pytest.skip("swarm.target not written yet")
     target = request.getfixturevalue("bridge_target")
     assert target.host == lab.bridge_ip
     (host,), _ = emulated_hosts(1)

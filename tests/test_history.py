@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from swarm import history
+from swarm.pipeline import history
 from swarm.errors import SwarmError, UsageError
 from tests.helpers import assert_one_error_line, swarm
 
@@ -60,7 +60,7 @@ def test_list_runs_oldest_first_with_incomplete_ones(root):
                                     "20240503T100000Z-3", "20240504T100000Z-4"]
     assert [r.complete for r in runs] == [True, True, False, False]
     assert runs[1].summary.total.requests == 330 and runs[2].summary is None
-    row = history.run_row(runs[1])
+    row = history.run_row(runs[1]).to_json()
     assert (row["checks_passed"], row["checks_failed"], row["fail_ratio"]) == (1, 1, 0.1)
     assert len(history.list_runs(root, None)) == 5
     assert history.list_runs(root, "nope") == []
@@ -93,7 +93,7 @@ def test_resolve_by_id_prefix_path_and_alias(root):
 
 def test_compare_deltas_and_endpoints_in_both(root):
     a, b = (history.load_run(root / "t" / i) for i in ("20240501T100000Z-1", "20240502T100000Z-2"))
-    rows = history.compare(a, b)
+    rows = [r.to_json() for r in history.compare(a, b)]
     assert {r["endpoint"] for r in rows} == {"Total", "GET /a"}          # /b and /c: one side only
     by = {(r["endpoint"], r["metric"]): r for r in rows}
     assert by[("Total", "rps")] == {"endpoint": "Total", "metric": "rps", "a": 30.0, "b": 33.0,

@@ -230,7 +230,7 @@ def test_logs_follow_streams_until_ctrl_c(workdir, cli_env, local_toml, target):
 def test_local_runner_runs_after_exit_only(tmp_path):
     """The local runner's run_after_exit: the command waits for this process to exit."""
     node = tmp_path / "node"
-    controller = (f"from swarm.remote import LocalRunner; import sys\n"
+    controller = (f"from swarm.remote.local import LocalRunner; import sys\n"
                   f"r = LocalRunner({str(node)!r}, 'node'); r.run_after_exit('echo ran >deferred.txt')\n"
                   f"r.close(); print('closed', flush=True); sys.stdin.readline()\n")
     with controller_until_exit(controller) as exit_now:

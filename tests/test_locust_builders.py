@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from swarm import locust as L
-from swarm.checks import checks_from_table, parse_check
+from swarm.locust import argv as locust_argv
+from swarm.locust import shell, stats
+from swarm.pipeline.judge import checks_from_table, parse_check
 from swarm.config import parse
 from swarm.errors import UsageError
 
@@ -20,11 +21,11 @@ POST,/plays,50,0,2,2.5,1,10,30,10.0,0.0,2,3,3,3,4,5,6,8,10,10,10
 def spec(**kw):
     base = dict(locustfile="viral_load.py", host="http://t", users=30, spawn_rate=10,
                 run_time="10s", headless=True, expect_workers=6, master_port=5557, web_port=8089)
-    return L.RunSpec(**{**base, **kw})
+    return locust_argv.RunSpec(**{**base, **kw})
 
 
 def test_master_command_line_binds_ui_to_loopback_and_writes_results():
-    argv = L.master_argv(spec(extra_args=("--stop-timeout", "5")))
+    argv = locust_argv.master_argv(spec(extra_args=("--stop-timeout", "5")))
     s = " ".join(argv)
     assert "--master --master-bind-port 5557" in s
     assert "--web-host 127.0.0.1 --web-port 8089" in s
@@ -32,30 +33,30 @@ def test_master_command_line_binds_ui_to_loopback_and_writes_results():
     assert "--csv results/locust" in s and "--html results/report.html" in s
     assert "--json-file results/stats" in s
     assert argv[-2:] == ["--stop-timeout", "5"]
-    ui = L.master_argv(spec(headless=False, run_time=None))
+    ui = locust_argv.master_argv(spec(headless=False, run_time=None))
     assert "--autostart" not in ui and "--csv" not in ui and "-t" not in ui
 
 
 def test_worker_command_line_points_at_the_master():
-    assert L.worker_argv("a.py", "10.0.0.5", 5557, -1) == [
+    assert locust_argv.worker_argv("a.py", "10.0.0.5", 5557, -1) == [
         "-f", "locustfiles/a.py", "--worker", "--master-host", "10.0.0.5", "--master-port", "5557",
         "--processes", "-1"]
-    assert "--processes" not in L.worker_argv("a.py", "h", 1, 1)
+    assert "--processes" not in locust_argv.worker_argv("a.py", "h", 1, 1)
 
 
 def test_shell_snippets_use_pid_files_not_names():
-    for cmd in (L.kill_cmd("swarm"), L.running_cmd("swarm"), L.start_cmd("swarm", ["-f", "x"])):
+    for cmd in (shell.kill_cmd("swarm"), shell.running_cmd("swarm"), shell.start_cmd("swarm", ["-f", "x"])):
         assert "pkill" not in cmd and "killall" not in cmd
         assert "locust.pid" in cmd
 
 
 def test_parse_stats_csv():
-    s = L.parse_stats_csv(CSV)
+    s = stats.parse_stats_csv(CSV)
     assert [e.name for e in s.endpoints] == ["/kandus/[id]", "/plays"]
     assert (s.total.requests, s.total.failures, s.total.rps, s.total.p95_ms) == (150, 1, 30.0, 8.0)
     assert s.total.fail_ratio == pytest.approx(1 / 150)
     with pytest.raises(ValueError):
-        L.parse_stats_csv("a,b\n1,2\n")
+        stats.parse_stats_csv("a,b\n1,2\n")
 
 
 @pytest.mark.parametrize("text, passes", [
@@ -64,8 +65,8 @@ def test_parse_stats_csv():
     ("rps>25", True), ("rps>=31", False), ("cpu<90%", True),
 ])
 def test_checks_against_a_summary(text, passes):
-    s = L.parse_stats_csv(CSV)
-    assert parse_check(text).evaluate(s)["ok"] is passes
+    s = stats.parse_stats_csv(CSV)
+    assert parse_check(text).evaluate(s).ok is passes
 
 
 @pytest.mark.parametrize("bad", ["p95<200", "p95 200ms", "latency<5ms", "rps>5ms", "fail_ratio<200%", ""])
@@ -81,13 +82,13 @@ def test_checks_table_becomes_checks():
 
 @pytest.mark.parametrize("text, secs", [("30s", 30), ("5m", 300), ("1h30m", 5400), ("90", 90)])
 def test_durations(text, secs):
-    assert L.parse_duration(text) == secs
+    assert locust_argv.parse_duration(text) == secs
 
 
 @pytest.mark.parametrize("bad", ["soon", "0s", "-5s", "1d"])
 def test_bad_durations(bad):
     with pytest.raises(ValueError):
-        L.parse_duration(bad)
+        locust_argv.parse_duration(bad)
 
 
 def _sh(cmd: str, timeout: float = 30) -> tuple[float, subprocess.CompletedProcess]:
@@ -102,19 +103,19 @@ def test_waits_on_the_master_end_with_its_process_group(tmp_path):
     threading.Thread(target=proc.wait, daemon=True).start()   # reaped at once, as init does
     try:
         (tmp_path / "locust.pid").write_text(f"{proc.pid}\n")
-        took, res = _sh(L.wait_exit_cmd(str(tmp_path), 10))
+        took, res = _sh(shell.wait_exit_cmd(str(tmp_path), 10))
         assert res.returncode == 0 and 0.7 < took < 5, (took, res.stderr)
     finally:
         proc.kill()
         proc.wait()
     # Locust gone: no waiting for workers that will never come
-    took, res = _sh(L.wait_workers_cmd(str(tmp_path), 1, 3, 10))
+    took, res = _sh(shell.wait_workers_cmd(str(tmp_path), 1, 3, 10))
     assert res.returncode == 0 and took < 2, (took, res.stderr)
     # Locust alive but its API not answering: bounded by the timeout given
     proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
         (tmp_path / "locust.pid").write_text(f"{proc.pid}\n")
-        took, res = _sh(L.wait_workers_cmd(str(tmp_path), 1, 3, 0.5))
+        took, res = _sh(shell.wait_workers_cmd(str(tmp_path), 1, 3, 0.5))
         assert res.returncode == 0 and 0.4 < took < 5, (took, res.stderr)
     finally:
         proc.kill()
@@ -122,8 +123,8 @@ def test_waits_on_the_master_end_with_its_process_group(tmp_path):
 
 
 def test_warm_start_snippets_parse_and_use_pid_files():
-    cmd = L.start_cmd("swarm", ["-f", "x"], warm=True)
+    cmd = shell.start_cmd("swarm", ["-f", "x"], warm=True)
     assert "warm.fifo" in cmd and "locust.pid" in cmd and "pkill" not in cmd
     assert subprocess.run(["sh", "-n", "-c", cmd]).returncode == 0
-    assert subprocess.run(["sh", "-n", "-c", L.warm_restart_cmd("swarm")]).returncode == 0
-    assert subprocess.run(["sh", "-n", "-c", L.warm_stop_cmd("swarm")]).returncode == 0
+    assert subprocess.run(["sh", "-n", "-c", shell.warm_restart_cmd("swarm")]).returncode == 0
+    assert subprocess.run(["sh", "-n", "-c", shell.warm_stop_cmd("swarm")]).returncode == 0

@@ -224,7 +224,7 @@ def test_run_after_exit_waits_for_the_controller_to_exit(emulated_hosts, tmp_pat
     marker = h.home / "deferred.txt"
     controller = f"""
 import sys
-from swarm.ssh import SSHRunner
+from swarm.remote.ssh import SSHRunner
 r = SSHRunner({h.ip!r}, user="root", key_file={str(hs.key_path)!r},
               known_hosts={str(tmp_path / "known_hosts")!r})
 r.wait_ready(20)
@@ -248,7 +248,7 @@ def test_wait_ready_retries_until_sshd_answers(emulated_hosts, tmp_path):
     import threading
     import time
     from swarm.errors import RemoteError
-    from swarm.ssh import SSHRunner
+    from swarm.remote.ssh import SSHRunner
     hs = emulated_hosts(1)
     (h,) = hs.hosts
     h.kill_sshd()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm import target
+from swarm.demo import target
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = Path(sys.executable).parent / "locust"
@@ -173,7 +173,7 @@ def test_stop_is_idempotent_and_context_manager():
 
 def test_main_serves_until_sigterm():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm.target", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "swarm.demo.target", "--host", "127.0.0.1", "--port", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
-def records(d: Path, write: bool):
+def records(d: Path, write: bool) -> Iterator[list[dict[str, Any]]]:
     """Yield the list of records; with write=True, changes to it are saved atomically."""
     if not write and not d.exists():
         yield []

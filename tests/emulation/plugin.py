@@ -21,7 +21,7 @@ ec2_env (function) -> Ec2Env(env: dict, subnet_id: str)
     resets moto + hosts, creates VPC 10.77.0.0/16 + subnet 10.77.1.0/24; env
     is what a CLI subprocess needs (AWS_ENDPOINT_URL, fake credentials, ...).
     Resets again afterwards, failing the test if host creation failed.
-bridge_target (function) -> swarm.target.TargetServer on 10.77.1.1, port 0.
+bridge_target (function) -> swarm.demo.target.TargetServer on 10.77.1.1, port 0.
 
 Without root / ``ip netns`` / sshd the fixtures above (except netguard) skip
 the test -- or fail it when ``CI`` is true: CI never silently skips.
@@ -211,7 +211,7 @@ def ec2_env(emulated_ec2):
 
 @pytest.fixture
 def bridge_target(lab):
-    from swarm.target import start
+    from swarm.demo.target import start
 
     server = start(lab.bridge_ip, 0)
     try:

@@ -1,0 +1,259 @@
+"""The commands: parse options, call the pipeline, render what it returns."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from swarm import config
+from swarm.cli import render
+from swarm.cli.app import Ctx, cli, pass_ctx
+from swarm.errors import SwarmError, UsageError
+from swarm.models import Node, Role
+from swarm.pipeline import access, fleet, logs as node_logs, status as stack_status
+from swarm.pipeline.plan import RunOptions
+from swarm.pipeline.run import killall as kill_everywhere, run as start_run
+from swarm.remote.base import Sink
+from swarm.remote.tunnel import forward
+
+
+@cli.command()
+@click.argument("role", type=click.Choice(["master", "workers"]))
+@click.option("-n", "count", type=int, help="Number of workers the stack should have.")
+@pass_ctx
+def up(c: Ctx, role: str, count: int | None) -> None:
+    """Launch and bootstrap the master, or make the stack have exactly N workers."""
+    if role == "workers" and count is None:
+        raise UsageError("swarm up workers needs -n N (the number of workers the stack should have)")
+    if role == "master" and count not in (None, 1):
+        raise UsageError("a stack has one master: drop -n")
+    if role == "master":
+        result = fleet.up_master(c.session())
+    else:
+        wanted = fleet.check_count(count)      # before the session: bad input touches nothing
+        result = fleet.scale_workers(c.session(), wanted)
+    if result.nothing_to_do:
+        render.err.print(result.nothing_to_do)
+        return
+    for n in result.removed:
+        render.err.print(f"removed {n.name} ({n.id})")
+    if result.bootstrap:
+        render.out.print(render.host_results_table("Bootstrap", result.bootstrap))
+    elif result.created:
+        render.out.print(render.nodes_table("Launched", render.node_rows(result.created)))
+    if result.failed:
+        raise SwarmError(f"bootstrap failed on {len(result.failed)} of {len(result.bootstrap)} "
+                         "node(s); they stay in `swarm status`: fix and run `swarm up` again, "
+                         "or remove them with `swarm down`")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("-H", "--host", required=True, help="Target base URL, e.g. https://staging.example.com")
+@click.option("-f", "--locustfile", required=True, help="File in [locust] files_dir, or a path.")
+@click.option("-u", "--users", type=click.IntRange(min=1), help="Peak number of users.")
+@click.option("-r", "--spawn-rate", type=click.FloatRange(min=0, min_open=True), help="Users started per second.")
+@click.option("-t", "--run-time", help="Stop after this long, e.g. 30s, 5m, 1h30m.")
+@click.option("--headless", is_flag=True, help="No UI: run, wait, fetch results, print a summary.")
+@click.option("--profile", help="A [profiles.NAME] of users / spawn_rate / run_time.")
+@click.option("--check", "checks", multiple=True, metavar="EXPR",
+              help="Fail (exit 1) unless it holds: p95<200ms, p99<1s, avg<100ms, fail_ratio<1%, rps>50, cpu<90%.")
+@click.option("--require-all", is_flag=True, help="Refuse to start unless every worker is reachable.")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def run(c: Ctx, host: str, locustfile: str, users: int | None, spawn_rate: float | None,
+        run_time: str | None, headless: bool, profile: str | None, checks: tuple[str, ...],
+        require_all: bool, extra: tuple[str, ...]) -> None:
+    """(Re)start Locust on every node: master, then one worker process per core."""
+    opts = RunOptions(host=host, locustfile=locustfile, users=users, spawn_rate=spawn_rate,
+                      run_time=run_time, headless=headless, profile=profile,
+                      checks=tuple(checks), extra_args=tuple(a for a in extra if a != "--"),
+                      require_all=require_all)
+    sess = c.session()
+    outcome = start_run(sess, opts)
+    if not headless:
+        render.err.print(f"Locust runs on stack {sess.stack.name!r}: open the web UI with "
+                         "`swarm ui`; stop it with `swarm killall`")
+        return
+    if outcome.summary:
+        render.out.print(render.summary_table(outcome.summary))
+    if outcome.saturated:
+        hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(outcome.saturated.items()))
+        n_workers = len(sess.nodes(Role.WORKER))
+        more = max(n_workers + 1, n_workers * 2)
+        render.err.print(f"[yellow]![/yellow] saturated: {hot} above 90% CPU: the swarm itself may "
+                         f"be the bottleneck; add workers: swarm up workers -n {more}")
+    if outcome.missing:
+        render.err.print(f"[yellow]![/yellow] missing workers: {', '.join(outcome.missing)} "
+                         "dropped out during the run")
+    if outcome.workers_seen < outcome.workers_expected:
+        render.err.print(f"[yellow]![/yellow] only {outcome.workers_seen} of "
+                         f"{outcome.workers_expected} worker process(es) stayed connected")
+    render.err.print(f"results: {outcome.results_dir}")
+    failed = [ch for ch in outcome.checks if not ch.ok]
+    for ch in outcome.checks:
+        mark = "[green]pass[/green]" if ch.ok else "[red]FAIL[/red]"
+        render.err.print(f"check {ch.check}: {mark} (actual {ch.actual:g})")
+    if failed:
+        raise SwarmError(f"{len(failed)} check(s) failed: {', '.join(ch.check for ch in failed)}")
+    if outcome.exit_code:
+        raise SystemExit(outcome.exit_code)
+
+
+@cli.command()
+@pass_ctx
+def killall(c: Ctx) -> None:
+    """Stop Locust everywhere; keep the machines."""
+    results = kill_everywhere(c.session())
+    render.err.print(f"Locust stopped on {len(results)} node(s)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh in place every 2 s until Ctrl-C.")
+@pass_ctx
+def status(c: Ctx, as_json: bool, watch: bool) -> None:
+    """The stack's nodes, and Locust's live state when it runs."""
+    sess = c.session()
+    book = sess.provider.price_book()     # one per command: --watch asks AWS for prices once
+
+    def snapshot() -> stack_status.Status:
+        return stack_status.snapshot(sess, book)
+
+    if as_json:
+        click.echo(json.dumps(render.status_json(snapshot()), indent=2))
+        return
+    if not watch:
+        render.out.print(render.status_view(snapshot()))
+        return
+    from rich.live import Live
+    try:
+        with Live(render.status_view(snapshot()), console=render.out, auto_refresh=False) as screen:
+            while True:   # until Ctrl-C: a user-driven loop
+                time.sleep(2)
+                screen.update(render.status_view(snapshot()), refresh=True)
+    except KeyboardInterrupt:
+        pass    # the normal end of --watch
+
+
+def _line_writer(name: str | None, lock: threading.Lock) -> Sink:
+    """A sink that writes whole lines, each prefixed with the node's name when there are many."""
+    pending = bytearray()
+
+    def sink(chunk: bytes) -> None:
+        pending.extend(chunk)
+        *lines, rest = pending.split(b"\n")
+        pending[:] = rest
+        if lines:
+            text = "".join(f"{name + ' | ' if name else ''}{ln.decode(errors='replace')}\n" for ln in lines)
+            with lock:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+    return sink
+
+
+@cli.command()
+@click.argument("node", default="master")
+@click.option("--bootstrap", is_flag=True, help="The bootstrap log instead of Locust's.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@pass_ctx
+def logs(c: Ctx, node: str, bootstrap: bool, follow: bool) -> None:
+    """Print Locust's log (or the bootstrap log) from NODE: master, worker-N or all."""
+    sess = c.session()
+    chosen = node_logs.pick(sess, node)
+    many = len(chosen) > 1
+    lock = threading.Lock()
+
+    def sink_for(n: Node) -> Sink:
+        return _line_writer(n.name if many else None, lock)
+
+    if not follow:
+        for res in node_logs.read(sess, chosen, bootstrap=bootstrap):
+            text = res.value if res.ok else f"(unreachable: {res.error})\n"
+            sink_for(res.node)((text if text.endswith("\n") else text + "\n").encode())
+        return
+    try:
+        node_logs.follow(sess, chosen, sink_for, bootstrap=bootstrap)
+    except KeyboardInterrupt:
+        pass    # the normal end of --follow
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Local port (default 8089).")
+@pass_ctx
+def ui(c: Ctx, port: int | None) -> None:
+    """Reach the master's web UI through an SSH tunnel (holds until Ctrl-C)."""
+    sess = c.session()
+    here = access.ui_url_here(sess)
+    if here:
+        # Local: the master already listens on this machine's loopback.
+        render.out.print(here)
+        render.err.print("local provider: the web UI is on this machine; no tunnel needed")
+        return
+    tunnel = access.open_ui(sess, port)
+    stop = threading.Event()
+    render.out.print(tunnel.url, soft_wrap=True)
+    render.err.print("tunnel to the master's web UI open; Ctrl-C to close")
+    try:
+        forward(tunnel.runner, tunnel.listener, tunnel.web_port, stop, render.err.print)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        tunnel.close()
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def ssh(c: Ctx, node: str, command: tuple[str, ...]) -> None:
+    """Open a shell on NODE, or run one command: swarm ssh worker-1 -- uptime"""
+    argv = access.ssh_argv(c.session(), node, [a for a in command if a != "--"])
+    os.execvp("ssh", argv)
+
+
+@cli.command()
+@click.argument("role", required=False, type=click.Choice(["workers"]))
+@pass_ctx
+def down(c: Ctx, role: str | None) -> None:
+    """Terminate everything this stack created (or only its workers)."""
+    result = fleet.down(c.session(), Role.WORKER if role else None)
+    if result.nothing_to_do:
+        render.err.print(result.nothing_to_do)
+        return
+    render.err.print(f"removed {len(result.removed)} node(s): "
+                     f"{', '.join(n.name for n in result.removed)}")
+
+
+@cli.command()
+def init() -> None:
+    """Write ./swarm.toml from the documented example (never overwrites)."""
+    target = Path("swarm.toml")
+    if target.exists():
+        raise SwarmError("swarm.toml already exists here; not overwriting it")
+    shutil.copyfile(config.example_path(), target)
+    render.err.print("wrote swarm.toml: every key is documented in it")
+
+
+@cli.command()
+@click.option("-t", "--run-time", default="15s", show_default=True, help="How long the demo load runs.")
+def demo(run_time: str) -> None:
+    """A full local cycle against a built-in target: up, run, summary, down."""
+    from swarm.demo.cycle import run_demo
+    got = run_demo(render.ConsoleReporter(), run_time)
+    render.out.print(render.nodes_table(f"stack {got.stack} (local)", render.node_rows(got.nodes)))
+    summary = got.run.summary
+    assert summary is not None      # a run without statistics raised already
+    render.out.print(render.summary_table(summary))
+    total = summary.total
+    render.err.print(f"results: {got.run.results_dir}")
+    render.err.print(f"the target served {got.served} requests; Locust counted {total.requests} "
+                     f"with {total.failures} failures across {got.run.workers_expected} workers")
+    if not (total.requests > 0 and total.failures == 0):
+        raise SystemExit(1)

@@ -1,0 +1,177 @@
+"""Tables and messages. Progress goes to stderr, data (tables, JSON) to stdout."""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+
+from swarm.locust.live import LiveView
+from swarm.locust.stats import Summary
+from swarm.models import HostResult, Node
+from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
+from swarm.pipeline.status import Status
+
+# Off a terminal (CI logs, pipes) rich would squeeze tables into 80 columns.
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+class ConsoleReporter:
+    def info(self, msg: str) -> None:
+        err.print(f"[dim]•[/dim] {escape(msg)}")
+
+    def warn(self, msg: str) -> None:
+        err.print(f"[yellow]![/yellow] {escape(msg)}")
+
+
+def or_dash(x: Any, fmt: str = "{}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    sign = "-" if s < 0 else ""
+    s = abs(s)
+    if s >= 3600:
+        return f"{sign}{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{sign}{s // 60}m{s % 60:02d}s"
+    return f"{sign}{s}s"
+
+
+def node_rows(nodes: Sequence[Node]) -> list[dict[str, Any]]:
+    """The nodes as `status --json` shows them."""
+    now = time.time()
+    return [{"name": n.name, "role": str(n.role), "id": n.id, "type": n.instance_type or "-",
+             "state": str(n.state), "private_ip": n.private_ip, "public_ip": n.public_ip,
+             "lifecycle": str(n.lifecycle),
+             "uptime_s": round(now - n.launched_at) if n.launched_at else None,
+             "expires_in_s": round(n.expires_at - now) if n.expires_at else None}
+            for n in nodes]
+
+
+def nodes_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("name", "id", "type", "state", "private ip", "public ip", "lifecycle", "uptime",
+                "expires in"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(escape(r["name"]), r["id"], r["type"], r["state"], r["private_ip"] or "-",
+                  r["public_ip"] or "-", r["lifecycle"], _age(r["uptime_s"]), _age(r["expires_in_s"]))
+    return t
+
+
+def host_results_table(title: str, results: Sequence[HostResult]) -> Table:
+    t = Table(title=title, title_justify="left")
+    t.add_column("node")
+    t.add_column("id")
+    t.add_column("outcome")
+    for r in results:
+        t.add_row(r.node.name, r.node.id, "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {escape(r.error)}")
+    return t
+
+
+def summary_table(summary: Summary) -> Table:
+    t = Table(title="Summary", title_justify="left")
+    for col in ("type", "name", "requests", "failures", "rps", "p50 ms", "p95 ms", "p99 ms"):
+        t.add_column(col, justify="left" if col in ("type", "name") else "right")
+    for e in [*summary.endpoints, summary.total]:
+        style = "bold" if e is summary.total else None
+        t.add_row(e.method, "Total" if e is summary.total else escape(e.name), str(e.requests),
+                  str(e.failures), f"{e.rps:.1f}", f"{e.p50_ms:.0f}", f"{e.p95_ms:.0f}",
+                  f"{e.p99_ms:.0f}", style=style)
+    return t
+
+
+def locust_table(view: LiveView) -> Table:
+    t = Table(title="Locust", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    if view.error is not None:
+        t.add_row("state", f"unknown ({escape(view.error)})")
+        return t
+    t.add_row("state", str(view.state))
+    if not view.running:
+        return t
+    want = view.workers_expected
+    workers = f"{view.workers_connected} of {want} connected" if want else str(view.workers_connected)
+    if view.missing:
+        workers += f" (missing: {', '.join(view.missing)})"
+    p95 = view.p95_ms
+    t.add_row("users", str(view.users))
+    t.add_row("workers", workers)
+    t.add_row("rps", f"{view.total_rps:.1f}")
+    t.add_row("fail ratio", f"{view.fail_ratio * 100:.2f}%")
+    t.add_row("p95", "-" if p95 is None else f"{p95:.0f} ms")
+    cpus = ", ".join(f"{escape(str(w.node or w.id))} {w.cpu or 0:.0f}%" for w in view.workers)
+    t.add_row("worker CPU", cpus or "-")
+    return t
+
+
+def status_json(s: Status) -> dict[str, Any]:
+    data: dict[str, Any] = {"stack": s.stack, "provider": s.provider, "nodes": node_rows(s.nodes),
+                            "locust": s.locust.to_json() if s.locust else None}
+    if s.cost:
+        data["cost"] = s.cost.to_json()
+    return data
+
+
+def status_view(s: Status) -> RenderableType:
+    if not s.nodes:
+        return f"stack {s.stack!r} ({s.provider}) has no nodes"
+    parts: list[RenderableType] = [nodes_table(f"stack {s.stack} ({s.provider})", node_rows(s.nodes))]
+    if s.cost:
+        parts.append(escape(s.cost.text))
+    if s.locust:
+        parts.append(locust_table(s.locust))
+    return Group(*parts)
+
+
+# ---- past runs (`swarm results`) ----
+
+def runs_table(title: str, runs: list[RunInfo], with_stack: bool = False) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in ["id", *(["stack"] if with_stack else []), "started", "locustfile", "host", "users",
+              "requests", "rps", "p95 ms", "fail %", "exit", "checks"]:
+        t.add_column(c, justify="left" if c in ("id", "stack", "started", "locustfile", "host",
+                                                 "checks") else "right")
+    for r in runs:
+        x = run_row(r)
+        ok, bad = x.checks_passed, x.checks_failed
+        checks = "-" if not ok + bad else f"{ok} ok" + (f", [red]{bad} failed[/red]" if bad else "")
+        started = or_dash(x.started_at).replace("+00:00", "Z") if r.complete else "incomplete"
+        fail = None if x.fail_ratio is None else x.fail_ratio * 100
+        t.add_row(escape(r.id), *([escape(r.stack)] if with_stack else []), started,
+                  escape(or_dash(x.locustfile)), escape(or_dash(x.host)), or_dash(x.users),
+                  or_dash(x.requests), or_dash(x.rps, "{:.1f}"), or_dash(x.p95_ms, "{:.0f}"),
+                  or_dash(fail, "{:.2f}"), or_dash(x.exit_code), checks)
+    return t
+
+
+def _metric(metric: str, v: float, signed: bool = False) -> str:
+    s = "+" if signed else ""
+    if metric == "fail_ratio":
+        return f"{v * 100:{s}.2f}%"
+    return f"{v:{s}.0f}" if metric == "requests" else f"{v:{s}.1f}"
+
+
+def compare_table(a: RunInfo, b: RunInfo, rows: list[Delta]) -> Table:
+    t = Table(title=f"A = {a.id}   B = {b.id}", title_justify="left")
+    for c in ("endpoint", "metric", "A", "B", "delta", "delta %"):
+        t.add_column(c, justify="left" if c in ("endpoint", "metric") else "right")
+    for i, r in enumerate(rows):
+        m, d, worse = r.metric, r.delta, r.worse
+        color = "" if worse is None or d == 0 else ("red" if worse else "green")
+        pct = "-" if r.delta_pct is None else f"{r.delta_pct:+.1f}%"
+        t.add_row(escape(r.endpoint) if i % len(METRICS) == 0 else "", m.removesuffix("_ms"),
+                  _metric(m, r.a), _metric(m, r.b),
+                  f"[{color}]{_metric(m, d, True)}[/{color}]" if color else _metric(m, d, True), pct,
+                  end_section=i % len(METRICS) == len(METRICS) - 1)
+    return t

@@ -1,0 +1,1 @@
+"""The demo: a built-in target (target.py) and the whole local cycle against it (cycle.py)."""

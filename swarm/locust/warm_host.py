@@ -1,0 +1,114 @@
+"""swarm's warm Locust: runs ON A HOST, not in the controller.
+
+Importing Locust (gevent, zmq, flask, requests...) costs about 0.5 CPU-s, more than everything
+else in starting a worker. This process imports it once, after `swarm up`, then waits on a FIFO;
+each line it reads is a Locust argv, which it runs in a forked child, as Locust's own
+--processes does. `swarm run` then starts Locust on every host in milliseconds.
+
+The child is what a cold start would be: its own session (pid = pgid, in locust.pid, which
+killall signals), stdout/stderr in locust.log, its exit code in locust.exit, cwd the remote dir.
+The locustfile is imported by the child, after the fork, so every run sees the current files.
+
+Standard library and Locust only: this file is copied to the host and run with the Python of
+the host's locust (`python swarm-warm.py LOCUST_BIN`), in the remote dir, by swarm.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+FIFO, PID, READY = "warm.fifo", "warm.pid", "warm.ready"
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)   # readers poll for a non-empty file: never show them half of it
+
+
+def _name(title: str) -> None:
+    try:   # what `ps -e`, `pgrep` and `top` show; the command line stays the zygote's
+        with open("/proc/self/comm", "w") as f:
+            f.write(title[:15])
+    except OSError:
+        pass
+
+
+def _run_locust(locust_bin: str, argv: list[str]) -> None:
+    """In the grandchild: become the Locust process, never return."""
+    import atexit
+    import locust.main
+    code = 1
+    try:
+        os.setsid()
+        log = os.open("locust.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        _name("locust")
+        _write("locust.pid", f"{os.getpid()}\n")
+        sys.argv = [locust_bin, *argv]
+        sys.path[0] = os.path.dirname(os.path.abspath(locust_bin))   # as if run as a script
+        try:
+            locust.main.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        atexit._run_exitfuncs()   # logging's flush, Locust's own handlers
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _write("locust.exit", f"{code}\n")
+        finally:
+            os._exit(code)
+
+
+def main() -> None:
+    locust_bin = sys.argv[1]
+    # O_RDWR: a FIFO opened read-write never sees EOF, and a writer never blocks while we live.
+    # Opened before the import, so a `swarm run` arriving meanwhile waits in the pipe, not in
+    # a second import.
+    fifo = os.open(FIFO, os.O_RDWR)
+    _write(PID, f"{os.getpid()}\n")
+    _name("swarm-warm")
+    import gc
+    import gevent
+    import locust.main  # noqa: F401  (the point of this process; patches the stdlib for gevent)
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()       # as Locust's --processes: fewer copy-on-write pages in the children
+    _write(READY, f"{os.getpid()}\n")
+    buf = b""
+    while True:
+        chunk = os.read(fifo, 65536)
+        if not chunk:      # cannot happen on a FIFO we also hold for writing; never spin
+            time.sleep(0.1)
+            continue
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                argv = [str(a) for a in json.loads(line)]
+            except ValueError:
+                continue
+            child = gevent.fork()
+            if child == 0:
+                os.close(fifo)
+                # A second fork: the Locust process is nobody's child here, so it never lingers
+                # as a zombie of this one (init reaps it, as it does a cold start's shell).
+                if gevent.fork() == 0:
+                    _run_locust(locust_bin, argv)
+                os._exit(0)
+            os.waitpid(child, 0)
+
+
+if __name__ == "__main__":
+    main()

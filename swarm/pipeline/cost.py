@@ -1,0 +1,49 @@
+"""Cost lines for a person: the estimate before a launch, what the nodes cost so far."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swarm.models import Node, Role
+from swarm.pipeline.session import Session
+from swarm.providers.ec2.pricing import (PriceBook, estimate_hourly, format_rate, format_usd,
+                                         spend, time_to_ttl)
+
+
+@dataclass(frozen=True)
+class Spent:
+    usd: float | None          # None: some node's price is unknown
+    ttl_s: float | None        # seconds to the first node's TTL
+    text: str                  # 'spent so far: $0.12; TTL in 3h58m'
+
+    def to_json(self) -> dict[str, object]:
+        return {"spent_usd": None if self.usd is None else round(self.usd, 4), "ttl_s": self.ttl_s,
+                "spent": format_usd(self.usd), "text": self.text}
+
+
+def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | None:
+    """'estimated cost: $0.51/h for the stack (1 master + 5 workers, on-demand)'; None where
+    the provider has no prices. `nodes`: the stack as this command has just listed it."""
+    book = sess.provider.price_book()
+    if book is None:
+        return None
+    cfg = sess.stack.config.ec2
+    lifecycle = "spot" if cfg.spot else "on-demand"
+    masters = sum(n.role == Role.MASTER for n in nodes) + (count if role == Role.MASTER else 0)
+    workers = sum(n.role == Role.WORKER for n in nodes) + (count if role == Role.WORKER else 0)
+    items = [(cfg.master_type, lifecycle, masters), (cfg.worker_type, lifecycle, workers)]
+    total, prices = estimate_hourly(book, items)
+    why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
+    return (f"estimated cost: {format_rate(total)} for the stack ({masters} master + "
+            f"{workers} workers, {lifecycle})" + (f" ({why})" if why else ""))
+
+
+def spent_so_far(sess: Session, nodes: list[Node], book: PriceBook | None = None) -> Spent | None:
+    """What the nodes cost so far (running time × current price) and the time to the TTL.
+    `book`: one per command, so `status --watch` asks for prices once."""
+    book = book or sess.provider.price_book()
+    if book is None or not nodes:
+        return None
+    total, _ = spend(book, nodes)
+    ttl = time_to_ttl(nodes)
+    ttl_text = "unknown" if ttl is None else f"{int(ttl // 3600)}h{int(ttl % 3600 // 60):02d}m"
+    return Spent(total, ttl, f"spent so far: {format_usd(total)}; TTL in {ttl_text}")

@@ -1,0 +1,241 @@
+"""Bringing a stack up and down: launch, wait, bootstrap, reconcile, tear down.
+
+Providers and runners never call each other; this module does, and reports progress through
+the session's Reporter.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
+from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
+from swarm.models import HostResult, Node, Role, order_key
+from swarm.pipeline import cost
+from swarm.pipeline.session import Session, locust_version
+from swarm.remote.base import replace_tree_cmd, tar_bytes
+from swarm.remote.fanout import fan_out
+
+MAX_WORKERS = 500
+READY_TIMEOUT = 600       # seconds for the provider to say "running"
+BOOTSTRAP_TIMEOUT = 1200
+UPLOAD_FAILED = 96      # exit code of the bootstrap exec when unpacking failed, not the script
+
+
+@dataclass
+class UpResult:
+    created: list[Node] = field(default_factory=list)
+    removed: list[Node] = field(default_factory=list)
+    bootstrap: list[HostResult] = field(default_factory=list)
+    nothing_to_do: str = ""
+
+    @property
+    def failed(self) -> list[HostResult]:
+        return [r for r in self.bootstrap if not r.ok]
+
+
+@dataclass
+class DownResult:
+    removed: list[Node] = field(default_factory=list)
+    nothing_to_do: str = ""
+
+
+def check_count(n: object) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise UsageError(f"-n must be a whole number of at least 1, got {n!r} "
+                         "(use `swarm down workers` to remove all workers)")
+    if n > MAX_WORKERS:
+        raise UsageError(f"-n {n} is more than swarm's limit of {MAX_WORKERS} workers per stack")
+    return n
+
+
+def check_bootstrap_dir(sess: Session) -> Path:
+    cfg = sess.stack.config
+    bdir = cfg.resolve(cfg.bootstrap.dir)
+    script = bdir / cfg.bootstrap.script
+    if sess.provider.runs_bootstrap and not script.is_file():
+        raise UsageError(f"bootstrap script {script} not found: set [bootstrap] dir and script "
+                         "in swarm.toml")
+    return bdir
+
+
+def up_master(sess: Session) -> UpResult:
+    check_bootstrap_dir(sess)
+    nodes = sess.nodes()      # one listing per step: on EC2 each is an API call
+    existing = [n for n in nodes if n.role == Role.MASTER]
+    if existing:
+        m = existing[0]
+        return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has a master "
+                                      f"({m.id}, {m.state}); nothing to do")
+    return _bootstrap_new(sess, UpResult(created=_launch(sess, Role.MASTER, 1, nodes)))
+
+
+def scale_workers(sess: Session, n: int) -> UpResult:
+    check_count(n)
+    check_bootstrap_dir(sess)
+    nodes = sess.nodes()
+    if not any(x.role == Role.MASTER for x in nodes):
+        raise UsageError(f"stack {sess.stack.name!r} has no master: run `swarm up master` first")
+    workers = [x for x in nodes if x.role == Role.WORKER]
+    if len(workers) == n:
+        return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has {n} workers; "
+                                      "nothing to do")
+    if len(workers) > n:
+        extras = newest(workers, len(workers) - n)
+        sess.report.info(f"removing {len(extras)} worker(s): {', '.join(w.name for w in extras)}")
+        remove(sess, extras)
+        return UpResult(removed=extras)
+    result = _bootstrap_new(sess, UpResult(created=_launch(sess, Role.WORKER, n - len(workers), nodes)))
+    # Two `up workers -n N` at once both launch: re-check and drop the newest extras. Both
+    # callers pick the same nodes (same order), so the stack converges on N. (After the
+    # bootstrap: earlier, a caller still waiting for its instances could see them terminated.)
+    workers = sess.nodes(Role.WORKER)
+    # The other caller may already have removed some of ours (they were the newest): they are
+    # gone, not failed; their (failed) bootstrap is not this command's failure.
+    alive = {w.id for w in workers}
+    taken = [c for c in result.created if c.id not in alive]
+    if taken:
+        sess.report.warn(f"another `swarm up` raced this one and removed {len(taken)} of the "
+                         "worker(s) it launched")
+        result.created = [c for c in result.created if c.id in alive]
+        result.bootstrap = [r for r in result.bootstrap if r.node.id in alive]
+    if len(workers) > n:
+        extras = newest(workers, len(workers) - n)
+        sess.report.warn(f"another `swarm up` raced this one: removing {len(extras)} extra worker(s)")
+        remove(sess, extras)
+        gone = {e.id for e in extras}
+        result.removed = extras
+        result.created = [c for c in result.created if c.id not in gone]
+        result.bootstrap = [r for r in result.bootstrap if r.node.id not in gone]
+    return result
+
+
+def _bootstrap_new(sess: Session, result: UpResult) -> UpResult:
+    if sess.provider.runs_bootstrap:
+        result.bootstrap = bootstrap(sess, result.created)
+    else:
+        sess.report.info(f"{sess.stack.provider} provider: bootstrap.sh is not run here (it "
+                         "installs system packages); using this machine's Locust "
+                         f"{locust_version()}")
+    return result
+
+
+def newest(nodes: list[Node], k: int) -> list[Node]:
+    return sorted(nodes, key=order_key)[-k:] if k > 0 else []
+
+
+def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list[Node]:
+    """Launch count nodes and wait until the provider says they run. -> the new nodes, named.
+    `existing`: the stack's listing this command has just taken."""
+    p, stack = sess.provider, sess.stack
+    p.check_launch(stack, role, count)   # a bad AMI / instance type: refused, nothing created
+    note = cost.estimate(sess, role, count, existing)
+    if note:
+        sess.report.info(note)    # before anything is launched
+    p.prepare(stack)
+    sess.flush_notices()
+    sess.report.info(f"launching {count} {role}{'s' if count > 1 else ''} on {stack.provider}")
+    nodes = p.create_nodes(stack, role, count)
+    sess.flush_notices()
+    try:
+        ready = p.wait_ready(stack, nodes, READY_TIMEOUT)
+    except Exception as e:
+        # Nothing half-made survives: terminate what this call launched, then report.
+        try:
+            p.terminate_nodes(stack, nodes)
+        except Exception as cleanup_error:  # keep the first error; say what may be left
+            raise ProviderError(f"{e}; and terminating the {len(nodes)} new node(s) failed too "
+                                f"({cleanup_error}): run `swarm down`") from e
+        if isinstance(e, SwarmError):
+            raise
+        raise ProviderError(f"waiting for the new {role}(s) failed: {e}") from e
+    ids = {n.id for n in ready}
+    return [n for n in sess.nodes(role) if n.id in ids] or ready
+
+
+def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
+    """Upload bootstrap/ (one tar stream) and run its script on every node at once."""
+    cfg = sess.stack.config
+    bdir = check_bootstrap_dir(sess)
+    rd = sess.remote_dir
+    env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
+    script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
+    payload = tar_bytes(bdir)     # once: one tar per host was N x the CPU and memory
+
+    def one(node: Node) -> str:
+        r = sess.provider.runner(sess.stack, node)
+        try:
+            r.wait_ready(cfg.bootstrap.ssh_timeout)
+            exports = " ".join(f"{k}={shlex.quote(v)}"
+                               for k, v in {**env, "SWARM_ROLE": str(node.role)}.items())
+            # One exec: unpack, then run the script. $PWD: rd may be relative to the login dir,
+            # and the script runs inside it.
+            res = r.run(f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
+                        f"cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR=\"$PWD\" "
+                        f"bash {script} >bootstrap.log 2>&1",
+                        timeout=BOOTSTRAP_TIMEOUT, check=False, stdin=payload)
+            if res.exit_code == UPLOAD_FAILED:
+                raise RemoteError(f"unpacking bootstrap/ in {rd} failed: "
+                                  f"{res.stderr.strip().splitlines()[-1:] or 'no output'}")
+            if not res.ok:
+                tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
+                lines = tail.stdout.strip().replace("\n", "\n    ")
+                raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
+                                  f"{rd}/bootstrap.log:\n    {lines}")
+            # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
+            # swarm has exited (closing the runner is not the signal): where hosts share CPUs
+            # (VMs on one machine, the lab), 30 imports would slow by seconds the bootstraps,
+            # API calls and exit still to come.
+            try:
+                r.run_after_exit(warm_restart_cmd(rd))
+            except RemoteError:
+                pass     # only a head start: `run` starts Locust cold and a warm one then
+            return "bootstrapped"
+        finally:
+            r.close()
+
+    sess.report.info(f"bootstrapping {len(nodes)} node(s)")
+    return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+
+
+def remove(sess: Session, nodes: list[Node]) -> None:
+    """Terminate nodes. Where the machine outlives the node (hosts, local), first stop what
+    swarm runs there (Locust by pid file, the warm Locust) and remove the remote dir: a host
+    that cannot be reached is named and forgotten all the same."""
+    if sess.provider.keeps_machines:
+        rd = sess.remote_dir
+
+        def clean(node: Node) -> None:
+            r = sess.provider.runner(sess.stack, node)
+            try:
+                r.run(f"{kill_cmd(rd)} >/dev/null; {warm_stop_cmd(rd)}; rm -rf {shlex.quote(rd)}",
+                      timeout=60)
+            finally:
+                r.close()
+
+        for res in fan_out(nodes, clean, what="clean up", raise_on_error=False):
+            if not res.ok:
+                sess.report.warn(f"{res.node.id}: could not stop Locust / remove {rd}: "
+                                 f"{res.error}; it is removed from the stack anyway")
+    sess.provider.terminate_nodes(sess.stack, nodes)
+
+
+def down(sess: Session, role: Role | None = None) -> DownResult:
+    nodes = sess.nodes(role)
+    if not nodes:
+        if role is None:
+            sess.provider.cleanup(sess.stack)
+            sess.flush_notices()
+        what = f"{role}s" if role else "nodes"
+        return DownResult(nothing_to_do=f"stack {sess.stack.name!r} has no {what}; nothing to do")
+    spent = cost.spent_so_far(sess, nodes)    # priced while the nodes still exist
+    sess.report.info(f"terminating {len(nodes)} node(s) of stack {sess.stack.name!r}")
+    remove(sess, nodes)
+    if spent:
+        sess.report.info(f"these nodes cost about {cost.format_usd(spent.usd)} (running time × "
+                         "current price)")
+    if role is None:
+        sess.provider.cleanup(sess.stack)
+    sess.flush_notices()
+    return DownResult(removed=nodes)

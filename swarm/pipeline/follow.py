@@ -1,0 +1,105 @@
+"""Follow a headless run until Locust exits: the master's figures, each worker node's peak
+CPU (sampled on the hosts themselves), which workers went missing."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from swarm.errors import LocustError, RemoteError, SwarmError
+from swarm.locust.live import master_stats_probe, summarize
+from swarm.locust.shell import CpuSample, cpu_probe, wait_exit_cmd
+from swarm.models import Node
+from swarm.pipeline.start import RunContext
+from swarm.remote.fanout import fan_out
+
+POLL_S = 1.0
+CPU_EVERY = 3      # polls between two CPU samples of the worker hosts
+END_WAIT_S = 30    # longest single exec waiting for the master's exit (a lost master shows then)
+END_GRACE_S = 180  # after the run time: Locust stopping, writing its files
+
+
+@dataclass
+class Followed:
+    cpu_peaks: dict[str, float] = field(default_factory=dict)   # node (or worker id) -> peak %
+    missing: list[str] = field(default_factory=list)            # workers that dropped out
+    error: SwarmError | None = None                             # why following stopped early
+
+
+class CpuSampler:
+    """Peak CPU per worker node, from /proc on the hosts themselves. (Locust's own figure comes
+    every 10 s and its first sample is always 0.)"""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.last: dict[str, CpuSample] = {}
+
+    def sample(self, peaks: dict[str, float]) -> None:
+        probe = cpu_probe(self.ctx.rd)
+
+        def one(node: Node) -> CpuSample | None:
+            return self.ctx.ask(node, probe, timeout=15)
+
+        for res in fan_out(self.ctx.workers, one, what="cpu sample", raise_on_error=False):
+            now: CpuSample | None = res.value if res.ok else None
+            if now is None:
+                continue
+            name = res.node.name
+            prev = self.last.get(name)
+            if prev is not None:
+                pct = now.percent_since(prev, self.ctx.meta.processes.get(name, 1))
+                peaks[name] = max(peaks.get(name, 0.0), pct)
+            self.last[name] = now
+
+
+def follow(ctx: RunContext) -> Followed:
+    """Poll the master until its Locust exits. Once the run time is over, wait for the exit on
+    the master itself (one exec, bounded), so the end is noticed within 0.1 s, not up to a poll
+    later. A lost master or a run that never ends is returned as `error`, not raised: the
+    results and logs are still fetched."""
+    got = Followed()
+    try:
+        _follow(ctx, got)
+    except RemoteError as e:   # the master stopped answering (powered off, network)
+        got.error = LocustError(f"lost the master during the run: {e}")
+    except SwarmError as e:
+        got.error = e
+    return got
+
+
+def _follow(ctx: RunContext, got: Followed) -> None:
+    run_s = float(ctx.plan.run_s or 0)
+    deadline_s = run_s + END_GRACE_S
+    web_port = ctx.plan.spec.web_port
+    sampler = CpuSampler(ctx)
+    end = time.monotonic() + deadline_s
+    run_end = time.monotonic() + run_s if run_s else end
+    last_note = time.monotonic()
+    missing: set[str] = set()
+    try:
+        for i in range(int(deadline_s / POLL_S) + 12):
+            wait_s = min(END_WAIT_S, end - time.monotonic()) if time.monotonic() >= run_end else 0
+            wait = wait_exit_cmd(ctx.rd, wait_s) if wait_s > 0 else ""
+            stats = ctx.ask(ctx.master, master_stats_probe(ctx.rd, web_port, wait=wait),
+                            timeout=20 + wait_s)
+            if not stats.running:
+                break
+            view = summarize(stats)
+            if i % CPU_EVERY == 0 and view.state.active:
+                sampler.sample(got.cpu_peaks)
+            for w in view.workers:
+                key = w.node or str(w.id)
+                got.cpu_peaks[key] = max(got.cpu_peaks.get(key, 0.0), float(w.cpu or 0))
+            if view.state.active:
+                ctx.workers_seen = min(ctx.workers_seen, view.workers_connected)
+                missing.update(view.missing)
+            if time.monotonic() - last_note > 10 and view.state.active:
+                last_note = time.monotonic()
+                ctx.sess.report.info(f"running: {view.users} users, {view.total_rps:.1f} rps, "
+                                     f"{view.workers_connected} workers")
+            if time.monotonic() > end:
+                raise LocustError(f"the run did not end within {deadline_s:.0f}s: "
+                                  "stop it with `swarm killall`")
+            if not wait:
+                time.sleep(max(0.0, min(POLL_S, run_end - time.monotonic())))
+    finally:
+        got.missing = sorted(missing)

@@ -1,0 +1,141 @@
+"""A run, from plan to record: plan → start → follow → fetch → judge → record.
+
+Every step is the same on every provider; only the Runner behind each node differs. This is
+the one module that knows their order; each phase takes the RunContext and returns its result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from swarm.errors import LocustError, UsageError
+from swarm.locust.argv import STATS_CSV
+from swarm.locust.shell import kill_cmd
+from swarm.locust.stats import Summary, parse_stats_csv
+from swarm.models import HostResult, Node
+from swarm.pipeline import fetch, record
+from swarm.pipeline.follow import Followed, follow
+from swarm.pipeline.judge import CheckResult, saturated
+from swarm.pipeline.plan import RunOptions, plan_run, stack_nodes
+from swarm.pipeline.session import Session, locust_version
+from swarm.pipeline.start import RunContext, start
+from swarm.remote.fanout import fan_out
+
+
+@dataclass
+class RunOutcome:
+    results_dir: Path | None = None
+    summary: Summary | None = None
+    exit_code: int = 0                   # Locust's
+    checks: list[CheckResult] = field(default_factory=list)
+    workers_expected: int = 0
+    workers_seen: int = 0
+    skipped: list[HostResult] = field(default_factory=list)
+    saturated: dict[str, float] = field(default_factory=dict)   # node (or worker id) -> peak CPU %
+    cpu_peaks: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)            # workers that dropped out
+
+
+def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> RunOutcome:
+    plan = plan_run(sess, opts)
+    master, workers = stack_nodes(sess)
+    runners = {n.id: sess.provider.runner(sess.stack, n) for n in [master, *workers]}
+    ctx = RunContext(sess, plan, master, workers, runners)
+    try:
+        start(ctx)
+        outcome = RunOutcome(workers_expected=ctx.meta.expected, workers_seen=ctx.workers_seen,
+                             skipped=ctx.skipped)
+        if not plan.spec.headless:
+            return outcome
+        # headless: follow the run, then bring everything back, even after a failure
+        followed = follow(ctx)
+        return _finish(ctx, followed, outcome, results_root)
+    finally:
+        for r in runners.values():
+            r.close()
+
+
+def _finish(ctx: RunContext, followed: Followed, outcome: RunOutcome,
+            results_root: Path) -> RunOutcome:
+    """fetch → judge → record; then raise what went wrong, naming where the results are."""
+    sess = ctx.sess
+    ended_at = datetime.now(timezone.utc)
+    error = followed.error
+    outcome.cpu_peaks, outcome.missing = followed.cpu_peaks, followed.missing
+    outcome.workers_seen = ctx.workers_seen
+    out = fetch.results_dir_for(results_root, sess.stack.name, ctx.started_at)
+    outcome.results_dir = out
+    # the master may be gone (powered off mid-run): still fetch from the others
+    code = fetch.master_exit_code(sess, ctx.runners[ctx.master.id])
+    outcome.exit_code = 1 if code is None else code
+    if code is None:
+        error = error or LocustError("the Locust master ended without an exit code: see "
+                                     f"{out}/logs/master.log")
+    try:
+        fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out)
+    except OSError as e:
+        raise fetch.cannot_save(out, e) from e
+    outcome.summary = _read_summary(out / STATS_CSV)
+    if outcome.summary is not None:
+        peaks = {k: round(v, 1) for k, v in outcome.cpu_peaks.items()}
+        outcome.summary = replace(outcome.summary, workers_cpu=peaks)
+        outcome.checks = [c.evaluate(outcome.summary) for c in ctx.plan.checks]
+    outcome.saturated = saturated(outcome.cpu_peaks)
+    try:
+        record.write(out, run_record(ctx, outcome, ended_at))
+    except OSError as e:
+        raise fetch.cannot_save(out, e) from e
+    if error is not None:
+        raise LocustError(f"{error} (logs and any partial results are in {out})",
+                          code=error.code) from error
+    if outcome.summary is None:
+        raise LocustError(f"the run produced no statistics: see {out}/logs/master.log")
+    return outcome
+
+
+def _read_summary(csv_path: Path) -> Summary | None:
+    try:
+        return parse_stats_csv(csv_path.read_text()) if csv_path.is_file() else None
+    except ValueError:
+        return None
+
+
+def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> record.RunRecord:
+    sess, plan, spec = ctx.sess, ctx.plan, ctx.plan.spec
+    types: dict[str, int] = {}
+    for n in ctx.nodes:
+        t = n.instance_type or sess.stack.provider
+        types[t] = types.get(t, 0) + 1
+    return record.RunRecord(
+        swarm_version=record.__version__, locust_version=locust_version(),
+        python=record.python_version(), stack=sess.stack.name, provider=sess.stack.provider,
+        region=sess.provider.region,
+        instances=record.Instances(ctx.master.instance_type, len(ctx.workers), types),
+        locustfile=spec.locustfile, files=record.file_hashes(plan.files_dir), host=spec.host,
+        users=spec.users, spawn_rate=spec.spawn_rate, run_time=spec.run_time, profile=plan.profile,
+        extra_args=list(spec.extra_args),
+        started_at=ctx.started_at.isoformat(timespec="seconds"),
+        ended_at=ended_at.isoformat(timespec="seconds"),
+        exit_code=outcome.exit_code, workers_expected=outcome.workers_expected,
+        workers_seen=outcome.workers_seen, skipped_workers=[r.node.name for r in outcome.skipped],
+        saturated_workers=outcome.saturated, missing_workers=outcome.missing,
+        workers_cpu_peak={k: round(v, 1) for k, v in outcome.cpu_peaks.items()},
+        checks=outcome.checks, summary=outcome.summary)
+
+
+def killall(sess: Session) -> list[HostResult]:
+    nodes = sess.nodes()
+    if not nodes:
+        raise UsageError(f"stack {sess.stack.name!r} has no nodes")
+    rd = sess.remote_dir
+
+    def kill(node: Node) -> None:
+        r = sess.provider.runner(sess.stack, node)
+        try:
+            r.run(kill_cmd(rd), timeout=60)
+        finally:
+            r.close()
+
+    return fan_out(nodes, kill, what="killall")
+

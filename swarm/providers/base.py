@@ -1,0 +1,86 @@
+"""The Provider: where a stack's nodes are, and how to create, remove and reach them.
+
+Providers are dumb (as Ray's NodeProvider): they never reconcile counts, print, or retry in
+loops of their own (the pipeline does), they know nothing of Locust, and they translate their
+library's errors into swarm errors at the edge. Optional capabilities have documented defaults
+here, so callers never probe with getattr.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from swarm.config import Config
+from swarm.models import Node, Role
+from swarm.remote.base import Runner
+
+if TYPE_CHECKING:
+    from swarm.providers.ec2.pricing import PriceBook
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    provider: str
+    config: Config
+
+    @classmethod
+    def from_config(cls, config: Config) -> Stack:
+        return cls(config.stack.name, config.stack.provider, config)
+
+
+class Provider(abc.ABC):
+    name: str = ""
+    runs_bootstrap: bool = True   # False for local: bootstrap.sh installs system packages
+    can_ssh: bool = True          # `swarm ssh` / tunnels make sense
+    # The machine outlives terminate_nodes (hosts; local's directories): the pipeline stops
+    # what swarm runs there and removes the remote dir first. EC2 terminates the machine.
+    keeps_machines: bool = False
+
+    def __init__(self, config: Config):
+        self.config = config
+        # Human messages for the pipeline to pass on (providers never print).
+        self.notices: list[str] = []
+
+    @property
+    def region(self) -> str | None:
+        """The cloud region nodes live in; None where there is none."""
+        return None
+
+    def check_launch(self, stack: Stack, role: Role, count: int) -> None:
+        """Refuse (UsageError / ProviderError) a launch that cannot work, before prepare()
+        creates anything. Default: nothing to check."""
+
+    def prepare(self, stack: Stack) -> None:
+        """Create per-stack shared resources (security group, key pair); idempotent.
+        Default: none."""
+
+    @abc.abstractmethod
+    def list_nodes(self, stack: Stack, role: Role | None = None) -> list[Node]:
+        """Live nodes of this stack (not terminated), optionally of one role."""
+
+    @abc.abstractmethod
+    def create_nodes(self, stack: Stack, role: Role, count: int) -> list[Node]:
+        """Launch `count` nodes in one call, tagged/recorded at creation."""
+
+    def wait_ready(self, stack: Stack, nodes: list[Node], timeout: float) -> list[Node]:
+        """Block (bounded) until the provider says the nodes run; return refreshed records.
+        Default: they run as soon as they are created."""
+        return nodes
+
+    @abc.abstractmethod
+    def terminate_nodes(self, stack: Stack, nodes: list[Node]) -> None:
+        """Remove these nodes (and wait, bounded, until they are gone)."""
+
+    def cleanup(self, stack: Stack) -> None:
+        """Remove per-stack shared resources once no node is left; idempotent. Default: none."""
+
+    @abc.abstractmethod
+    def runner(self, stack: Stack, node: Node) -> Runner:
+        """A Runner that executes commands on `node`."""
+
+    def price_book(self) -> PriceBook | None:
+        """Prices of this provider's nodes; None where nodes cost nothing swarm can know."""
+        return None
+

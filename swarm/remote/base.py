@@ -1,0 +1,156 @@
+"""The Runner: one interface to run commands and move files on a node, whatever reaches it.
+
+Remote paths are relative to the node's home (SSH) or the node's own directory (local), so the
+pipeline uses the same strings (`swarm/locustfiles`, `swarm/locust.pid`) on every provider.
+Each transport (`local.py`, `ssh.py`) subclasses `Runner`; the tar helpers here are shared.
+"""
+from __future__ import annotations
+
+import abc
+import io
+import os
+import shlex
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from swarm.errors import RemoteError
+
+Sink = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def tail(self, lines: int = 15) -> str:
+        text = (self.stderr or self.stdout).strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """What an OpenSSH client needs to reach the node as swarm does (`swarm ssh`)."""
+    host: str
+    port: int
+    user: str
+    key_file: Path | None
+    known_hosts: Path | None
+
+
+class Tunnel(Protocol):
+    """A byte stream to a port on the node (an SSH direct-tcpip channel)."""
+
+    def recv(self, n: int) -> bytes: ...
+    def sendall(self, data: bytes) -> None: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class Runner(abc.ABC):
+    """Runs shell commands on one node. Every call is bounded by a timeout; failures to reach
+    the node are RemoteError (with `code` from swarm.errors' SSH_* codes where one applies)."""
+
+    label: str     # the node's name in messages
+
+    @abc.abstractmethod
+    def _exec(self, cmd: str, timeout: float, env: dict[str, str] | None,
+              stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        """Run cmd with `sh` semantics -> (exit code, stdout, stderr)."""
+
+    def run(self, cmd: str, *, timeout: float, env: dict[str, str] | None = None,
+            stdin: bytes | None = None, check: bool = True) -> Result:
+        code, out, err = self._exec(cmd, timeout, env, stdin)
+        res = Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
+        if check and not res.ok:
+            raise RemoteError(f"{self.label}: command failed (exit {code}): {res.tail(3) or cmd[:80]}")
+        return res
+
+    def run_bytes(self, cmd: str, *, timeout: float) -> bytes:
+        """stdout as bytes (a tar stream, a log); a non-zero exit is a RemoteError."""
+        code, out, err = self._exec(cmd, timeout, None, None)
+        if code != 0:
+            raise RemoteError(f"{self.label}: command failed (exit {code}): "
+                              f"{err.decode(errors='replace').strip()[-200:] or cmd[:80]}")
+        return out
+
+    def put_tree(self, local_dir: Path, remote_dir: str, *, timeout: float = 120) -> None:
+        self.run(replace_tree_cmd(remote_dir), timeout=timeout, stdin=tar_bytes(local_dir))
+
+    def get_tree(self, remote_dir: str, local_dir: Path, *, timeout: float = 120) -> None:
+        untar_bytes(self.run_bytes(pack_tree_cmd(remote_dir), timeout=timeout), Path(local_dir))
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block (bounded) until the node accepts commands. Default: it always does."""
+
+    @abc.abstractmethod
+    def stream(self, cmd: str, sink: Sink) -> int:
+        """Run cmd, handing its output to sink as it arrives, until it ends or close() is
+        called from another thread (for `logs -f`) -> its exit code (-1 if cut off)."""
+
+    @abc.abstractmethod
+    def run_after_exit(self, cmd: str) -> None:
+        """Start cmd on the node once this swarm process has exited; never wait for it."""
+
+    def close(self) -> None:
+        """Release the connection. Default: nothing to release."""
+
+    def ssh_target(self) -> SshTarget | None:
+        """How an OpenSSH client reaches this node; None where there is no SSH (local)."""
+        return None
+
+    def open_tunnel(self, remote_port: int, origin: tuple[str, int]) -> Tunnel:
+        """A stream to the node's loopback `remote_port` (the web UI). Default: none."""
+        raise RemoteError(f"{self.label}: no tunnel to this node (it is on this machine)")
+
+
+# run_after_exit: the node's shell reads its input until this process has exited (the OS then
+# closes our end), then runs the command, with no output to write to a channel that is gone.
+DEFERRED = "exec >/dev/null 2>&1; cat; "
+# Our ends of those inputs, as bare fds: nothing closes them before the OS does at our exit.
+HELD_UNTIL_EXIT: list[int] = []
+
+
+# ---- one tar stream each way ----
+
+def _exclude(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    name = os.path.basename(info.name)
+    if name in ("__pycache__", ".git", ".venv") or name.endswith(".pyc"):
+        return None
+    return info
+
+
+def tar_bytes(local_dir: Path) -> bytes:
+    """The contents of local_dir as one gzip'd tar (paths relative to it)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for child in sorted(Path(local_dir).iterdir()):
+            tar.add(child, arcname=child.name, filter=_exclude)
+    return buf.getvalue()
+
+
+def untar_bytes(data: bytes, local_dir: Path) -> None:
+    local_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        tar.extractall(local_dir, filter="data")
+
+
+def replace_tree_cmd(remote_dir: str) -> str:
+    """Shell that swaps remote_dir for the tar on stdin, so stale files never linger."""
+    d = shlex.quote(remote_dir.rstrip("/"))
+    # A subshell, so `set -e` does not leak into commands chained after it.
+    return (f"(set -e; rm -rf {d}.new; mkdir -p {d}.new; tar -xzf - -C {d}.new; "
+            f"rm -rf {d}; mv {d}.new {d})")
+
+
+def pack_tree_cmd(remote_dir: str) -> str:
+    d = shlex.quote(remote_dir.rstrip("/"))
+    return f"test -d {d} && tar -czf - -C {d} ."

@@ -1,0 +1,76 @@
+"""The local Runner: a node is a directory on this machine, commands run with `sh -c` in it."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from swarm.errors import SSH_TIMEOUT, RemoteError
+from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink
+
+
+class LocalRunner(Runner):
+    """Each command gets a session of its own, so that Ctrl-C in the user's terminal does not
+    reach Locust (as with a remote host)."""
+
+    def __init__(self, root: Path, label: str):
+        self.root = Path(root)
+        self.label = label
+        self._streams: list[subprocess.Popen[bytes]] = []
+
+    def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
+        env = dict(os.environ)
+        # The controller's own Locust: same version, no bootstrap needed.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update(extra or {})
+        return env
+
+    def _exec(self, cmd: str, timeout: float, env: dict[str, str] | None,
+              stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(["sh", "-c", cmd], cwd=self.root, env=self._env(env),
+                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RemoteError(f"{self.label}: command timed out after {timeout:.0f}s: {cmd[:80]}",
+                              code=SSH_TIMEOUT) from e
+        return proc.returncode, out, err
+
+    def stream(self, cmd: str, sink: Sink) -> int:
+        proc = subprocess.Popen(["sh", "-c", cmd], cwd=self.root, env=self._env(None),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self._streams.append(proc)
+        out = proc.stdout
+        assert isinstance(out, io.BufferedReader)    # stdout=PIPE, unbuffered=False
+        try:
+            for chunk in iter(lambda: out.read1(65536), b""):
+                sink(chunk)
+            return proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def run_after_exit(self, cmd: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(["sh", "-c", DEFERRED + cmd], cwd=self.root, env=self._env(None),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        assert proc.stdin is not None
+        HELD_UNTIL_EXIT.append(os.dup(proc.stdin.fileno()))
+        proc.stdin.close()
+
+    def close(self) -> None:
+        for proc in self._streams:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self._streams.clear()

@@ -1,0 +1,258 @@
+"""The SSH Runner (paramiko): one connection per host, reused; host keys pinned per stack.
+
+Host keys are recorded in the stack's known_hosts on first contact; a later mismatch is
+refused, never silently accepted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from swarm.errors import SSH_AUTH, SSH_HOST_KEY, SSH_TIMEOUT, SSH_UNREACHABLE, RemoteError
+from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink, SshTarget, Tunnel
+
+_known_hosts_lock = threading.Lock()   # many hosts are first contacted at once
+
+# paramiko logs its transport thread's failures at ERROR, a traceback line by line (a banner
+# that never came from a host still booting, a socket closed as swarm exits). With no handler,
+# Python's last-resort handler would print them on stderr among swarm's own lines; swarm
+# reports these failures itself.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
+    """Unknown host: record its key. (A known host with another key never gets here:
+    paramiko raises BadHostKeyException.)"""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with _known_hosts_lock:
+            keys = paramiko.HostKeys()
+            if self.path.exists():
+                keys.load(str(self.path))
+            known = keys.lookup(hostname)
+            if known is not None and len(known) and key.get_name() not in known:
+                # Known host offering a key of another type: treat it as a changed key.
+                raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
+            # One line appended, not the file rewritten: N new hosts cost N lines, not N^2.
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(self.path, "a", encoding="ascii") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class _NotAnswering(RemoteError):
+    """No SSH session could be set up (refused, timed out, no banner, dropped): maybe not yet."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message, code=SSH_UNREACHABLE)
+        self.reason = reason
+
+
+class SSHRunner(Runner):
+    def __init__(self, host: str, port: int = 22, user: str = "root", key_file: Path | None = None,
+                 known_hosts: Path | None = None, label: str | None = None,
+                 connect_timeout: float = 10.0):
+        self.host, self.port, self.user = host, port, user
+        self.key_file = Path(key_file).expanduser() if key_file else None
+        self.known_hosts = Path(known_hosts) if known_hosts else None
+        self.label = label or host
+        self.connect_timeout = connect_timeout
+        self._client: paramiko.SSHClient | None = None
+        self._deferred: list[paramiko.Channel] = []
+        self._held: paramiko.Transport | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SSHRunner({self.user}@{self.host}:{self.port} {self.label})"
+
+    # ---- connection ----
+
+    def wait_ready(self, timeout: float) -> None:
+        """Connect, retrying (bounded) while the host does not answer SSH yet. No separate
+        probe first: that was one more TCP connection, and one more sshd process, per host."""
+        deadline = time.monotonic() + timeout
+        last: _NotAnswering | None = None
+        for _ in range(int(timeout / 0.5) + 2):
+            try:
+                self._connect(max(0.5, deadline - time.monotonic()))
+                return
+            except _NotAnswering as e:
+                last = e
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        action = "check the security group / ssh_cidr and that the machine is up"
+        raise RemoteError(f"{self.label} ({self.host}:{self.port}): SSH did not answer within "
+                          f"{timeout:.0f}s ({last.reason if last else ''}): {action}",
+                          code=SSH_UNREACHABLE, action=action) from last
+
+    def _connect(self, wait: float | None = None) -> paramiko.SSHClient:
+        with self._lock:
+            if self._client is not None:
+                live = self._client.get_transport()
+                if live is not None and live.is_active():
+                    return self._client
+            client = paramiko.SSHClient()
+            if self.known_hosts is not None:
+                if self.known_hosts.exists():
+                    client.load_host_keys(str(self.known_hosts))
+                client.set_missing_host_key_policy(_PinOnFirstContact(self.known_hosts))
+            else:
+                client.load_system_host_keys()
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            # While waiting (`wait` s left): short TCP attempts, as packets to a machine still
+            # booting may go unanswered, and never past the deadline.
+            t = self.connect_timeout if wait is None else min(self.connect_timeout, wait)
+            kw: dict[str, Any] = dict(hostname=self.host, port=self.port, username=self.user,
+                      timeout=t if wait is None else min(3.0, t), banner_timeout=t,
+                      auth_timeout=self.connect_timeout)
+            if self.key_file is not None:
+                kw.update(key_filename=str(self.key_file), look_for_keys=False, allow_agent=False)
+            try:
+                client.connect(**kw)
+            except paramiko.BadHostKeyException as e:
+                client.close()
+                action = f"if the machine was really replaced, delete its line in {self.known_hosts}"
+                raise RemoteError(
+                    f"{self.label} ({self.host}): host key changed since first contact; refusing "
+                    f"to connect. If the machine was really replaced, delete its line in "
+                    f"{self.known_hosts}", code=SSH_HOST_KEY, action=action) from e
+            except paramiko.AuthenticationException as e:
+                client.close()
+                raise RemoteError(f"{self.label} ({self.user}@{self.host}): SSH authentication "
+                                  f"failed ({e}): check the key and ssh_user", code=SSH_AUTH,
+                                  action="check the key and ssh_user") from e
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                client.close()
+                reason = str(e) or type(e).__name__
+                raise _NotAnswering(f"{self.label} ({self.host}:{self.port}): SSH connection "
+                                    f"failed: {reason}", reason) from e
+            transport = client.get_transport()
+            assert transport is not None      # connect() succeeded
+            transport.set_keepalive(15)
+            self._client = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            self._deferred.clear()
+
+    # ---- commands ----
+
+    def _transport(self) -> paramiko.Transport:
+        transport = self._connect().get_transport()
+        if transport is None:    # closed by another thread since
+            raise RemoteError(f"{self.label}: SSH connection closed", code=SSH_UNREACHABLE)
+        return transport
+
+    def _session(self) -> paramiko.Channel:
+        try:
+            return self._transport().open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{self.label}: SSH session failed: {e or type(e).__name__}",
+                              code=SSH_UNREACHABLE) from e
+
+    def _exec(self, cmd: str, timeout: float, env: dict[str, str] | None,
+              stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        if env:
+            # Inline: sshd's AcceptEnv usually drops client-sent variables.
+            cmd = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + cmd
+        chan = self._session()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            chan.exec_command(cmd)
+            if stdin is not None:
+                # A view: paramiko's sendall re-slices what is left after every packet, which
+                # copies a bytes object each time (quadratic for a multi-MB tar).
+                chan.sendall(memoryview(stdin))
+            chan.shutdown_write()
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RemoteError(f"{self.label}: command timed out after {timeout:.0f}s: "
+                                      f"{cmd[:80]}", code=SSH_TIMEOUT)
+                select.select([chan], [], [], min(left, 1.0))
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            return chan.recv_exit_status(), bytes(out), bytes(err)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{self.label}: SSH command failed: {e or type(e).__name__}",
+                              code=SSH_UNREACHABLE) from e
+        finally:
+            chan.close()
+
+    def stream(self, cmd: str, sink: Sink) -> int:
+        """stdout and stderr both go to sink; close() from another thread stops it."""
+        chan = self._session()
+        try:
+            chan.set_combine_stderr(True)
+            chan.exec_command(cmd)
+            chan.shutdown_write()
+            while True:
+                select.select([chan], [], [], 1.0)
+                while chan.recv_ready():
+                    sink(chan.recv(65536))
+                if chan.exit_status_ready() and not chan.recv_ready():
+                    return chan.recv_exit_status()
+                if chan.closed:
+                    return -1
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(f"{self.label}: SSH stream ended: {e or type(e).__name__}",
+                              code=SSH_UNREACHABLE) from e
+        finally:
+            chan.close()
+
+    def run_after_exit(self, cmd: str) -> None:
+        """Start cmd on the host once this process has exited, without waiting for it.
+
+        The host's shell starts now and reads the channel until the connection ends; a
+        duplicate of the socket keeps the connection open past close() until the OS closes it
+        as this process exits (a process killed by a signal included). Hosts that share CPUs
+        (VMs on one machine, the lab) would otherwise slow by seconds the work still to come.
+        """
+        chan = self._session()
+        transport = chan.get_transport()
+        try:
+            chan.exec_command(DEFERRED + cmd)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise RemoteError(f"{self.label}: SSH session failed: {e or type(e).__name__}",
+                              code=SSH_UNREACHABLE) from e
+        self._deferred.append(chan)   # the transport keeps its channels by weak reference only
+        if self._held is not transport:
+            HELD_UNTIL_EXIT.append(os.dup(transport.sock.fileno()))
+            self._held = transport
+
+    def ssh_target(self) -> SshTarget:
+        return SshTarget(self.host, self.port, self.user, self.key_file, self.known_hosts)
+
+    def open_tunnel(self, remote_port: int, origin: tuple[str, int]) -> Tunnel:
+        try:
+            return self._transport().open_channel("direct-tcpip", ("127.0.0.1", remote_port), origin)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(f"{self.label}: cannot open a tunnel to port {remote_port}: "
+                              f"{e or type(e).__name__}", code=SSH_UNREACHABLE) from e

@@ -1,0 +1,187 @@
+"""The house: swarm's layers import one way, with no circle, and only the CLI prints.
+
+Read from the source (ast), so lazy imports inside functions count too; imports under
+`if TYPE_CHECKING:` are annotations only and are left out of the circle check.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+PKG = REPO / "swarm"
+
+# Lower layers never import higher ones. Packages of one rank never import each other.
+RANK = {
+    "swarm": 0, "swarm.errors": 0, "swarm.models": 0, "swarm.paths": 0,
+    "swarm.config": 1,
+    "swarm.remote": 2, "swarm.locust": 2,
+    "swarm.providers": 3,
+    "swarm.pipeline": 4,
+    "swarm.demo": 5,
+    "swarm.cli": 6,
+    "swarm.__main__": 7,
+}
+# Beyond rank: what a layer must not know about.
+FORBIDDEN = {
+    "swarm.providers": {"swarm.locust"},      # clouds know nothing of Locust
+}
+# Third-party packages kept to the one place that needs them.
+ONLY_IN = {
+    "rich": ("swarm.cli",),
+    "click": ("swarm.cli",),
+    "paramiko": ("swarm.remote.ssh",),
+    "boto3": ("swarm.providers.ec2",),
+    "botocore": ("swarm.providers.ec2",),
+}
+# Programs of their own: the warm Locust runs on hosts (stdlib + Locust), the target is
+# started as `python -m swarm.demo.target`; they may print, and warm_host imports no swarm.
+STANDALONE = {"swarm.locust.warm_host", "swarm.demo.target"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in node.body:
+                lines.update(range(inner.lineno, (inner.end_lineno or inner.lineno) + 1))
+    return lines
+
+
+def imports_of(path: Path) -> list[tuple[str, bool]]:
+    """(imported module, at run time?) for every import in the file; `from X import y` counts
+    as X.y when X.y is a module of swarm, else X."""
+    name = module_name(path)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = _type_checking_lines(tree)
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = []
+    for node in ast.walk(tree):
+        runtime = getattr(node, "lineno", 0) not in typing_only
+        if isinstance(node, ast.Import):
+            out += [(a.name, runtime) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + [base]).strip(".")
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                out.append((sub if _is_module(sub) else base, runtime))
+    return out
+
+
+def _is_module(name: str) -> bool:
+    p = REPO.joinpath(*name.split("."))
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+def layer_of(name: str) -> str:
+    return max((k for k in RANK if name == k or name.startswith(k + ".")), key=len)
+
+
+MODULES = {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+
+
+def test_every_module_has_a_layer():
+    assert {layer_of(m) for m in MODULES} == set(RANK)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_flow_one_way(name):
+    me = layer_of(name)
+    bad = []
+    for target, _ in imports_of(MODULES[name]):
+        top = target.split(".")[0]
+        if name == "swarm.locust.warm_host" and top == "swarm":
+            bad.append(f"{target} (warm_host runs on hosts: no swarm imports)")
+        for lib, allowed in ONLY_IN.items():
+            if top == lib and not any(name == a or name.startswith(a + ".") for a in allowed):
+                bad.append(f"{target} (only {', '.join(allowed)} may import {lib})")
+        if top != "swarm":
+            continue
+        them = layer_of(target)
+        if them == me:
+            continue
+        if RANK[them] > RANK[me]:
+            bad.append(f"{target} (upward: {me} is below {them})")
+        elif RANK[them] == RANK[me] and RANK[me] > 0:     # the base modules share one floor
+            bad.append(f"{target} (sideways: {me} and {them} are one layer)")
+        if any(them == f or them.startswith(f + ".") for f in FORBIDDEN.get(me, ())):
+            bad.append(f"{target} ({me} must not know {them})")
+    assert not bad, f"{name} imports: " + "; ".join(bad)
+
+
+def circles(modules: dict[str, Path]) -> list[list[str]]:
+    """Every import circle among run-time imports (function-level ones included)."""
+    graph = {}
+    for name, path in modules.items():
+        deps = {t for t, runtime in imports_of(path) if runtime and t in modules and t != name}
+        graph[name] = deps
+    found: list[list[str]] = []
+    state: dict[str, int] = {}       # 1: on the current path, 2: done
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                found.append(path[path.index(m):] + [m])
+            elif m not in state:
+                visit(m, path + [m])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+    return found
+
+
+def test_no_import_circle():
+    found = circles(MODULES)
+    assert not found, "import circles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def _prints(tree: ast.Module) -> list[int]:
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = ast.unparse(node.func)
+        if f == "print" or f in ("sys.stdout.write", "sys.stderr.write", "click.echo"):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if layer_of(m) != "swarm.cli"
+                                        and m not in STANDALONE))
+def test_only_the_cli_prints(name):
+    lines = _prints(ast.parse(MODULES[name].read_text()))
+    assert not lines, f"{name} prints at line(s) {lines}: report through the Reporter instead"
+
+
+def test_the_checks_can_fail(tmp_path, monkeypatch):
+    """The walkers see a lazy upward import, a circle, and a print."""
+    fake = tmp_path / "swarm"
+    for pkg in ("", "providers", "pipeline"):
+        (fake / pkg).mkdir(parents=True, exist_ok=True)
+        (fake / pkg / "__init__.py").write_text("")
+    (fake / "providers" / "x.py").write_text("def f():\n    from swarm.pipeline import run\n")
+    (fake / "pipeline" / "run.py").write_text("import swarm.providers.x\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert imports_of(fake / "providers" / "x.py") == [("swarm.pipeline.run", True)]
+    assert RANK[layer_of("swarm.pipeline.run")] > RANK[layer_of("swarm.providers.x")]
+    mods = {module_name(p): p for p in fake.rglob("*.py")}
+    assert circles(mods) == [["swarm.pipeline.run", "swarm.providers.x", "swarm.pipeline.run"]]
+    (fake / "providers" / "x.py").write_text("def f():\n    pass\n")
+    assert circles(mods) == []
+    assert _prints(ast.parse("import sys\nsys.stdout.write('x')\nprint(1)\n")) == [2, 3]
