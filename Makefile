@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,15 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/swarm demo
 
+# ruff (lint and format) and mypy, on the package: configured in pyproject.toml.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check swarm
+	$(BIN)/ruff format --check swarm
+	$(BIN)/mypy
+
 # The offline tests need sshd, ip netns and unshare; tests/system-deps.sh installs what is
 # missing (as root, with apt). The suite runs inside a network namespace with no route out.
-test: $(VENV)/.installed-test
+test: lint
 	sh tests/system-deps.sh
 	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -9,6 +9,7 @@ the message or dug out of `__cause__`:
   `InsufficientInstanceCapacity`, or one of the `SSH_*` codes below), or None;
 - `action`: the suggested next step on its own (already part of the message), or None.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -18,10 +19,10 @@ if TYPE_CHECKING:
     from swarm.models import HostResult
 
 # Codes of SSH failures (RemoteError.code).
-SSH_UNREACHABLE = "ssh-unreachable"       # no session could be set up (maybe not yet)
+SSH_UNREACHABLE = "ssh-unreachable"  # no session could be set up (maybe not yet)
 SSH_AUTH = "ssh-auth-failed"
 SSH_HOST_KEY = "ssh-host-key-changed"
-SSH_TIMEOUT = "ssh-timeout"               # a command outlived its timeout
+SSH_TIMEOUT = "ssh-timeout"  # a command outlived its timeout
 
 
 class SwarmError(Exception):
@@ -52,8 +53,14 @@ class ProviderError(SwarmError):
 class RemoteError(SwarmError):
     """A command on one or more nodes failed; carries every host's result."""
 
-    def __init__(self, message: str, results: Iterable[HostResult] = (), *,
-                 code: str | None = None, action: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        results: Iterable[HostResult] = (),
+        *,
+        code: str | None = None,
+        action: str | None = None,
+    ):
         super().__init__(message, code=code, action=action)
         self.results = list(results)
 

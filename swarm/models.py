@@ -4,6 +4,7 @@ Provider words (EC2's instance states, a hosts file's entries) become these enum
 in the provider; nothing above compares bare strings. The enums are `str` subclasses so JSON,
 AWS tags and messages see the plain word.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,6 +32,7 @@ class Role(Word):
 
 class NodeState(Word):
     """EC2's instance states, plus `enrolled` for a `hosts` machine (never powered by swarm)."""
+
     PENDING = "pending"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -43,13 +45,14 @@ class NodeState(Word):
 class Lifecycle(Word):
     ON_DEMAND = "on-demand"
     SPOT = "spot"
-    EXISTING = "existing"     # a `hosts` machine
-    LOCAL = "local"           # a process group on this machine
+    EXISTING = "existing"  # a `hosts` machine
+    LOCAL = "local"  # a process group on this machine
 
 
 @dataclass(frozen=True)
 class SshAddress:
     """Where a node's sshd is and who to log in as."""
+
     host: str
     port: int = 22
     user: str = "root"
@@ -57,17 +60,17 @@ class SshAddress:
 
 @dataclass(frozen=True)
 class Node:
-    id: str                      # provider's id: instance id, "user@host:port", or a local slug
+    id: str  # provider's id: instance id, "user@host:port", or a local slug
     role: Role
-    name: str = ""               # what users type: "master", "worker-1", ... (set by name_nodes)
+    name: str = ""  # what users type: "master", "worker-1", ... (set by name_nodes)
     private_ip: str | None = None
     public_ip: str | None = None
     state: NodeState = NodeState.RUNNING
-    launched_at: float | None = None   # unix seconds
+    launched_at: float | None = None  # unix seconds
     lifecycle: Lifecycle = Lifecycle.ON_DEMAND
-    ssh: SshAddress | None = None      # None: the node is a directory on this machine
+    ssh: SshAddress | None = None  # None: the node is a directory on this machine
     instance_type: str | None = None
-    expires_at: float | None = None    # when its TTL powers it off (unix seconds)
+    expires_at: float | None = None  # when its TTL powers it off (unix seconds)
     zone: str | None = None
     image_id: str | None = None
     # EC2's LaunchTime has one-second granularity: the creation tag (ms) and the index within
@@ -79,6 +82,7 @@ class Node:
 @dataclass(frozen=True)
 class HostResult:
     """One node's outcome in a fan-out: `value` is what the step returned when `ok`."""
+
     node: Node
     ok: bool
     output: str = ""
@@ -95,7 +99,9 @@ def name_nodes(nodes: list[Node]) -> list[Node]:
     """Number workers by launch order (worker-1 is the oldest) so names are stable."""
     masters = [n for n in nodes if n.role == Role.MASTER]
     workers = sorted((n for n in nodes if n.role == Role.WORKER), key=order_key)
-    named = [replace(m, name="master" if i == 0 else f"master-{i + 1}") for i, m in enumerate(masters)]
+    named = [
+        replace(m, name="master" if i == 0 else f"master-{i + 1}") for i, m in enumerate(masters)
+    ]
     named += [replace(w, name=f"worker-{i + 1}") for i, w in enumerate(workers)]
     return named
 
@@ -104,5 +110,6 @@ def name_nodes(nodes: list[Node]) -> list[Node]:
 class Probe(Generic[T]):
     """A shell command and the parser of what it prints, kept side by side (pyinfra's facts):
     the pipeline runs `command` through a Runner and hands its stdout to `parse`."""
+
     command: str
     parse: Callable[[str], T]

@@ -1,4 +1,5 @@
 """Where swarm keeps controller-side files (never the source of truth for EC2)."""
+
 from __future__ import annotations
 
 import os

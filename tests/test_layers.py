@@ -6,6 +6,7 @@ Read from the source (ast), so lazy imports inside functions count too; imports 
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def imports_of(path: Path) -> list[tuple[str, bool]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + [base]).strip(".")
+                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join([*parts, base]).strip(".")
             for a in node.names:
                 sub = f"{base}.{a.name}"
                 out.append((sub if _is_module(sub) else base, runtime))
@@ -185,3 +187,16 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
     (fake / "providers" / "x.py").write_text("def f():\n    pass\n")
     assert circles(mods) == []
     assert _prints(ast.parse("import sys\nsys.stdout.write('x')\nprint(1)\n")) == [2, 3]
+
+
+def test_the_design_doc_names_every_module():
+    """docs/design.md's layout is the tree: every module is named there, and every `x.py` it
+    names under swarm/ exists."""
+    text = (REPO / "docs" / "design.md").read_text()
+    layout = text.split("## The layers", 1)[1].split("\n## ", 1)[0]
+    files = {p.name for p in PKG.rglob("*.py") if p.name != "__init__.py"}
+    missing = sorted(f for f in files if f not in layout)
+    assert not missing, f"docs/design.md does not name {missing}"
+    tree = "\n".join(line for line in layout.splitlines() if line.startswith("    "))
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", tree))
+    assert named <= files, f"docs/design.md names {sorted(named - files)}, not in swarm/"

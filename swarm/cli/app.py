@@ -1,4 +1,5 @@
 """The `swarm` command group and what every command gets: the config and a session."""
+
 from __future__ import annotations
 
 import click
@@ -23,8 +24,12 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH", help="swarm.toml to use (default ./swarm.toml).")
-@click.option("--stack", metavar="NAME", help="Stack name (overrides [stack] name and SWARM_STACK).")
+@click.option(
+    "--config", "config_path", metavar="PATH", help="swarm.toml to use (default ./swarm.toml)."
+)
+@click.option(
+    "--stack", metavar="NAME", help="Stack name (overrides [stack] name and SWARM_STACK)."
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for every error.")
 @click.version_option(__version__, prog_name="swarm")
 @click.pass_context

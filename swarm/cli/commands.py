@@ -1,4 +1,5 @@
 """The commands: parse options, call the pipeline, render what it returns."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,12 @@ from swarm.cli import render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import SwarmError, UsageError
 from swarm.models import Node, Role
-from swarm.pipeline import access, fleet, logs as node_logs, status as stack_status
+from swarm.pipeline import access, fleet
+from swarm.pipeline import logs as node_logs
+from swarm.pipeline import status as stack_status
 from swarm.pipeline.plan import RunOptions
-from swarm.pipeline.run import killall as kill_everywhere, run as start_run
+from swarm.pipeline.run import killall as kill_everywhere
+from swarm.pipeline.run import run as start_run
 from swarm.remote.base import Sink
 from swarm.remote.tunnel import forward
 
@@ -30,13 +34,15 @@ from swarm.remote.tunnel import forward
 def up(c: Ctx, role: str, count: int | None) -> None:
     """Launch and bootstrap the master, or make the stack have exactly N workers."""
     if role == "workers" and count is None:
-        raise UsageError("swarm up workers needs -n N (the number of workers the stack should have)")
+        raise UsageError(
+            "swarm up workers needs -n N (the number of workers the stack should have)"
+        )
     if role == "master" and count not in (None, 1):
         raise UsageError("a stack has one master: drop -n")
     if role == "master":
         result = fleet.up_master(c.session())
     else:
-        wanted = fleet.check_count(count)      # before the session: bad input touches nothing
+        wanted = fleet.check_count(count)  # before the session: bad input touches nothing
         result = fleet.scale_workers(c.session(), wanted)
     if result.nothing_to_do:
         render.err.print(result.nothing_to_do)
@@ -48,37 +54,74 @@ def up(c: Ctx, role: str, count: int | None) -> None:
     elif result.created:
         render.out.print(render.nodes_table("Launched", render.node_rows(result.created)))
     if result.failed:
-        raise SwarmError(f"bootstrap failed on {len(result.failed)} of {len(result.bootstrap)} "
-                         "node(s); they stay in `swarm status`: fix and run `swarm up` again, "
-                         "or remove them with `swarm down`")
+        raise SwarmError(
+            f"bootstrap failed on {len(result.failed)} of {len(result.bootstrap)} "
+            "node(s); they stay in `swarm status`: fix and run `swarm up` again, "
+            "or remove them with `swarm down`"
+        )
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.option("-H", "--host", required=True, help="Target base URL, e.g. https://staging.example.com")
+@click.option(
+    "-H", "--host", required=True, help="Target base URL, e.g. https://staging.example.com"
+)
 @click.option("-f", "--locustfile", required=True, help="File in [locust] files_dir, or a path.")
 @click.option("-u", "--users", type=click.IntRange(min=1), help="Peak number of users.")
-@click.option("-r", "--spawn-rate", type=click.FloatRange(min=0, min_open=True), help="Users started per second.")
+@click.option(
+    "-r",
+    "--spawn-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Users started per second.",
+)
 @click.option("-t", "--run-time", help="Stop after this long, e.g. 30s, 5m, 1h30m.")
 @click.option("--headless", is_flag=True, help="No UI: run, wait, fetch results, print a summary.")
 @click.option("--profile", help="A [profiles.NAME] of users / spawn_rate / run_time.")
-@click.option("--check", "checks", multiple=True, metavar="EXPR",
-              help="Fail (exit 1) unless it holds: p95<200ms, p99<1s, avg<100ms, fail_ratio<1%, rps>50, cpu<90%.")
-@click.option("--require-all", is_flag=True, help="Refuse to start unless every worker is reachable.")
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="EXPR",
+    help="Fail (exit 1) unless it holds: p95<200ms, p99<1s, avg<100ms, fail_ratio<1%, rps>50, "
+    "cpu<90%.",
+)
+@click.option(
+    "--require-all", is_flag=True, help="Refuse to start unless every worker is reachable."
+)
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def run(c: Ctx, host: str, locustfile: str, users: int | None, spawn_rate: float | None,
-        run_time: str | None, headless: bool, profile: str | None, checks: tuple[str, ...],
-        require_all: bool, extra: tuple[str, ...]) -> None:
+def run(
+    c: Ctx,
+    host: str,
+    locustfile: str,
+    users: int | None,
+    spawn_rate: float | None,
+    run_time: str | None,
+    headless: bool,
+    profile: str | None,
+    checks: tuple[str, ...],
+    require_all: bool,
+    extra: tuple[str, ...],
+) -> None:
     """(Re)start Locust on every node: master, then one worker process per core."""
-    opts = RunOptions(host=host, locustfile=locustfile, users=users, spawn_rate=spawn_rate,
-                      run_time=run_time, headless=headless, profile=profile,
-                      checks=tuple(checks), extra_args=tuple(a for a in extra if a != "--"),
-                      require_all=require_all)
+    opts = RunOptions(
+        host=host,
+        locustfile=locustfile,
+        users=users,
+        spawn_rate=spawn_rate,
+        run_time=run_time,
+        headless=headless,
+        profile=profile,
+        checks=tuple(checks),
+        extra_args=tuple(a for a in extra if a != "--"),
+        require_all=require_all,
+    )
     sess = c.session()
     outcome = start_run(sess, opts)
     if not headless:
-        render.err.print(f"Locust runs on stack {sess.stack.name!r}: open the web UI with "
-                         "`swarm ui`; stop it with `swarm killall`")
+        render.err.print(
+            f"Locust runs on stack {sess.stack.name!r}: open the web UI with "
+            "`swarm ui`; stop it with `swarm killall`"
+        )
         return
     if outcome.summary:
         render.out.print(render.summary_table(outcome.summary))
@@ -86,14 +129,20 @@ def run(c: Ctx, host: str, locustfile: str, users: int | None, spawn_rate: float
         hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(outcome.saturated.items()))
         n_workers = len(sess.nodes(Role.WORKER))
         more = max(n_workers + 1, n_workers * 2)
-        render.err.print(f"[yellow]![/yellow] saturated: {hot} above 90% CPU: the swarm itself may "
-                         f"be the bottleneck; add workers: swarm up workers -n {more}")
+        render.err.print(
+            f"[yellow]![/yellow] saturated: {hot} above 90% CPU: the swarm itself may "
+            f"be the bottleneck; add workers: swarm up workers -n {more}"
+        )
     if outcome.missing:
-        render.err.print(f"[yellow]![/yellow] missing workers: {', '.join(outcome.missing)} "
-                         "dropped out during the run")
+        render.err.print(
+            f"[yellow]![/yellow] missing workers: {', '.join(outcome.missing)} "
+            "dropped out during the run"
+        )
     if outcome.workers_seen < outcome.workers_expected:
-        render.err.print(f"[yellow]![/yellow] only {outcome.workers_seen} of "
-                         f"{outcome.workers_expected} worker process(es) stayed connected")
+        render.err.print(
+            f"[yellow]![/yellow] only {outcome.workers_seen} of "
+            f"{outcome.workers_expected} worker process(es) stayed connected"
+        )
     render.err.print(f"results: {outcome.results_dir}")
     failed = [ch for ch in outcome.checks if not ch.ok]
     for ch in outcome.checks:
@@ -120,7 +169,7 @@ def killall(c: Ctx) -> None:
 def status(c: Ctx, as_json: bool, watch: bool) -> None:
     """The stack's nodes, and Locust's live state when it runs."""
     sess = c.session()
-    book = sess.provider.price_book()     # one per command: --watch asks AWS for prices once
+    book = sess.provider.price_book()  # one per command: --watch asks AWS for prices once
 
     def snapshot() -> stack_status.Status:
         return stack_status.snapshot(sess, book)
@@ -132,13 +181,14 @@ def status(c: Ctx, as_json: bool, watch: bool) -> None:
         render.out.print(render.status_view(snapshot()))
         return
     from rich.live import Live
+
     try:
         with Live(render.status_view(snapshot()), console=render.out, auto_refresh=False) as screen:
-            while True:   # until Ctrl-C: a user-driven loop
+            while True:  # until Ctrl-C: a user-driven loop
                 time.sleep(2)
                 screen.update(render.status_view(snapshot()), refresh=True)
     except KeyboardInterrupt:
-        pass    # the normal end of --watch
+        pass  # the normal end of --watch
 
 
 def _line_writer(name: str | None, lock: threading.Lock) -> Sink:
@@ -150,10 +200,13 @@ def _line_writer(name: str | None, lock: threading.Lock) -> Sink:
         *lines, rest = pending.split(b"\n")
         pending[:] = rest
         if lines:
-            text = "".join(f"{name + ' | ' if name else ''}{ln.decode(errors='replace')}\n" for ln in lines)
+            text = "".join(
+                f"{name + ' | ' if name else ''}{ln.decode(errors='replace')}\n" for ln in lines
+            )
             with lock:
                 sys.stdout.write(text)
                 sys.stdout.flush()
+
     return sink
 
 
@@ -180,11 +233,13 @@ def logs(c: Ctx, node: str, bootstrap: bool, follow: bool) -> None:
     try:
         node_logs.follow(sess, chosen, sink_for, bootstrap=bootstrap)
     except KeyboardInterrupt:
-        pass    # the normal end of --follow
+        pass  # the normal end of --follow
 
 
 @cli.command()
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Local port (default 8089).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Local port (default 8089)."
+)
 @pass_ctx
 def ui(c: Ctx, port: int | None) -> None:
     """Reach the master's web UI through an SSH tunnel (holds until Ctrl-C)."""
@@ -227,8 +282,9 @@ def down(c: Ctx, role: str | None) -> None:
     if result.nothing_to_do:
         render.err.print(result.nothing_to_do)
         return
-    render.err.print(f"removed {len(result.removed)} node(s): "
-                     f"{', '.join(n.name for n in result.removed)}")
+    render.err.print(
+        f"removed {len(result.removed)} node(s): {', '.join(n.name for n in result.removed)}"
+    )
 
 
 @cli.command()
@@ -242,18 +298,23 @@ def init() -> None:
 
 
 @cli.command()
-@click.option("-t", "--run-time", default="15s", show_default=True, help="How long the demo load runs.")
+@click.option(
+    "-t", "--run-time", default="15s", show_default=True, help="How long the demo load runs."
+)
 def demo(run_time: str) -> None:
     """A full local cycle against a built-in target: up, run, summary, down."""
     from swarm.demo.cycle import run_demo
+
     got = run_demo(render.ConsoleReporter(), run_time)
     render.out.print(render.nodes_table(f"stack {got.stack} (local)", render.node_rows(got.nodes)))
     summary = got.run.summary
-    assert summary is not None      # a run without statistics raised already
+    assert summary is not None  # a run without statistics raised already
     render.out.print(render.summary_table(summary))
     total = summary.total
     render.err.print(f"results: {got.run.results_dir}")
-    render.err.print(f"the target served {got.served} requests; Locust counted {total.requests} "
-                     f"with {total.failures} failures across {got.run.workers_expected} workers")
+    render.err.print(
+        f"the target served {got.served} requests; Locust counted {total.requests} "
+        f"with {total.failures} failures across {got.run.workers_expected} workers"
+    )
     if not (total.requests > 0 and total.failures == 0):
         raise SystemExit(1)

@@ -1,5 +1,6 @@
 """The entry point and the one error boundary: SwarmError -> `error: ...` (exit 1, or 2 for
 bad input), click's usage errors (2), Ctrl-C (130)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,7 @@ import traceback
 
 import click
 
-from swarm.cli import commands, results  # noqa: F401  (they register the commands)
-from swarm.cli import render
+from swarm.cli import commands, render, results  # noqa: F401  (they register the commands)
 from swarm.cli.app import cli
 from swarm.errors import SwarmError
 
@@ -20,8 +20,11 @@ def _interrupted() -> int:
     minutes) are not waited for: the process ends without joining them; what runs on the
     nodes keeps running, and `swarm status` / `swarm down` find it by its tags."""
     render.err.print("interrupted")
-    busy = [t for t in threading.enumerate()
-            if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    busy = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
     if busy:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except SwarmError as e:
         if debug:
-            traceback.print_exc()   # the chain: swarm's error and the library's cause
+            traceback.print_exc()  # the chain: swarm's error and the library's cause
         click.echo(f"error: {e}", err=True)
         return e.exit_code
     except SystemExit as e:

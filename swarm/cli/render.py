@@ -1,4 +1,5 @@
 """Tables and messages. Progress goes to stderr, data (tables, JSON) to stdout."""
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,9 @@ from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
 from swarm.pipeline.status import Status
 
 # Off a terminal (CI logs, pipes) rich would squeeze tables into 80 columns.
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
+)
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
@@ -49,22 +52,49 @@ def _age(seconds: float | None) -> str:
 def node_rows(nodes: Sequence[Node]) -> list[dict[str, Any]]:
     """The nodes as `status --json` shows them."""
     now = time.time()
-    return [{"name": n.name, "role": str(n.role), "id": n.id, "type": n.instance_type or "-",
-             "state": str(n.state), "private_ip": n.private_ip, "public_ip": n.public_ip,
-             "lifecycle": str(n.lifecycle),
-             "uptime_s": round(now - n.launched_at) if n.launched_at else None,
-             "expires_in_s": round(n.expires_at - now) if n.expires_at else None}
-            for n in nodes]
+    return [
+        {
+            "name": n.name,
+            "role": str(n.role),
+            "id": n.id,
+            "type": n.instance_type or "-",
+            "state": str(n.state),
+            "private_ip": n.private_ip,
+            "public_ip": n.public_ip,
+            "lifecycle": str(n.lifecycle),
+            "uptime_s": round(now - n.launched_at) if n.launched_at else None,
+            "expires_in_s": round(n.expires_at - now) if n.expires_at else None,
+        }
+        for n in nodes
+    ]
 
 
 def nodes_table(title: str, rows: list[dict[str, Any]]) -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("name", "id", "type", "state", "private ip", "public ip", "lifecycle", "uptime",
-                "expires in"):
+    for col in (
+        "name",
+        "id",
+        "type",
+        "state",
+        "private ip",
+        "public ip",
+        "lifecycle",
+        "uptime",
+        "expires in",
+    ):
         t.add_column(col)
     for r in rows:
-        t.add_row(escape(r["name"]), r["id"], r["type"], r["state"], r["private_ip"] or "-",
-                  r["public_ip"] or "-", r["lifecycle"], _age(r["uptime_s"]), _age(r["expires_in_s"]))
+        t.add_row(
+            escape(r["name"]),
+            r["id"],
+            r["type"],
+            r["state"],
+            r["private_ip"] or "-",
+            r["public_ip"] or "-",
+            r["lifecycle"],
+            _age(r["uptime_s"]),
+            _age(r["expires_in_s"]),
+        )
     return t
 
 
@@ -74,7 +104,11 @@ def host_results_table(title: str, results: Sequence[HostResult]) -> Table:
     t.add_column("id")
     t.add_column("outcome")
     for r in results:
-        t.add_row(r.node.name, r.node.id, "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {escape(r.error)}")
+        t.add_row(
+            r.node.name,
+            r.node.id,
+            "[green]ok[/green]" if r.ok else f"[red]failed[/red]: {escape(r.error)}",
+        )
     return t
 
 
@@ -84,9 +118,17 @@ def summary_table(summary: Summary) -> Table:
         t.add_column(col, justify="left" if col in ("type", "name") else "right")
     for e in [*summary.endpoints, summary.total]:
         style = "bold" if e is summary.total else None
-        t.add_row(e.method, "Total" if e is summary.total else escape(e.name), str(e.requests),
-                  str(e.failures), f"{e.rps:.1f}", f"{e.p50_ms:.0f}", f"{e.p95_ms:.0f}",
-                  f"{e.p99_ms:.0f}", style=style)
+        t.add_row(
+            e.method,
+            "Total" if e is summary.total else escape(e.name),
+            str(e.requests),
+            str(e.failures),
+            f"{e.rps:.1f}",
+            f"{e.p50_ms:.0f}",
+            f"{e.p95_ms:.0f}",
+            f"{e.p99_ms:.0f}",
+            style=style,
+        )
     return t
 
 
@@ -101,7 +143,9 @@ def locust_table(view: LiveView) -> Table:
     if not view.running:
         return t
     want = view.workers_expected
-    workers = f"{view.workers_connected} of {want} connected" if want else str(view.workers_connected)
+    workers = (
+        f"{view.workers_connected} of {want} connected" if want else str(view.workers_connected)
+    )
     if view.missing:
         workers += f" (missing: {', '.join(view.missing)})"
     p95 = view.p95_ms
@@ -116,8 +160,12 @@ def locust_table(view: LiveView) -> Table:
 
 
 def status_json(s: Status) -> dict[str, Any]:
-    data: dict[str, Any] = {"stack": s.stack, "provider": s.provider, "nodes": node_rows(s.nodes),
-                            "locust": s.locust.to_json() if s.locust else None}
+    data: dict[str, Any] = {
+        "stack": s.stack,
+        "provider": s.provider,
+        "nodes": node_rows(s.nodes),
+        "locust": s.locust.to_json() if s.locust else None,
+    }
     if s.cost:
         data["cost"] = s.cost.to_json()
     return data
@@ -126,7 +174,9 @@ def status_json(s: Status) -> dict[str, Any]:
 def status_view(s: Status) -> RenderableType:
     if not s.nodes:
         return f"stack {s.stack!r} ({s.provider}) has no nodes"
-    parts: list[RenderableType] = [nodes_table(f"stack {s.stack} ({s.provider})", node_rows(s.nodes))]
+    parts: list[RenderableType] = [
+        nodes_table(f"stack {s.stack} ({s.provider})", node_rows(s.nodes))
+    ]
     if s.cost:
         parts.append(escape(s.cost.text))
     if s.locust:
@@ -136,22 +186,49 @@ def status_view(s: Status) -> RenderableType:
 
 # ---- past runs (`swarm results`) ----
 
+
 def runs_table(title: str, runs: list[RunInfo], with_stack: bool = False) -> Table:
     t = Table(title=title, title_justify="left")
-    for c in ["id", *(["stack"] if with_stack else []), "started", "locustfile", "host", "users",
-              "requests", "rps", "p95 ms", "fail %", "exit", "checks"]:
-        t.add_column(c, justify="left" if c in ("id", "stack", "started", "locustfile", "host",
-                                                 "checks") else "right")
+    for c in [
+        "id",
+        *(["stack"] if with_stack else []),
+        "started",
+        "locustfile",
+        "host",
+        "users",
+        "requests",
+        "rps",
+        "p95 ms",
+        "fail %",
+        "exit",
+        "checks",
+    ]:
+        t.add_column(
+            c,
+            justify="left"
+            if c in ("id", "stack", "started", "locustfile", "host", "checks")
+            else "right",
+        )
     for r in runs:
         x = run_row(r)
         ok, bad = x.checks_passed, x.checks_failed
         checks = "-" if not ok + bad else f"{ok} ok" + (f", [red]{bad} failed[/red]" if bad else "")
         started = or_dash(x.started_at).replace("+00:00", "Z") if r.complete else "incomplete"
         fail = None if x.fail_ratio is None else x.fail_ratio * 100
-        t.add_row(escape(r.id), *([escape(r.stack)] if with_stack else []), started,
-                  escape(or_dash(x.locustfile)), escape(or_dash(x.host)), or_dash(x.users),
-                  or_dash(x.requests), or_dash(x.rps, "{:.1f}"), or_dash(x.p95_ms, "{:.0f}"),
-                  or_dash(fail, "{:.2f}"), or_dash(x.exit_code), checks)
+        t.add_row(
+            escape(r.id),
+            *([escape(r.stack)] if with_stack else []),
+            started,
+            escape(or_dash(x.locustfile)),
+            escape(or_dash(x.host)),
+            or_dash(x.users),
+            or_dash(x.requests),
+            or_dash(x.rps, "{:.1f}"),
+            or_dash(x.p95_ms, "{:.0f}"),
+            or_dash(fail, "{:.2f}"),
+            or_dash(x.exit_code),
+            checks,
+        )
     return t
 
 
@@ -170,8 +247,13 @@ def compare_table(a: RunInfo, b: RunInfo, rows: list[Delta]) -> Table:
         m, d, worse = r.metric, r.delta, r.worse
         color = "" if worse is None or d == 0 else ("red" if worse else "green")
         pct = "-" if r.delta_pct is None else f"{r.delta_pct:+.1f}%"
-        t.add_row(escape(r.endpoint) if i % len(METRICS) == 0 else "", m.removesuffix("_ms"),
-                  _metric(m, r.a), _metric(m, r.b),
-                  f"[{color}]{_metric(m, d, True)}[/{color}]" if color else _metric(m, d, True), pct,
-                  end_section=i % len(METRICS) == len(METRICS) - 1)
+        t.add_row(
+            escape(r.endpoint) if i % len(METRICS) == 0 else "",
+            m.removesuffix("_ms"),
+            _metric(m, r.a),
+            _metric(m, r.b),
+            f"[{color}]{_metric(m, d, True)}[/{color}]" if color else _metric(m, d, True),
+            pct,
+            end_section=i % len(METRICS) == len(METRICS) - 1,
+        )
     return t

@@ -1,4 +1,5 @@
 """`swarm results`: list past runs, show one again, compare two, fetch the latest again."""
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,31 @@ def _echo(data: Any) -> None:
 @cli.command()
 @click.argument("run_ref", metavar="[RUN]", required=False)
 @click.option("--last", is_flag=True, help="Show the newest run again.")
-@click.option("--compare", "pair", nargs=2, metavar="A B",
-              help="Two runs side by side (ids, unique prefixes, paths, `last`, `prev`).")
-@click.option("--fetch", "fetch_again", is_flag=True,
-              help="Download the latest run's results again from the master.")
+@click.option(
+    "--compare",
+    "pair",
+    nargs=2,
+    metavar="A B",
+    help="Two runs side by side (ids, unique prefixes, paths, `last`, `prev`).",
+)
+@click.option(
+    "--fetch",
+    "fetch_again",
+    is_flag=True,
+    help="Download the latest run's results again from the master.",
+)
 @click.option("--all-stacks", is_flag=True, help="List the runs of every stack.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def results(c: Ctx, run_ref: str | None, last: bool, pair: tuple[str, str] | None,
-            fetch_again: bool, all_stacks: bool, as_json: bool) -> None:
+def results(
+    c: Ctx,
+    run_ref: str | None,
+    last: bool,
+    pair: tuple[str, str] | None,
+    fetch_again: bool,
+    all_stacks: bool,
+    as_json: bool,
+) -> None:
     """List past runs, show RUN again, compare two, or fetch the latest from the master."""
     if sum(map(bool, (run_ref, last, pair, fetch_again))) > 1:
         raise UsageError("give one of RUN, --last, --compare A B or --fetch")
@@ -48,10 +65,15 @@ def results(c: Ctx, run_ref: str | None, last: bool, pair: tuple[str, str] | Non
         a, b = (history.resolve(runs, x, stack) for x in pair)
         rows, diff = history.compare(a, b), history.differences(a, b)
         if as_json:
-            return _echo({"a": {"id": a.id, "path": str(a.path)},
-                          "b": {"id": b.id, "path": str(b.path)},
-                          "comparable": not diff, "differences": diff,
-                          "rows": [r.to_json() for r in rows]})
+            return _echo(
+                {
+                    "a": {"id": a.id, "path": str(a.path)},
+                    "b": {"id": b.id, "path": str(b.path)},
+                    "comparable": not diff,
+                    "differences": diff,
+                    "rows": [r.to_json() for r in rows],
+                }
+            )
         render.out.print(render.compare_table(a, b, rows))
         if diff:
             render.err.print(f"[yellow]![/yellow] not comparable: {escape('; '.join(diff))}")
@@ -60,11 +82,16 @@ def results(c: Ctx, run_ref: str | None, last: bool, pair: tuple[str, str] | Non
         run = history.resolve(runs, run_ref or "last", stack)
         return _echo(history.run_json(run)) if as_json else _show(run)
     if as_json:
-        return _echo({"stack": None if all_stacks else stack,
-                      "runs": [history.run_row(r).to_json() for r in runs]})
+        return _echo(
+            {
+                "stack": None if all_stacks else stack,
+                "runs": [history.run_row(r).to_json() for r in runs],
+            }
+        )
     if not runs:
-        render.err.print(f"no runs of stack {stack!r} in {ROOT / stack}/ yet: "
-                         "`swarm run --headless` saves one")
+        render.err.print(
+            f"no runs of stack {stack!r} in {ROOT / stack}/ yet: `swarm run --headless` saves one"
+        )
         return None
     title = "runs of every stack" if all_stacks else f"runs of stack {stack}"
     render.out.print(render.runs_table(title, runs, with_stack=all_stacks))
@@ -80,6 +107,8 @@ def _show(run: history.RunInfo) -> None:
         render.err.print(f"[yellow]![/yellow] run {run.id} is incomplete: no readable {RUN_FILE}")
     for ch in (run.record or {}).get("checks") or []:
         mark = "[green]pass[/green]" if ch.get("ok") else "[red]FAIL[/red]"
-        render.err.print(f"check {escape(str(ch.get('check')))}: {mark} "
-                         f"(actual {render.or_dash(ch.get('actual'), '{:g}')})")
+        render.err.print(
+            f"check {escape(str(ch.get('check')))}: {mark} "
+            f"(actual {render.or_dash(ch.get('actual'), '{:g}')})"
+        )
     render.err.print(f"results: {run.path}")

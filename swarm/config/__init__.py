@@ -2,6 +2,7 @@
 
 Anything not declared there is rejected with the file, the line and a "did you mean".
 """
+
 from __future__ import annotations
 
 import difflib
@@ -18,9 +19,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-from swarm.config.schema import (SECTIONS, BootstrapSection, ChecksSection, Ec2Section,
-                                 HostsSection, LocalSection, LocustSection, Profile, StackSection,
-                                 check_stack_name, keys_of, parse_host)
+from swarm.config.schema import (
+    SECTIONS,
+    BootstrapSection,
+    ChecksSection,
+    Ec2Section,
+    HostsSection,
+    LocalSection,
+    LocustSection,
+    Profile,
+    StackSection,
+    check_stack_name,
+    keys_of,
+    parse_host,
+)
 from swarm.errors import ConfigError, UsageError
 
 __all__ = ["Config", "Profile", "load", "parse", "parse_host", "example_path"]
@@ -38,8 +50,8 @@ class Config:
     ec2: Ec2Section = field(default_factory=Ec2Section)
     checks: ChecksSection = field(default_factory=ChecksSection)
     profiles: dict[str, Profile] = field(default_factory=dict)
-    path: Path | None = None       # the file read, if any
-    base_dir: Path = Path(".")     # relative paths in the file resolve against this
+    path: Path | None = None  # the file read, if any
+    base_dir: Path = Path(".")  # relative paths in the file resolve against this
 
     def resolve(self, p: str | os.PathLike[str]) -> Path:
         path = Path(os.path.expanduser(str(p)))
@@ -84,8 +96,9 @@ def _section(name: str, raw: Any, section: type, where: Where) -> dict[str, Any]
     out = {k: default for k, (_, default) in spec.items()}
     for key, value in raw.items():
         if key not in spec:
-            raise ConfigError(f"{where(name, key)}unknown key {key!r} in [{name}]"
-                              f"{_did_you_mean(key, spec)}")
+            raise ConfigError(
+                f"{where(name, key)}unknown key {key!r} in [{name}]{_did_you_mean(key, spec)}"
+            )
         check, _ = spec[key]
         try:
             out[key] = check(value)
@@ -108,29 +121,45 @@ def parse(text: str, path: Path | None = None, base_dir: Path | None = None) -> 
     for name, raw in data.items():
         if name == "profiles":
             if not isinstance(raw, dict):
-                raise ConfigError(f"{where(name, None)}[profiles] must hold tables like [profiles.light]")
+                raise ConfigError(
+                    f"{where(name, None)}[profiles] must hold tables like [profiles.light]"
+                )
             for pname, praw in raw.items():
-                profiles[pname] = Profile(pname, **_section(f"profiles.{pname}", praw, Profile, where))
+                profiles[pname] = Profile(
+                    pname, **_section(f"profiles.{pname}", praw, Profile, where)
+                )
             continue
         if name not in SECTIONS:
-            raise ConfigError(f"{where(name, None)}unknown section [{name}]"
-                              f"{_did_you_mean(name, [*SECTIONS, 'profiles'])}")
+            raise ConfigError(
+                f"{where(name, None)}unknown section [{name}]"
+                f"{_did_you_mean(name, [*SECTIONS, 'profiles'])}"
+            )
         sections[name] = SECTIONS[name](**_section(name, raw, SECTIONS[name], where))
-    cfg = Config(**sections, profiles=profiles, path=path,
-                 base_dir=base_dir or (path.parent if path else Path.cwd()))
+    cfg = Config(
+        **sections,
+        profiles=profiles,
+        path=path,
+        base_dir=base_dir or (path.parent if path else Path.cwd()),
+    )
     _cross_checks(cfg, where)
     return cfg
 
 
 def _cross_checks(cfg: Config, where: Where) -> None:
     if cfg.locust.web_port == cfg.locust.master_port:
-        raise ConfigError(f"{where('locust', 'web_port')}[locust] web_port and master_port must differ")
+        raise ConfigError(
+            f"{where('locust', 'web_port')}[locust] web_port and master_port must differ"
+        )
     if cfg.stack.provider == "hosts" and not cfg.hosts.master:
-        raise ConfigError(f"{where('hosts', None)}provider 'hosts' needs [hosts] master = \"user@host\"")
+        raise ConfigError(
+            f"{where('hosts', None)}provider 'hosts' needs [hosts] master = \"user@host\""
+        )
     if bool(cfg.ec2.key_name) != bool(cfg.ec2.key_file):
-        raise ConfigError(f"{where('ec2', 'key_name' if cfg.ec2.key_name else 'key_file')}"
-                          "[ec2] key_name and key_file go together (or leave both out and swarm "
-                          "makes a key pair)")
+        raise ConfigError(
+            f"{where('ec2', 'key_name' if cfg.ec2.key_name else 'key_file')}"
+            "[ec2] key_name and key_file go together (or leave both out and swarm "
+            "makes a key pair)"
+        )
 
 
 def load(path: str | os.PathLike[str] | None = None, stack: str | None = None) -> Config:

@@ -4,6 +4,7 @@ A section is a frozen dataclass; each field's metadata holds the function that c
 converts the TOML value (raising ValueError with the reason). `config.parse` reads the table
 from these fields, so a key exists exactly when a field does.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,14 +20,22 @@ _CANONICAL = "/aws/service/canonical/ubuntu/server/{ver}/stable/current/{arch}/h
 _AL2023 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
 # [ec2] ami aliases -> (SSH user, public SSM parameter for x86_64, for arm64)
 AMI_ALIASES: dict[str, tuple[str, str, str]] = {
-    "ubuntu-22.04": ("ubuntu", _CANONICAL.format(ver="22.04", arch="amd64", disk="ebs-gp2"),
-                     _CANONICAL.format(ver="22.04", arch="arm64", disk="ebs-gp2")),
-    "ubuntu-24.04": ("ubuntu", _CANONICAL.format(ver="24.04", arch="amd64", disk="ebs-gp3"),
-                     _CANONICAL.format(ver="24.04", arch="arm64", disk="ebs-gp3")),
+    "ubuntu-22.04": (
+        "ubuntu",
+        _CANONICAL.format(ver="22.04", arch="amd64", disk="ebs-gp2"),
+        _CANONICAL.format(ver="22.04", arch="arm64", disk="ebs-gp2"),
+    ),
+    "ubuntu-24.04": (
+        "ubuntu",
+        _CANONICAL.format(ver="24.04", arch="amd64", disk="ebs-gp3"),
+        _CANONICAL.format(ver="24.04", arch="arm64", disk="ebs-gp3"),
+    ),
     "al2023": ("ec2-user", _AL2023.format(arch="x86_64"), _AL2023.format(arch="arm64")),
 }
 STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-HOST_RE = re.compile(r"^(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>\d{1,5}))?$")
+HOST_RE = re.compile(
+    r"^(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>\d{1,5}))?$"
+)
 TTL_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
@@ -35,6 +44,7 @@ Check = Callable[[Any], Any]
 
 
 # ---- value checks: each returns the converted value or raises ValueError(reason) ----
+
 
 def _str(v: Any) -> str:
     if not isinstance(v, str):
@@ -57,6 +67,7 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any], int]:
         if hi is not None and v > hi:
             raise ValueError(f"must be <= {hi}, got {v}")
         return v
+
     return check
 
 
@@ -67,6 +78,7 @@ def _num(lo: float = 0.0) -> Callable[[Any], float]:
         if v < lo:
             raise ValueError(f"must be >= {lo}, got {v}")
         return float(v)
+
     return check
 
 
@@ -89,6 +101,7 @@ def _choice(*options: str) -> Callable[[Any], str]:
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ValueError(f"must be one of {', '.join(options)}, got {v!r}{extra}")
         return v
+
     return check
 
 
@@ -133,8 +146,10 @@ def _cidr(v: Any) -> str:
     except ValueError:
         raise ValueError(f"must be a CIDR like '203.0.113.7/32', got {v!r}") from None
     if net.prefixlen == 0:
-        raise ValueError("must not be open to the whole internet (0.0.0.0/0 or ::/0): "
-                         "SSH is only opened to your own address or network")
+        raise ValueError(
+            "must not be open to the whole internet (0.0.0.0/0 or ::/0): "
+            "SSH is only opened to your own address or network"
+        )
     return str(net)
 
 
@@ -160,13 +175,17 @@ def _region(v: Any) -> str:
 
 def check_stack_name(v: Any) -> str:
     if not STACK_NAME_RE.match(_str(v)):
-        raise ValueError("must be 1-32 letters, digits, '-' or '_', starting with a letter or "
-                         f"digit (it becomes AWS tags and names), got {v!r}")
+        raise ValueError(
+            "must be 1-32 letters, digits, '-' or '_', starting with a letter or "
+            f"digit (it becomes AWS tags and names), got {v!r}"
+        )
     return v
 
 
 def _tags(v: Any) -> dict[str, str]:
-    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+    if not isinstance(v, dict) or not all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items()
+    ):
         raise ValueError("must be a table of string = string")
     for k in v:
         if k.lower().startswith(("aws:", "swarm:")):
@@ -179,6 +198,7 @@ def _port(v: Any) -> int:
 
 
 # ---- the sections ----
+
 
 def key(check: Check, default: Any = None) -> Any:
     """A swarm.toml key: its default, and the check its TOML value goes through."""
@@ -258,8 +278,13 @@ class Profile:
 
 
 SECTIONS: dict[str, type] = {
-    "stack": StackSection, "bootstrap": BootstrapSection, "locust": LocustSection,
-    "local": LocalSection, "hosts": HostsSection, "ec2": Ec2Section, "checks": ChecksSection,
+    "stack": StackSection,
+    "bootstrap": BootstrapSection,
+    "locust": LocustSection,
+    "local": LocalSection,
+    "hosts": HostsSection,
+    "ec2": Ec2Section,
+    "checks": ChecksSection,
 }
 
 
@@ -268,6 +293,8 @@ def keys_of(section: type) -> dict[str, tuple[Check, Any]]:
     out: dict[str, tuple[Check, Any]] = {}
     for f in dataclasses.fields(section):
         if "check" in f.metadata:
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
             out[f.name] = (f.metadata["check"], default)
     return out

@@ -1,4 +1,5 @@
 """`swarm demo`: the whole cycle on this machine against the built-in target, then clean up."""
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,9 @@ from swarm.pipeline.session import Reporter, Session
 @dataclass(frozen=True)
 class DemoOutcome:
     stack: str
-    nodes: list[Node]          # the stack while it ran
+    nodes: list[Node]  # the stack while it ran
     run: RunOutcome
-    served: int                # requests the target answered
+    served: int  # requests the target answered
 
 
 def _free_port() -> int:
@@ -48,16 +49,20 @@ def demo_config(files_dir: Path) -> config.Config:
     web, master = _free_port(), _free_port()
     while master == web:
         master = _free_port()
-    text = (f'[stack]\nname = "{_demo_stack_name()}"\nprovider = "local"\n'
-            f'[locust]\nfiles_dir = "{files_dir.as_posix()}"\nweb_port = {web}\nmaster_port = {master}\n')
+    text = (
+        f'[stack]\nname = "{_demo_stack_name()}"\nprovider = "local"\n'
+        f'[locust]\nfiles_dir = "{files_dir.as_posix()}"\n'
+        f"web_port = {web}\nmaster_port = {master}\n"
+    )
     return config.parse(text, None, Path.cwd())
 
 
 def run_demo(report: Reporter, run_time: str = "15s") -> DemoOutcome:
     files = demo_files_dir()
     if not (files / "viral_load.py").is_file():
-        raise SwarmError(f"demo locustfiles not found at {files}: run `swarm demo` from the "
-                         "swarm checkout")
+        raise SwarmError(
+            f"demo locustfiles not found at {files}: run `swarm demo` from the swarm checkout"
+        )
     sess = Session.open(demo_config(files), report)
     with target.start("127.0.0.1", 0) as srv:
         report.info(f"demo target (a small Kandu-like API) listening on {srv.url}")
@@ -65,8 +70,14 @@ def run_demo(report: Reporter, run_time: str = "15s") -> DemoOutcome:
             fleet.up_master(sess)
             fleet.scale_workers(sess, 2)
             nodes = sess.nodes()
-            opts = RunOptions(host=srv.url, locustfile="viral_load.py", users=20,
-                              spawn_rate=10, run_time=run_time, headless=True)
+            opts = RunOptions(
+                host=srv.url,
+                locustfile="viral_load.py",
+                users=20,
+                spawn_rate=10,
+                run_time=run_time,
+                headless=True,
+            )
             outcome = run(sess, opts)
         finally:
             fleet.down(sess)

@@ -9,282 +9,16 @@ compared with what Locust reports.
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
-import json
-import os
 import signal
 import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from swarm.demo.kandu import KanduHandler, State
 
 __all__ = ["TargetServer", "start", "main"]
-
-# Enough work to make signups the expensive endpoint (a few ms each) without
-# letting a handful of Locust users saturate a 2-core box.
-PBKDF2_ITERATIONS = 20_000
-ASSET_SIZE = 4096
-SEED_KANDUS = 5
-MAX_BODY = 1 << 20
-
-Reply = tuple[int, Any]                            # (status, JSON-able body or bytes)
-Handler = Callable[[str | None, bytes], Reply]   # (path argument, raw body) -> reply
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _State:
-    """Everything the handlers share; every access goes through `lock`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.secret = os.urandom(16)
-        self.counts: dict[str, int] = {}
-        self.users: dict[str, int] = {}  # username -> user_id
-        self.tokens: dict[str, int] = {}  # token -> user_id
-        self.kandus: dict[int, dict] = {}
-        self.next_kandu_id = 1
-        for n in range(1, SEED_KANDUS + 1):
-            self.add_kandu(f"Seed kandu {n}", [{"type": "sprite", "n": n}], None)
-
-    def add_kandu(self, title: str, blocks: list, owner: int | None) -> int:
-        kandu_id = self.next_kandu_id
-        self.next_kandu_id += 1
-        self.kandus[kandu_id] = {
-            "id": kandu_id,
-            "title": title,
-            "blocks": blocks,
-            "owner": owner,
-            "plays": 0,
-            "flags": 0,
-        }
-        return kandu_id
-
-
-@functools.lru_cache(maxsize=256)
-def _asset_bytes(name: str) -> bytes:
-    # Derived from the name so every fetch of an asset returns identical bytes.
-    seed = name.encode()
-    chunks = (hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(ASSET_SIZE // 32))
-    return b"".join(chunks)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # Keep-alive matters: Locust reuses connections and the request rate
-    # would collapse if every request paid for a new TCP handshake.
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    server_version = "KanduTarget/1.0"
-    # Idle keep-alive connections are dropped eventually so their threads go away.
-    timeout = 60
-    # Headers and body go out in separate writes; with Nagle on, the body
-    # waits for the client's delayed ACK and adds ~40 ms to every response.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, False)
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        path = urlsplit(self.path).path
-        route, handler, arg = self._route(path)
-        try:
-            # Read the body even for unknown routes so a keep-alive connection
-            # never has stray bytes left over for the next request.
-            raw = self._read_body()
-            if handler is None:
-                raise _HttpError(404, f"no route for {self.command} {path}")
-            status, body = handler(arg, raw)
-        except _HttpError as err:
-            status, body = err.status, {"error": err.message}
-        except Exception as err:  # a bug here must not kill the connection silently
-            status, body = 500, {"error": f"internal error: {err.__class__.__name__}"}
-        self._respond(route, status, body)
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            raise _HttpError(411, "chunked bodies are not supported; send Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise _HttpError(400, "bad Content-Length") from None
-        if length < 0 or length > MAX_BODY:
-            self.close_connection = True
-            raise _HttpError(413 if length > 0 else 400, "bad body length")
-        return self.rfile.read(length) if length else b""
-
-    def _route(self, path: str) -> tuple[str, Handler | None, str | None]:
-        method = self.command
-        if method == "GET":
-            if path == "/health":
-                return "GET /health", self._health, None
-            if path == "/stats":
-                return "GET /stats", self._stats, None
-            if path.startswith("/kandus/"):
-                return "GET /kandus/{id}", self._get_kandu, path[len("/kandus/") :]
-            if path.startswith("/assets/"):
-                return "GET /assets/{name}", self._get_asset, path[len("/assets/") :]
-        elif method == "POST":
-            posts = {
-                "/meta/register": self._register,
-                "/kandus": self._save_kandu,
-                "/plays": self._play,
-                "/flags": self._flag,
-            }
-            if path in posts:
-                return f"POST {path}", posts[path], None
-        # One shared key keeps counts() small whatever junk clients send.
-        return f"{method} <unknown>", None, None
-
-    def _respond(self, route: str, status: int, body: Any) -> None:
-        if isinstance(body, bytes):
-            payload, ctype = body, "application/octet-stream"
-        else:
-            payload, ctype = json.dumps(body).encode(), "application/json"
-        # Count before writing: once the client has its response the request
-        # must already show up in counts(), or a caller comparing totals races.
-        if route != "GET /stats":
-            self.server.count(route)
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-
-    # -- endpoint handlers: (arg, raw body) -> (status, body) ---------------
-
-    @property
-    def state(self) -> _State:
-        return self.server.state
-
-    def _json(self, raw: bytes) -> dict[str, Any]:
-        try:
-            data = json.loads(raw or b"null")
-        except ValueError:
-            raise _HttpError(400, "body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise _HttpError(400, "body must be a JSON object")
-        return data
-
-    @staticmethod
-    def _field(data: dict[str, Any], name: str, kind: type) -> Any:
-        value = data.get(name)
-        # bool is an int subclass; a kandu id of `true` is still a client bug.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise _HttpError(400, f"missing or invalid field {name!r}")
-        return value
-
-    def _bearer_user(self) -> int | None:
-        auth = self.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            return None
-        with self.state.lock:
-            return self.state.tokens.get(auth[len("Bearer ") :].strip())
-
-    def _health(self, _arg: str | None, _raw: bytes) -> Reply:
-        return 200, {"ok": True}
-
-    def _stats(self, _arg: str | None, _raw: bytes) -> Reply:
-        return 200, self.server.counts_copy()
-
-    def _register(self, _arg: str | None, raw: bytes) -> Reply:
-        data = self._json(raw)
-        username = self._field(data, "username", str)
-        password = self._field(data, "password", str)
-        if not username or not password:
-            raise _HttpError(400, "username and password must be non-empty")
-        # Hash outside the lock: it is the slow part and hashlib releases the GIL.
-        salt = self.state.secret + username.encode()
-        token = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ITERATIONS).hex()
-        with self.state.lock:
-            user_id = self.state.users.setdefault(username, len(self.state.users) + 1)
-            self.state.tokens[token] = user_id
-        return 201, {"user_id": user_id, "token": token}
-
-    def _save_kandu(self, _arg: str | None, raw: bytes) -> Reply:
-        data = self._json(raw)
-        title = self._field(data, "title", str)
-        blocks = data.get("blocks", [])
-        if not isinstance(blocks, list):
-            raise _HttpError(400, "missing or invalid field 'blocks'")
-        owner = self._bearer_user()
-        with self.state.lock:
-            kandu_id = self.state.add_kandu(title, blocks, owner)
-        return 201, {"id": kandu_id}
-
-    def _get_kandu(self, arg: str | None, _raw: bytes) -> Reply:
-        if not arg or not arg.isdigit():
-            raise _HttpError(404, "no such kandu")
-        with self.state.lock:
-            kandu = self.state.kandus.get(int(arg))
-            body = dict(kandu) if kandu else None
-        if body is None:
-            raise _HttpError(404, "no such kandu")
-        return 200, body
-
-    def _play(self, _arg: str | None, raw: bytes) -> Reply:
-        kandu_id = self._field(self._json(raw), "kandu_id", int)
-        with self.state.lock:
-            kandu = self.state.kandus.get(kandu_id)
-            if kandu is None:
-                raise _HttpError(404, "no such kandu")
-            kandu["plays"] += 1
-            plays = kandu["plays"]
-        return 201, {"plays": plays}
-
-    def _flag(self, _arg: str | None, raw: bytes) -> Reply:
-        data = self._json(raw)
-        kandu_id = self._field(data, "kandu_id", int)
-        self._field(data, "reason", str)
-        with self.state.lock:
-            kandu = self.state.kandus.get(kandu_id)
-            if kandu is None:
-                raise _HttpError(404, "no such kandu")
-            kandu["flags"] += 1
-        return 201, {"flagged": True}
-
-    def _get_asset(self, arg: str | None, _raw: bytes) -> Reply:
-        name = unquote(arg or "")
-        if not name or "/" in name or ".." in name:
-            raise _HttpError(404, "no such asset")
-        return 200, _asset_bytes(name)
 
 
 class _Server(ThreadingHTTPServer):
@@ -296,10 +30,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int]):
-        self.state = _State()
+        self.state = State()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, KanduHandler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client hanging up mid-response is routine under load; anything
@@ -344,7 +78,10 @@ class TargetServer:
         self._stopped = False
         # A short poll interval keeps stop() quick; idle cost is negligible.
         self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"target-{self.port}", daemon=True
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"target-{self.port}",
+            daemon=True,
         )
         self._thread.start()
 
@@ -387,7 +124,9 @@ def start(host: str = "127.0.0.1", port: int = 0) -> TargetServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m swarm.target", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m swarm.demo.target", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     args = parser.parse_args(argv)

@@ -1,1 +1,2 @@
-"""Locust, pure: its command lines, the shell that drives it on a node, and parsers of what it says."""
+"""Locust, pure: its command lines, the shell that drives it on a node, and the parsers of
+what it says."""

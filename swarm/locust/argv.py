@@ -2,17 +2,18 @@
 
 Paths are relative to the node's remote dir, the same on every provider.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-RESULTS_DIR = "results"          # under the remote dir, cleared at every start
+RESULTS_DIR = "results"  # under the remote dir, cleared at every start
 CSV_PREFIX = f"{RESULTS_DIR}/locust"
 HTML_FILE = f"{RESULTS_DIR}/report.html"
 JSON_FILE = f"{RESULTS_DIR}/stats.json"
-STATS_CSV = "locust_stats.csv"   # the name of CSV_PREFIX's stats file in a results dir
-AUTOQUIT_S = 0                    # quit as soon as the run ends (the API stays up while it runs)
+STATS_CSV = "locust_stats.csv"  # the name of CSV_PREFIX's stats file in a results dir
+AUTOQUIT_S = 0  # quit as soon as the run ends (the API stays up while it runs)
 DURATION_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?$")
 
 
@@ -31,7 +32,8 @@ def parse_duration(text: str) -> int:
 @dataclass(frozen=True)
 class RunSpec:
     """Everything a run needs, validated by the pipeline before anything starts."""
-    locustfile: str                 # path relative to the shipped files dir
+
+    locustfile: str  # path relative to the shipped files dir
     host: str
     users: int
     spawn_rate: float
@@ -44,25 +46,56 @@ class RunSpec:
 
 
 def master_argv(spec: RunSpec) -> list[str]:
-    argv = ["-f", f"locustfiles/{spec.locustfile}", "--master",
-            "--master-bind-port", str(spec.master_port), "-H", spec.host,
-            # The UI is reached through an SSH tunnel (or loopback locally), never an open port.
-            "--web-host", "127.0.0.1", "--web-port", str(spec.web_port),
-            "-u", str(spec.users), "-r", _num(spec.spawn_rate)]
+    argv = [
+        "-f",
+        f"locustfiles/{spec.locustfile}",
+        "--master",
+        "--master-bind-port",
+        str(spec.master_port),
+        "-H",
+        spec.host,
+        # The UI is reached through an SSH tunnel (or loopback locally), never an open port.
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(spec.web_port),
+        "-u",
+        str(spec.users),
+        "-r",
+        _num(spec.spawn_rate),
+    ]
     if spec.headless:
         # --autostart instead of --headless keeps the web API up, so `swarm status` works.
-        argv += ["--autostart", "--autoquit", str(AUTOQUIT_S),
-                 "--expect-workers", str(spec.expect_workers),
-                 "--expect-workers-max-wait", "120",
-                 "--csv", CSV_PREFIX, "--html", HTML_FILE, "--json-file", JSON_FILE[:-5]]
+        argv += [
+            "--autostart",
+            "--autoquit",
+            str(AUTOQUIT_S),
+            "--expect-workers",
+            str(spec.expect_workers),
+            "--expect-workers-max-wait",
+            "120",
+            "--csv",
+            CSV_PREFIX,
+            "--html",
+            HTML_FILE,
+            "--json-file",
+            JSON_FILE[:-5],
+        ]
     if spec.run_time:
         argv += ["-t", spec.run_time]
     return argv + list(spec.extra_args)
 
 
 def worker_argv(locustfile: str, master_host: str, master_port: int, processes: int) -> list[str]:
-    argv = ["-f", f"locustfiles/{locustfile}", "--worker",
-            "--master-host", master_host, "--master-port", str(master_port)]
+    argv = [
+        "-f",
+        f"locustfiles/{locustfile}",
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+    ]
     if processes != 1:
         argv += ["--processes", str(processes)]  # -1: one per core, Locust detects it
     return argv

@@ -1,6 +1,7 @@
 """What a running Locust says: the master's web API, read on the master itself (its UI is bound
 to the master's loopback), with the run's meta, mapped back to swarm's node names. Pure: the
 pipeline runs `master_stats_probe(...).command` on the master and parses what it printed."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,12 @@ from typing import Any
 from swarm.locust.shell import running_cmd, stats_url_cmd
 from swarm.models import Node, Probe, Role, Word
 
-RUN_META = "run-meta.json"   # on the master, under the remote dir: what `swarm run` expects
+RUN_META = "run-meta.json"  # on the master, under the remote dir: what `swarm run` expects
 
 
 class RunState(Word):
     """Locust's runner states (and a worker's `missing`), plus swarm's `unknown`."""
+
     READY = "ready"
     SPAWNING = "spawning"
     RUNNING = "running"
@@ -29,7 +31,7 @@ class RunState(Word):
     def of(cls, word: object) -> RunState:
         try:
             return cls(str(word))
-        except ValueError:       # a state word of a newer Locust
+        except ValueError:  # a state word of a newer Locust
             return cls.UNKNOWN
 
     @property
@@ -42,9 +44,10 @@ class RunState(Word):
 class RunMeta:
     """Written on the master when a run starts, so `status` from any machine knows what to
     expect: worker processes per node, and each worker node's hostname."""
+
     expected: int = 0
-    processes: dict[str, int] = field(default_factory=dict)    # node name -> processes
-    hostnames: dict[str, str] = field(default_factory=dict)    # node name -> hostname
+    processes: dict[str, int] = field(default_factory=dict)  # node name -> processes
+    hostnames: dict[str, str] = field(default_factory=dict)  # node name -> hostname
     locustfile: str | None = None
     host: str | None = None
     started_at: str | None = None
@@ -56,9 +59,14 @@ class RunMeta:
     def from_json(cls, d: Any) -> RunMeta:
         if not isinstance(d, dict):
             return cls()
-        return cls(int(d.get("expected") or 0), dict(d.get("processes") or {}),
-                   dict(d.get("hostnames") or {}), d.get("locustfile"), d.get("host"),
-                   d.get("started_at"))
+        return cls(
+            int(d.get("expected") or 0),
+            dict(d.get("processes") or {}),
+            dict(d.get("hostnames") or {}),
+            d.get("locustfile"),
+            d.get("host"),
+            d.get("started_at"),
+        )
 
 
 def write_meta_cmd(meta: RunMeta) -> str:
@@ -67,10 +75,10 @@ def write_meta_cmd(meta: RunMeta) -> str:
 
 @dataclass(frozen=True)
 class MasterStats:
-    api: dict[str, Any]        # Locust's /stats/requests, as Locust wrote it ({} if silent)
-    running: bool              # the Locust this remote dir started is alive
+    api: dict[str, Any]  # Locust's /stats/requests, as Locust wrote it ({} if silent)
+    running: bool  # the Locust this remote dir started is alive
     meta: RunMeta
-    counted: int | None        # workers a wait loop last counted (wait_workers_cmd)
+    counted: int | None  # workers a wait loop last counted (wait_workers_cmd)
 
     @property
     def worker_count(self) -> int:
@@ -82,9 +90,11 @@ def master_stats_probe(rd: str, web_port: int, wait: str = "") -> Probe[MasterSt
     """/stats/requests + whether Locust runs + the run's meta, in one round trip; `wait` is a
     shell loop run first, on the master (see shell.wait_*_cmd)."""
     q = shlex.quote(rd)
-    cmd = (f"{wait + '; ' if wait else ''}{stats_url_cmd(web_port)}; echo; echo @@; "
-           f"{running_cmd(rd)}; echo @@; cat {q}/{RUN_META} 2>/dev/null; echo; echo @@; "
-           'echo "${n:-}"')
+    cmd = (
+        f"{wait + '; ' if wait else ''}{stats_url_cmd(web_port)}; echo; echo @@; "
+        f"{running_cmd(rd)}; echo @@; cat {q}/{RUN_META} 2>/dev/null; echo; echo @@; "
+        'echo "${n:-}"'
+    )
     return Probe(cmd, _parse_master_stats)
 
 
@@ -102,8 +112,12 @@ def _parse_master_stats(stdout: str) -> MasterStats:
         counted = int(parts[3].strip()) if parts[3].strip() else None
     except ValueError:
         counted = None
-    return MasterStats(api if isinstance(api, dict) else {}, parts[1].strip() == "yes",
-                       RunMeta.from_json(_json_or(parts[2], {})), counted)
+    return MasterStats(
+        api if isinstance(api, dict) else {},
+        parts[1].strip() == "yes",
+        RunMeta.from_json(_json_or(parts[2], {})),
+        counted,
+    )
 
 
 def node_of(worker_id: str, hostnames: dict[str, str]) -> str | None:
@@ -116,28 +130,29 @@ def node_of(worker_id: str, hostnames: dict[str, str]) -> str | None:
 @dataclass(frozen=True)
 class WorkerView:
     id: str
-    node: str | None           # our node's name, when its hostname is unique
+    node: str | None  # our node's name, when its hostname is unique
     state: RunState
     users: int | None
-    cpu: float | None          # Locust's own figure (every 10 s; its first is always 0)
+    cpu: float | None  # Locust's own figure (every 10 s; its first is always 0)
 
 
 @dataclass(frozen=True)
 class LiveView:
     """The status view of a master: state, users, workers vs expected, rps, p95, CPU."""
+
     running: bool
     state: RunState
     users: int = 0
     workers_connected: int = 0
     workers_expected: int = 0
-    missing: list[str] = field(default_factory=list)    # worker nodes short of processes
+    missing: list[str] = field(default_factory=list)  # worker nodes short of processes
     total_rps: float = 0.0
     fail_ratio: float = 0.0
     p95_ms: float | None = None
     workers: list[WorkerView] = field(default_factory=list)
     locustfile: str | None = None
     host: str | None = None
-    error: str | None = None    # the master could not be asked
+    error: str | None = None  # the master could not be asked
 
     @classmethod
     def unreachable(cls, error: str) -> LiveView:
@@ -161,11 +176,18 @@ def summarize(stats: MasterStats) -> LiveView:
         name = node_of(str(w.get("id", "")), meta.hostnames)
         if name:
             connected[name] = connected.get(name, 0) + 1
-        workers.append(WorkerView(w.get("id"), name, RunState.of(w.get("state")),
-                                  w.get("user_count"), w.get("cpu_usage")))
+        workers.append(
+            WorkerView(
+                w.get("id"),
+                name,
+                RunState.of(w.get("state")),
+                w.get("user_count"),
+                w.get("cpu_usage"),
+            )
+        )
     missing = [n for n, want in sorted(meta.processes.items()) if connected.get(n, 0) < want]
     if len(set(meta.hostnames.values())) < len(meta.hostnames):
-        missing = []     # several nodes share a hostname (local provider): only counts are known
+        missing = []  # several nodes share a hostname (local provider): only counts are known
     total = (api.get("stats") or [{}])[-1]
     return LiveView(
         running=stats.running,
@@ -177,10 +199,16 @@ def summarize(stats: MasterStats) -> LiveView:
         total_rps=round(float(api.get("total_rps") or 0.0), 2),
         fail_ratio=round(float(api.get("fail_ratio") or 0.0), 6),
         p95_ms=total.get("response_time_percentile_0.95"),
-        workers=workers, locustfile=meta.locustfile, host=meta.host)
+        workers=workers,
+        locustfile=meta.locustfile,
+        host=meta.host,
+    )
 
 
 def expected_by_node(workers: list[Node], nprocs: dict[str, int], per: int) -> dict[str, int]:
     """Worker processes each worker node runs: `per`, or its core count when per is -1."""
-    return {w.name: (nprocs.get(w.id, 1) if per == -1 else per) for w in workers
-            if w.role == Role.WORKER}
+    return {
+        w.name: (nprocs.get(w.id, 1) if per == -1 else per)
+        for w in workers
+        if w.role == Role.WORKER
+    }

@@ -4,6 +4,7 @@ Pure: nothing here touches a node; the pipeline sends these strings through a Ru
 snippet runs in, or names, the node's remote dir (`rd`). Locust is found and stopped by pid file,
 never by name (`pkill -f locust` would also kill the shell running the command).
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,15 +17,19 @@ from pathlib import Path
 from swarm.locust.argv import CSV_PREFIX, RESULTS_DIR
 from swarm.models import Probe
 
-_FIND_LOCUST = ('L=venv/bin/locust; [ -x "$L" ] || L=$(command -v locust) || '
-                '{ echo "locust not found: run swarm up again to bootstrap" >&2; exit 127; }; ')
+_FIND_LOCUST = (
+    'L=venv/bin/locust; [ -x "$L" ] || L=$(command -v locust) || '
+    '{ echo "locust not found: run swarm up again to bootstrap" >&2; exit 127; }; '
+)
 WARM_SCRIPT = "swarm-warm.py"
-WARM_WAIT_STEPS = 1000     # x 0.02 s: a warm Locust still importing (just after `up`) may take a while
+WARM_WAIT_STEPS = 1000  # x 0.02 s: a warm Locust still importing (just after `up`) may take a while
 # Is pid $w our warm Locust (not a process that got its recycled pid)?
 _IS_WARM = 'grep -qa swarm-warm "/proc/$w/cmdline" 2>/dev/null'
 # Is this remote dir's warm Locust alive, and serving the locust we would run? ($w = its pid)
-_WARM_ALIVE = ('w=$(cat warm.pid 2>/dev/null); [ -n "$w" ] && kill -0 "$w" 2>/dev/null && '
-               f'{_IS_WARM} && [ "$(cat warm.bin 2>/dev/null)" = "$L" ]')
+_WARM_ALIVE = (
+    'w=$(cat warm.pid 2>/dev/null); [ -n "$w" ] && kill -0 "$w" 2>/dev/null && '
+    f'{_IS_WARM} && [ "$(cat warm.bin 2>/dev/null)" = "$L" ]'
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,28 +42,35 @@ def _warm_launch() -> str:
     """Start a warm Locust for $L in the background (cwd: the remote dir). It forks Locust for
     each argv written to warm.fifo (see warm_host.py). Needs $L; quietly does nothing when the
     locust script's interpreter is not a plain python path."""
-    return ('py=$(head -n 1 "$L" 2>/dev/null | sed -n "s/^#! *//p" | cut -d" " -f1); '
-            'case "$py" in */python*) ;; *) py="";; esac; '
-            'if [ -n "$py" ] && [ -x "$py" ]; then '
-            'rm -f warm.fifo warm.pid warm.ready; mkfifo warm.fifo && printf "%s" "$L" >warm.bin && '
-            f"printf '%s' {_warm_source()} >{WARM_SCRIPT} && "
-            f'{{ setsid "$py" {WARM_SCRIPT} "$L" >warm.log 2>&1 </dev/null & }}; fi')
+    return (
+        'py=$(head -n 1 "$L" 2>/dev/null | sed -n "s/^#! *//p" | cut -d" " -f1); '
+        'case "$py" in */python*) ;; *) py="";; esac; '
+        'if [ -n "$py" ] && [ -x "$py" ]; then '
+        'rm -f warm.fifo warm.pid warm.ready; mkfifo warm.fifo && printf "%s" "$L" >warm.bin && '
+        f"printf '%s' {_warm_source()} >{WARM_SCRIPT} && "
+        f'{{ setsid "$py" {WARM_SCRIPT} "$L" >warm.log 2>&1 </dev/null & }}; fi'
+    )
 
 
 def warm_stop_cmd(rd: str) -> str:
     """Stop this remote dir's warm Locust (by its pid file, checked against its command line)."""
-    return (f"(cd {shlex.quote(rd)} 2>/dev/null && w=$(cat warm.pid 2>/dev/null) && [ -n \"$w\" ] && "
-            f'{_IS_WARM} && kill -TERM "$w"; rm -f warm.pid warm.ready; true)')
+    return (
+        f'(cd {shlex.quote(rd)} 2>/dev/null && w=$(cat warm.pid 2>/dev/null) && [ -n "$w" ] && '
+        f'{_IS_WARM} && kill -TERM "$w"; rm -f warm.pid warm.ready; true)'
+    )
 
 
 def warm_restart_cmd(rd: str) -> str:
     """After a bootstrap (a new locust may be installed): replace the warm Locust."""
-    return (f"{warm_stop_cmd(rd)}; (cd {shlex.quote(rd)} && {_FIND_LOCUST}{_warm_launch()}) "
-            ">/dev/null 2>&1; true")
+    return (
+        f"{warm_stop_cmd(rd)}; (cd {shlex.quote(rd)} && {_FIND_LOCUST}{_warm_launch()}) "
+        ">/dev/null 2>&1; true"
+    )
 
 
-def start_cmd(rd: str, argv: Sequence[str], *, fresh_results: bool = False,
-              warm: bool = False) -> str:
+def start_cmd(
+    rd: str, argv: Sequence[str], *, fresh_results: bool = False, warm: bool = False
+) -> str:
     """Start Locust in the background in a session of its own and return at once; print its pid.
 
     The process group (pid = pgid) is what killall signals, so forked --processes children go
@@ -70,38 +82,47 @@ def start_cmd(rd: str, argv: Sequence[str], *, fresh_results: bool = False,
     args = " ".join(shlex.quote(a) for a in argv)
     clean = f"rm -rf {RESULTS_DIR}; mkdir -p {RESULTS_DIR}; " if fresh_results else ""
     inner = '"$0" "$@" >locust.log 2>&1 </dev/null; echo $? >locust.exit'
-    cold = (f"setsid sh -c 'echo $$ >locust.pid; {inner}' \"$L\" {args} >/dev/null 2>&1 </dev/null & "
-            "for i in $(seq 100); do [ -s locust.pid ] && break; sleep 0.02; done; ")
+    cold = (
+        f"setsid sh -c 'echo $$ >locust.pid; {inner}' \"$L\" {args} >/dev/null 2>&1 </dev/null & "
+        "for i in $(seq 100); do [ -s locust.pid ] && break; sleep 0.02; done; "
+    )
     via_warm = launch = ""
     if warm:
         request = shlex.quote(json.dumps(list(argv)))
-        via_warm = (f"W=1; if {_WARM_ALIVE}; then W=0; printf '%s\\n' {request} 1<>warm.fifo; "
-                    f"for i in $(seq {WARM_WAIT_STEPS}); do [ -s locust.pid ] && break; "
-                    'kill -0 "$w" 2>/dev/null || break; sleep 0.02; done; '
-                    # one that did not answer in time must never answer late: a second Locust
-                    '[ -s locust.pid ] || { kill -KILL "$w" 2>/dev/null; W=1; }; fi; ')
+        via_warm = (
+            f"W=1; if {_WARM_ALIVE}; then W=0; printf '%s\\n' {request} 1<>warm.fifo; "
+            f"for i in $(seq {WARM_WAIT_STEPS}); do [ -s locust.pid ] && break; "
+            'kill -0 "$w" 2>/dev/null || break; sleep 0.02; done; '
+            # one that did not answer in time must never answer late: a second Locust
+            '[ -s locust.pid ] || { kill -KILL "$w" 2>/dev/null; W=1; }; fi; '
+        )
         # after the cold start, so the Locust this run needs gets the CPU first
         launch = f'[ "$W" = 1 ] && {{ {_warm_launch()}; }}; '
-    return (f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {_FIND_LOCUST}"
-            f"{via_warm}[ -s locust.pid ] || {{ {cold}}}; {launch}cat locust.pid")
+    return (
+        f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {_FIND_LOCUST}"
+        f"{via_warm}[ -s locust.pid ] || {{ {cold}}}; {launch}cat locust.pid"
+    )
 
 
 def kill_cmd(rd: str, grace_s: int = 10) -> str:
     """Stop the Locust this remote dir started (by its pid file, never by name); print nproc."""
     steps = grace_s * 10
     # A subshell: the `cd` must not leak into commands chained after this one.
-    return (f"(cd {shlex.quote(rd)} 2>/dev/null && if [ -s locust.pid ]; then p=$(cat locust.pid); "
-            "kill -TERM -$p 2>/dev/null; "
-            f"for i in $(seq {steps}); do kill -0 -$p 2>/dev/null || break; sleep 0.1; done; "
-            "kill -KILL -$p 2>/dev/null; rm -f locust.pid; fi; "
-            "nproc 2>/dev/null || echo 1)")
+    return (
+        f"(cd {shlex.quote(rd)} 2>/dev/null && if [ -s locust.pid ]; then p=$(cat locust.pid); "
+        "kill -TERM -$p 2>/dev/null; "
+        f"for i in $(seq {steps}); do kill -0 -$p 2>/dev/null || break; sleep 0.1; done; "
+        "kill -KILL -$p 2>/dev/null; rm -f locust.pid; fi; "
+        "nproc 2>/dev/null || echo 1)"
+    )
 
 
 @dataclass(frozen=True)
 class HostFacts:
     """What a node says when its Locust is stopped before a run."""
-    nproc: int         # cores: worker processes per node when [locust] processes = -1
-    hostname: str      # Locust names a worker '<hostname>_<uuid>'
+
+    nproc: int  # cores: worker processes per node when [locust] processes = -1
+    hostname: str  # Locust names a worker '<hostname>_<uuid>'
 
 
 def stop_probe(rd: str) -> Probe[HostFacts]:
@@ -119,15 +140,17 @@ def _parse_host_facts(stdout: str) -> HostFacts:
 
 
 def running_cmd(rd: str) -> str:
-    return (f"(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && "
-            '[ -n "$p" ] && kill -0 -$p 2>/dev/null && echo yes || echo no)')
+    return (
+        f"(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && "
+        '[ -n "$p" ] && kill -0 -$p 2>/dev/null && echo yes || echo no)'
+    )
 
 
 @dataclass(frozen=True)
 class CpuSample:
-    ticks: int          # CPU ticks used by the Locust process group so far
-    hz: int             # ticks per second
-    uptime: float       # the host's uptime, seconds
+    ticks: int  # CPU ticks used by the Locust process group so far
+    hz: int  # ticks per second
+    uptime: float  # the host's uptime, seconds
 
     def percent_since(self, before: CpuSample, processes: int) -> float:
         """Average CPU % per Locust process since `before` (100 = one core fully busy)."""
@@ -145,10 +168,12 @@ def cpu_sample_cmd(rd: str) -> str:
     """CPU ticks used so far by the Locust process group started here, the tick rate and the
     host's uptime: two samples give the group's CPU share. One awk over /proc, no per-pid forks.
     (Locust's own figure comes every 10 s and its first sample is always 0.)"""
-    awk = "{ sub(/.*\\) /, \"\"); if ($3 == g) t += $12 + $13 } END { print t + 0 }"
-    return (f"(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && [ -n \"$p\" ] && "
-            f"echo $(awk -v g=\"$p\" {shlex.quote(awk)} /proc/[0-9]*/stat 2>/dev/null) "
-            "$(getconf CLK_TCK) $(cut -d' ' -f1 /proc/uptime)) || echo none")
+    awk = '{ sub(/.*\\) /, ""); if ($3 == g) t += $12 + $13 } END { print t + 0 }'
+    return (
+        f'(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && [ -n "$p" ] && '
+        f'echo $(awk -v g="$p" {shlex.quote(awk)} /proc/[0-9]*/stat 2>/dev/null) '
+        "$(getconf CLK_TCK) $(cut -d' ' -f1 /proc/uptime)) || echo none"
+    )
 
 
 def parse_cpu_sample(text: str) -> CpuSample | None:
@@ -162,11 +187,15 @@ def parse_cpu_sample(text: str) -> CpuSample | None:
 def stats_url_cmd(web_port: int, path: str = "/stats/requests") -> str:
     """Read the master's web API from the master itself (the UI listens on its loopback)."""
     url = shlex.quote(f"http://127.0.0.1:{web_port}{path}")
-    py = ("import sys,urllib.request;"
-          "sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=3).read().decode())")
+    py = (
+        "import sys,urllib.request;"
+        "sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=3).read().decode())"
+    )
     # python3 only where curl is missing: not a Python start-up for every poll that fails
-    return (f"if command -v curl >/dev/null 2>&1; then curl -fsS --max-time 3 {url} 2>/dev/null; "
-            f"else python3 -c {shlex.quote(py)} {url} 2>/dev/null; fi")
+    return (
+        f"if command -v curl >/dev/null 2>&1; then curl -fsS --max-time 3 {url} 2>/dev/null; "
+        f"else python3 -c {shlex.quote(py)} {url} 2>/dev/null; fi"
+    )
 
 
 def wait_workers_cmd(rd: str, web_port: int, expected: int, timeout_s: float) -> str:
@@ -176,13 +205,20 @@ def wait_workers_cmd(rd: str, web_port: int, expected: int, timeout_s: float) ->
     connected."): Locust caches /stats/requests for 2 s, so an early poll of the API would
     report 0 workers for 2 s after they connected. The API is asked once a second as well,
     in case a Locust version words that line differently."""
-    log_n = (f"grep -o 'ready\\. [0-9]* workers connected' {shlex.quote(rd)}/locust.log 2>/dev/null"
-             " | tail -n 1 | grep -o '[0-9][0-9]*'")
-    api_n = (f"({stats_url_cmd(web_port)}) | grep -o '\"worker_count\": *[0-9]*' | grep -o '[0-9]*$'")
-    return "n=0; " + _poll_while_running(rd, timeout_s, (
-        f"n=$({log_n}); "
-        f'[ $((i % 10)) = 9 ] && [ "${{n:-0}}" -lt {int(expected)} ] && n=$( {api_n} ); '
-        f'[ "${{n:-0}}" -ge {int(expected)} ] && break; '))
+    log_n = (
+        f"grep -o 'ready\\. [0-9]* workers connected' {shlex.quote(rd)}/locust.log 2>/dev/null"
+        " | tail -n 1 | grep -o '[0-9][0-9]*'"
+    )
+    api_n = f"({stats_url_cmd(web_port)}) | grep -o '\"worker_count\": *[0-9]*' | grep -o '[0-9]*$'"
+    return "n=0; " + _poll_while_running(
+        rd,
+        timeout_s,
+        (
+            f"n=$({log_n}); "
+            f'[ $((i % 10)) = 9 ] && [ "${{n:-0}}" -lt {int(expected)} ] && n=$( {api_n} ); '
+            f'[ "${{n:-0}}" -ge {int(expected)} ] && break; '
+        ),
+    )
 
 
 def wait_exit_cmd(rd: str, timeout_s: float) -> str:
@@ -194,27 +230,37 @@ def _poll_while_running(rd: str, timeout_s: float, body: str = "") -> str:
     """Shell loop every 0.1 s, at most timeout_s, while this remote dir's Locust runs; `body`
     runs first in each round ($i counts rounds) and may `break`."""
     steps = max(1, int(timeout_s / 0.1))
-    return (f"i=0; while [ $i -lt {steps} ]; do {body}"
-            f'[ "$( {running_cmd(rd)} )" = yes ] || break; sleep 0.1; i=$((i+1)); done')
+    return (
+        f"i=0; while [ $i -lt {steps} ]; do {body}"
+        f'[ "$( {running_cmd(rd)} )" = yes ] || break; sleep 0.1; i=$((i+1)); done'
+    )
 
 
 @dataclass(frozen=True)
 class ResultsFacts:
     """What the master holds from its last headless run (for `swarm results --fetch`)."""
-    answered: bool          # the probe ran at all
-    running: bool           # Locust still runs: the results are partial
+
+    answered: bool  # the probe ran at all
+    running: bool  # Locust still runs: the results are partial
     has_stats: bool
-    exit_code: int | None   # the master's Locust exit code, once it has exited
+    exit_code: int | None  # the master's Locust exit code, once it has exited
 
 
 def results_probe(rd: str) -> Probe[ResultsFacts]:
-    return Probe(f"echo running=$( {running_cmd(rd)} ); cd {shlex.quote(rd)} 2>/dev/null && "
-                 f"{{ [ -s {CSV_PREFIX}_stats.csv ] && echo stats=yes; "
-                 "echo exit=$(cat locust.exit 2>/dev/null); }", _parse_results_facts)
+    return Probe(
+        f"echo running=$( {running_cmd(rd)} ); cd {shlex.quote(rd)} 2>/dev/null && "
+        f"{{ [ -s {CSV_PREFIX}_stats.csv ] && echo stats=yes; "
+        "echo exit=$(cat locust.exit 2>/dev/null); }",
+        _parse_results_facts,
+    )
 
 
 def _parse_results_facts(stdout: str) -> ResultsFacts:
     facts = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
     code = facts.get("exit", "").strip()
-    return ResultsFacts("running" in facts, facts.get("running") == "yes",
-                        facts.get("stats") == "yes", int(code) if code.isdigit() else None)
+    return ResultsFacts(
+        "running" in facts,
+        facts.get("running") == "yes",
+        facts.get("stats") == "yes",
+        int(code) if code.isdigit() else None,
+    )

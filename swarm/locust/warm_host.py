@@ -12,6 +12,7 @@ The locustfile is imported by the child, after the fork, so every run sees the c
 Standard library and Locust only: this file is copied to the host and run with the Python of
 the host's locust (`python swarm-warm.py LOCUST_BIN`), in the remote dir, by swarm.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,11 +28,11 @@ def _write(path: str, text: str) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
-    os.replace(tmp, path)   # readers poll for a non-empty file: never show them half of it
+    os.replace(tmp, path)  # readers poll for a non-empty file: never show them half of it
 
 
 def _name(title: str) -> None:
-    try:   # what `ps -e`, `pgrep` and `top` show; the command line stays the zygote's
+    try:  # what `ps -e`, `pgrep` and `top` show; the command line stays the zygote's
         with open("/proc/self/comm", "w") as f:
             f.write(title[:15])
     except OSError:
@@ -41,7 +42,9 @@ def _name(title: str) -> None:
 def _run_locust(locust_bin: str, argv: list[str]) -> None:
     """In the grandchild: become the Locust process, never return."""
     import atexit
+
     import locust.main
+
     code = 1
     try:
         os.setsid()
@@ -53,13 +56,13 @@ def _run_locust(locust_bin: str, argv: list[str]) -> None:
         _name("locust")
         _write("locust.pid", f"{os.getpid()}\n")
         sys.argv = [locust_bin, *argv]
-        sys.path[0] = os.path.dirname(os.path.abspath(locust_bin))   # as if run as a script
+        sys.path[0] = os.path.dirname(os.path.abspath(locust_bin))  # as if run as a script
         try:
             locust.main.main()
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        atexit._run_exitfuncs()   # logging's flush, Locust's own handlers
+        atexit._run_exitfuncs()  # logging's flush, Locust's own handlers
     except BaseException:
         traceback.print_exc()
     finally:
@@ -80,16 +83,18 @@ def main() -> None:
     _write(PID, f"{os.getpid()}\n")
     _name("swarm-warm")
     import gc
+
     import gevent
     import locust.main  # noqa: F401  (the point of this process; patches the stdlib for gevent)
+
     gc.collect()
     if hasattr(gc, "freeze"):
-        gc.freeze()       # as Locust's --processes: fewer copy-on-write pages in the children
+        gc.freeze()  # as Locust's --processes: fewer copy-on-write pages in the children
     _write(READY, f"{os.getpid()}\n")
     buf = b""
     while True:
         chunk = os.read(fifo, 65536)
-        if not chunk:      # cannot happen on a FIFO we also hold for writing; never spin
+        if not chunk:  # cannot happen on a FIFO we also hold for writing; never spin
             time.sleep(0.1)
             continue
         buf += chunk

@@ -1,5 +1,6 @@
 """Reaching a node by hand: the master's web UI through a tunnel (`swarm ui`), a shell on a
 node through OpenSSH (`swarm ssh`). The CLI holds the tunnel and execs ssh."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,10 +15,10 @@ from swarm.remote.base import Runner
 
 @dataclass
 class UiTunnel:
-    runner: Runner               # to the master
-    listener: socket.socket      # on this machine's loopback
+    runner: Runner  # to the master
+    listener: socket.socket  # on this machine's loopback
     local_port: int
-    web_port: int                # the UI's port on the master's loopback
+    web_port: int  # the UI's port on the master's loopback
 
     @property
     def url(self) -> str:
@@ -32,7 +33,9 @@ def ui_url_here(sess: Session) -> str | None:
     """The UI's URL when the master runs on this machine (no tunnel needed), else None."""
     if not sess.nodes(Role.MASTER):
         raise UsageError(f"stack {sess.stack.name!r} has no master: run `swarm up master` first")
-    return None if sess.provider.can_ssh else f"http://127.0.0.1:{sess.stack.config.locust.web_port}"
+    return (
+        None if sess.provider.can_ssh else f"http://127.0.0.1:{sess.stack.config.locust.web_port}"
+    )
 
 
 def open_ui(sess: Session, port: int | None) -> UiTunnel:
@@ -47,8 +50,9 @@ def open_ui(sess: Session, port: int | None) -> UiTunnel:
     except OSError as e:
         listener.close()
         runner.close()
-        raise UsageError(f"cannot listen on localhost:{local_port} ({e.strerror}): "
-                         "choose another with --port") from e
+        raise UsageError(
+            f"cannot listen on localhost:{local_port} ({e.strerror}): choose another with --port"
+        ) from e
     listener.listen(16)
     return UiTunnel(runner, listener, local_port, sess.stack.config.locust.web_port)
 
@@ -57,19 +61,28 @@ def ssh_argv(sess: Session, name: str, command: list[str]) -> list[str]:
     """The OpenSSH command line that reaches the node as swarm does (its key, its pinned
     host key, strictly checked)."""
     if not sess.provider.can_ssh:
-        raise UsageError(f"`swarm ssh` is not available with the {sess.stack.provider} provider: "
-                         "its nodes are processes on this machine")
+        raise UsageError(
+            f"`swarm ssh` is not available with the {sess.stack.provider} provider: "
+            "its nodes are processes on this machine"
+        )
     node = sess.find(name)
     runner = sess.provider.runner(sess.stack, node)
     if shutil.which("ssh") is None:
         raise RemoteError("the `ssh` command is not installed on this machine")
-    runner.wait_ready(30)    # pins the host key on first contact, so ssh can check it strictly
+    runner.wait_ready(30)  # pins the host key on first contact, so ssh can check it strictly
     runner.close()
     t = runner.ssh_target()
-    if t is None:            # pragma: no cover - every provider that can_ssh has SSH runners
+    if t is None:  # pragma: no cover - every provider that can_ssh has SSH runners
         raise RemoteError(f"{name}: not reachable over SSH")
-    argv = ["ssh", "-p", str(t.port), "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={t.known_hosts}" if t.known_hosts else "BatchMode=no"]
+    argv = [
+        "ssh",
+        "-p",
+        str(t.port),
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={t.known_hosts}" if t.known_hosts else "BatchMode=no",
+    ]
     if t.key_file:
         argv += ["-i", str(t.key_file), "-o", "IdentitiesOnly=yes"]
     return argv + [f"{t.user}@{t.host}", *command]

@@ -1,23 +1,34 @@
 """Cost lines for a person: the estimate before a launch, what the nodes cost so far."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from swarm.models import Node, Role
 from swarm.pipeline.session import Session
-from swarm.providers.ec2.pricing import (PriceBook, estimate_hourly, format_rate, format_usd,
-                                         spend, time_to_ttl)
+from swarm.providers.ec2.pricing import (
+    PriceBook,
+    estimate_hourly,
+    format_rate,
+    format_usd,
+    spend,
+    time_to_ttl,
+)
 
 
 @dataclass(frozen=True)
 class Spent:
-    usd: float | None          # None: some node's price is unknown
-    ttl_s: float | None        # seconds to the first node's TTL
-    text: str                  # 'spent so far: $0.12; TTL in 3h58m'
+    usd: float | None  # None: some node's price is unknown
+    ttl_s: float | None  # seconds to the first node's TTL
+    text: str  # 'spent so far: $0.12; TTL in 3h58m'
 
     def to_json(self) -> dict[str, object]:
-        return {"spent_usd": None if self.usd is None else round(self.usd, 4), "ttl_s": self.ttl_s,
-                "spent": format_usd(self.usd), "text": self.text}
+        return {
+            "spent_usd": None if self.usd is None else round(self.usd, 4),
+            "ttl_s": self.ttl_s,
+            "spent": format_usd(self.usd),
+            "text": self.text,
+        }
 
 
 def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | None:
@@ -33,8 +44,10 @@ def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | 
     items = [(cfg.master_type, lifecycle, masters), (cfg.worker_type, lifecycle, workers)]
     total, prices = estimate_hourly(book, items)
     why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
-    return (f"estimated cost: {format_rate(total)} for the stack ({masters} master + "
-            f"{workers} workers, {lifecycle})" + (f" ({why})" if why else ""))
+    return (
+        f"estimated cost: {format_rate(total)} for the stack ({masters} master + "
+        f"{workers} workers, {lifecycle})" + (f" ({why})" if why else "")
+    )
 
 
 def spent_so_far(sess: Session, nodes: list[Node], book: PriceBook | None = None) -> Spent | None:

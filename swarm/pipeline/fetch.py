@@ -1,4 +1,5 @@
 """Bring a run back: the master's results and every node's Locust log, into a local dir."""
+
 from __future__ import annotations
 
 import shlex
@@ -24,23 +25,27 @@ def results_dir_for(root: Path, stack: str, started: datetime, suffix: str = "")
 
 
 def cannot_save(out: Path, e: OSError) -> SwarmError:
-    return SwarmError(f"cannot save the results in {out}: {e.strerror or e}; they stay on the "
-                      "master until the next run: free space, then `swarm results --fetch`",
-                      action="free space, then `swarm results --fetch`")
+    return SwarmError(
+        f"cannot save the results in {out}: {e.strerror or e}; they stay on the "
+        "master until the next run: free space, then `swarm results --fetch`",
+        action="free space, then `swarm results --fetch`",
+    )
 
 
 def master_exit_code(sess: Session, runner: Runner) -> int | None:
     """The master's Locust exit code (locust.exit); None when it has none or cannot be asked."""
     try:
-        res = runner.run(f"cat {shlex.quote(sess.remote_dir)}/locust.exit 2>/dev/null",
-                         timeout=20, check=False)
+        res = runner.run(
+            f"cat {shlex.quote(sess.remote_dir)}/locust.exit 2>/dev/null", timeout=20, check=False
+        )
         return int(res.stdout.strip())
     except (SwarmError, ValueError):
         return None
 
 
-def fetch(sess: Session, master: Node, workers: list[Node], runners: dict[str, Runner],
-          out: Path) -> None:
+def fetch(
+    sess: Session, master: Node, workers: list[Node], runners: dict[str, Runner], out: Path
+) -> None:
     """Results from the master, logs from everyone; a host that fails is named, not fatal.
     Failing to write here (a full disk) is: the first such OSError is raised after the fan-out."""
     rd = sess.remote_dir
@@ -51,11 +56,12 @@ def fetch(sess: Session, master: Node, workers: list[Node], runners: dict[str, R
 
     def get(node: Node) -> None:
         r = runners[node.id]
-        try:    # runners turn network failures into RemoteError: an OSError here is local
+        try:  # runners turn network failures into RemoteError: an OSError here is local
             if node is master:
                 r.get_tree(f"{rd}/{RESULTS_DIR}", out)
-            (logs / f"{node.name}.log").write_bytes(r.run_bytes(f"cat {shlex.quote(rd)}/locust.log",
-                                                                timeout=60))
+            (logs / f"{node.name}.log").write_bytes(
+                r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60)
+            )
         except OSError as e:
             local.append(e)
             raise

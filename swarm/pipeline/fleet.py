@@ -3,6 +3,7 @@
 Providers and runners never call each other; this module does, and reports progress through
 the session's Reporter.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -18,9 +19,9 @@ from swarm.remote.base import replace_tree_cmd, tar_bytes
 from swarm.remote.fanout import fan_out
 
 MAX_WORKERS = 500
-READY_TIMEOUT = 600       # seconds for the provider to say "running"
+READY_TIMEOUT = 600  # seconds for the provider to say "running"
 BOOTSTRAP_TIMEOUT = 1200
-UPLOAD_FAILED = 96      # exit code of the bootstrap exec when unpacking failed, not the script
+UPLOAD_FAILED = 96  # exit code of the bootstrap exec when unpacking failed, not the script
 
 
 @dataclass
@@ -43,8 +44,10 @@ class DownResult:
 
 def check_count(n: object) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise UsageError(f"-n must be a whole number of at least 1, got {n!r} "
-                         "(use `swarm down workers` to remove all workers)")
+        raise UsageError(
+            f"-n must be a whole number of at least 1, got {n!r} "
+            "(use `swarm down workers` to remove all workers)"
+        )
     if n > MAX_WORKERS:
         raise UsageError(f"-n {n} is more than swarm's limit of {MAX_WORKERS} workers per stack")
     return n
@@ -55,19 +58,22 @@ def check_bootstrap_dir(sess: Session) -> Path:
     bdir = cfg.resolve(cfg.bootstrap.dir)
     script = bdir / cfg.bootstrap.script
     if sess.provider.runs_bootstrap and not script.is_file():
-        raise UsageError(f"bootstrap script {script} not found: set [bootstrap] dir and script "
-                         "in swarm.toml")
+        raise UsageError(
+            f"bootstrap script {script} not found: set [bootstrap] dir and script in swarm.toml"
+        )
     return bdir
 
 
 def up_master(sess: Session) -> UpResult:
     check_bootstrap_dir(sess)
-    nodes = sess.nodes()      # one listing per step: on EC2 each is an API call
+    nodes = sess.nodes()  # one listing per step: on EC2 each is an API call
     existing = [n for n in nodes if n.role == Role.MASTER]
     if existing:
         m = existing[0]
-        return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has a master "
-                                      f"({m.id}, {m.state}); nothing to do")
+        return UpResult(
+            nothing_to_do=f"stack {sess.stack.name!r} already has a master "
+            f"({m.id}, {m.state}); nothing to do"
+        )
     return _bootstrap_new(sess, UpResult(created=_launch(sess, Role.MASTER, 1, nodes)))
 
 
@@ -79,14 +85,17 @@ def scale_workers(sess: Session, n: int) -> UpResult:
         raise UsageError(f"stack {sess.stack.name!r} has no master: run `swarm up master` first")
     workers = [x for x in nodes if x.role == Role.WORKER]
     if len(workers) == n:
-        return UpResult(nothing_to_do=f"stack {sess.stack.name!r} already has {n} workers; "
-                                      "nothing to do")
+        return UpResult(
+            nothing_to_do=f"stack {sess.stack.name!r} already has {n} workers; nothing to do"
+        )
     if len(workers) > n:
         extras = newest(workers, len(workers) - n)
         sess.report.info(f"removing {len(extras)} worker(s): {', '.join(w.name for w in extras)}")
         remove(sess, extras)
         return UpResult(removed=extras)
-    result = _bootstrap_new(sess, UpResult(created=_launch(sess, Role.WORKER, n - len(workers), nodes)))
+    result = _bootstrap_new(
+        sess, UpResult(created=_launch(sess, Role.WORKER, n - len(workers), nodes))
+    )
     # Two `up workers -n N` at once both launch: re-check and drop the newest extras. Both
     # callers pick the same nodes (same order), so the stack converges on N. (After the
     # bootstrap: earlier, a caller still waiting for its instances could see them terminated.)
@@ -96,13 +105,17 @@ def scale_workers(sess: Session, n: int) -> UpResult:
     alive = {w.id for w in workers}
     taken = [c for c in result.created if c.id not in alive]
     if taken:
-        sess.report.warn(f"another `swarm up` raced this one and removed {len(taken)} of the "
-                         "worker(s) it launched")
+        sess.report.warn(
+            f"another `swarm up` raced this one and removed {len(taken)} of the "
+            "worker(s) it launched"
+        )
         result.created = [c for c in result.created if c.id in alive]
         result.bootstrap = [r for r in result.bootstrap if r.node.id in alive]
     if len(workers) > n:
         extras = newest(workers, len(workers) - n)
-        sess.report.warn(f"another `swarm up` raced this one: removing {len(extras)} extra worker(s)")
+        sess.report.warn(
+            f"another `swarm up` raced this one: removing {len(extras)} extra worker(s)"
+        )
         remove(sess, extras)
         gone = {e.id for e in extras}
         result.removed = extras
@@ -115,9 +128,11 @@ def _bootstrap_new(sess: Session, result: UpResult) -> UpResult:
     if sess.provider.runs_bootstrap:
         result.bootstrap = bootstrap(sess, result.created)
     else:
-        sess.report.info(f"{sess.stack.provider} provider: bootstrap.sh is not run here (it "
-                         "installs system packages); using this machine's Locust "
-                         f"{locust_version()}")
+        sess.report.info(
+            f"{sess.stack.provider} provider: bootstrap.sh is not run here (it "
+            "installs system packages); using this machine's Locust "
+            f"{locust_version()}"
+        )
     return result
 
 
@@ -129,10 +144,10 @@ def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list
     """Launch count nodes and wait until the provider says they run. -> the new nodes, named.
     `existing`: the stack's listing this command has just taken."""
     p, stack = sess.provider, sess.stack
-    p.check_launch(stack, role, count)   # a bad AMI / instance type: refused, nothing created
+    p.check_launch(stack, role, count)  # a bad AMI / instance type: refused, nothing created
     note = cost.estimate(sess, role, count, existing)
     if note:
-        sess.report.info(note)    # before anything is launched
+        sess.report.info(note)  # before anything is launched
     p.prepare(stack)
     sess.flush_notices()
     sess.report.info(f"launching {count} {role}{'s' if count > 1 else ''} on {stack.provider}")
@@ -145,8 +160,10 @@ def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list
         try:
             p.terminate_nodes(stack, nodes)
         except Exception as cleanup_error:  # keep the first error; say what may be left
-            raise ProviderError(f"{e}; and terminating the {len(nodes)} new node(s) failed too "
-                                f"({cleanup_error}): run `swarm down`") from e
+            raise ProviderError(
+                f"{e}; and terminating the {len(nodes)} new node(s) failed too "
+                f"({cleanup_error}): run `swarm down`"
+            ) from e
         if isinstance(e, SwarmError):
             raise
         raise ProviderError(f"waiting for the new {role}(s) failed: {e}") from e
@@ -161,28 +178,37 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     rd = sess.remote_dir
     env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
-    payload = tar_bytes(bdir)     # once: one tar per host was N x the CPU and memory
+    payload = tar_bytes(bdir)  # once: one tar per host was N x the CPU and memory
 
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
         try:
             r.wait_ready(cfg.bootstrap.ssh_timeout)
-            exports = " ".join(f"{k}={shlex.quote(v)}"
-                               for k, v in {**env, "SWARM_ROLE": str(node.role)}.items())
+            exports = " ".join(
+                f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": str(node.role)}.items()
+            )
             # One exec: unpack, then run the script. $PWD: rd may be relative to the login dir,
             # and the script runs inside it.
-            res = r.run(f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
-                        f"cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR=\"$PWD\" "
-                        f"bash {script} >bootstrap.log 2>&1",
-                        timeout=BOOTSTRAP_TIMEOUT, check=False, stdin=payload)
+            res = r.run(
+                f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
+                f'cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR="$PWD" '
+                f"bash {script} >bootstrap.log 2>&1",
+                timeout=BOOTSTRAP_TIMEOUT,
+                check=False,
+                stdin=payload,
+            )
             if res.exit_code == UPLOAD_FAILED:
-                raise RemoteError(f"unpacking bootstrap/ in {rd} failed: "
-                                  f"{res.stderr.strip().splitlines()[-1:] or 'no output'}")
+                raise RemoteError(
+                    f"unpacking bootstrap/ in {rd} failed: "
+                    f"{res.stderr.strip().splitlines()[-1:] or 'no output'}"
+                )
             if not res.ok:
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
                 lines = tail.stdout.strip().replace("\n", "\n    ")
-                raise RemoteError(f"bootstrap failed (exit {res.exit_code}); last lines of "
-                                  f"{rd}/bootstrap.log:\n    {lines}")
+                raise RemoteError(
+                    f"bootstrap failed (exit {res.exit_code}); last lines of "
+                    f"{rd}/bootstrap.log:\n    {lines}"
+                )
             # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
             # swarm has exited (closing the runner is not the signal): where hosts share CPUs
             # (VMs on one machine, the lab), 30 imports would slow by seconds the bootstraps,
@@ -190,7 +216,7 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
             try:
                 r.run_after_exit(warm_restart_cmd(rd))
             except RemoteError:
-                pass     # only a head start: `run` starts Locust cold and a warm one then
+                pass  # only a head start: `run` starts Locust cold and a warm one then
             return "bootstrapped"
         finally:
             r.close()
@@ -209,15 +235,19 @@ def remove(sess: Session, nodes: list[Node]) -> None:
         def clean(node: Node) -> None:
             r = sess.provider.runner(sess.stack, node)
             try:
-                r.run(f"{kill_cmd(rd)} >/dev/null; {warm_stop_cmd(rd)}; rm -rf {shlex.quote(rd)}",
-                      timeout=60)
+                r.run(
+                    f"{kill_cmd(rd)} >/dev/null; {warm_stop_cmd(rd)}; rm -rf {shlex.quote(rd)}",
+                    timeout=60,
+                )
             finally:
                 r.close()
 
         for res in fan_out(nodes, clean, what="clean up", raise_on_error=False):
             if not res.ok:
-                sess.report.warn(f"{res.node.id}: could not stop Locust / remove {rd}: "
-                                 f"{res.error}; it is removed from the stack anyway")
+                sess.report.warn(
+                    f"{res.node.id}: could not stop Locust / remove {rd}: "
+                    f"{res.error}; it is removed from the stack anyway"
+                )
     sess.provider.terminate_nodes(sess.stack, nodes)
 
 
@@ -229,12 +259,13 @@ def down(sess: Session, role: Role | None = None) -> DownResult:
             sess.flush_notices()
         what = f"{role}s" if role else "nodes"
         return DownResult(nothing_to_do=f"stack {sess.stack.name!r} has no {what}; nothing to do")
-    spent = cost.spent_so_far(sess, nodes)    # priced while the nodes still exist
+    spent = cost.spent_so_far(sess, nodes)  # priced while the nodes still exist
     sess.report.info(f"terminating {len(nodes)} node(s) of stack {sess.stack.name!r}")
     remove(sess, nodes)
     if spent:
-        sess.report.info(f"these nodes cost about {cost.format_usd(spent.usd)} (running time × "
-                         "current price)")
+        sess.report.info(
+            f"these nodes cost about {cost.format_usd(spent.usd)} (running time × current price)"
+        )
     if role is None:
         sess.provider.cleanup(sess.stack)
     sess.flush_notices()

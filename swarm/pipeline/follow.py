@@ -1,5 +1,6 @@
 """Follow a headless run until Locust exits: the master's figures, each worker node's peak
 CPU (sampled on the hosts themselves), which workers went missing."""
+
 from __future__ import annotations
 
 import time
@@ -13,16 +14,16 @@ from swarm.pipeline.start import RunContext
 from swarm.remote.fanout import fan_out
 
 POLL_S = 1.0
-CPU_EVERY = 3      # polls between two CPU samples of the worker hosts
-END_WAIT_S = 30    # longest single exec waiting for the master's exit (a lost master shows then)
+CPU_EVERY = 3  # polls between two CPU samples of the worker hosts
+END_WAIT_S = 30  # longest single exec waiting for the master's exit (a lost master shows then)
 END_GRACE_S = 180  # after the run time: Locust stopping, writing its files
 
 
 @dataclass
 class Followed:
-    cpu_peaks: dict[str, float] = field(default_factory=dict)   # node (or worker id) -> peak %
-    missing: list[str] = field(default_factory=list)            # workers that dropped out
-    error: SwarmError | None = None                             # why following stopped early
+    cpu_peaks: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak %
+    missing: list[str] = field(default_factory=list)  # workers that dropped out
+    error: SwarmError | None = None  # why following stopped early
 
 
 class CpuSampler:
@@ -59,7 +60,7 @@ def follow(ctx: RunContext) -> Followed:
     got = Followed()
     try:
         _follow(ctx, got)
-    except RemoteError as e:   # the master stopped answering (powered off, network)
+    except RemoteError as e:  # the master stopped answering (powered off, network)
         got.error = LocustError(f"lost the master during the run: {e}")
     except SwarmError as e:
         got.error = e
@@ -79,8 +80,9 @@ def _follow(ctx: RunContext, got: Followed) -> None:
         for i in range(int(deadline_s / POLL_S) + 12):
             wait_s = min(END_WAIT_S, end - time.monotonic()) if time.monotonic() >= run_end else 0
             wait = wait_exit_cmd(ctx.rd, wait_s) if wait_s > 0 else ""
-            stats = ctx.ask(ctx.master, master_stats_probe(ctx.rd, web_port, wait=wait),
-                            timeout=20 + wait_s)
+            stats = ctx.ask(
+                ctx.master, master_stats_probe(ctx.rd, web_port, wait=wait), timeout=20 + wait_s
+            )
             if not stats.running:
                 break
             view = summarize(stats)
@@ -94,11 +96,14 @@ def _follow(ctx: RunContext, got: Followed) -> None:
                 missing.update(view.missing)
             if time.monotonic() - last_note > 10 and view.state.active:
                 last_note = time.monotonic()
-                ctx.sess.report.info(f"running: {view.users} users, {view.total_rps:.1f} rps, "
-                                     f"{view.workers_connected} workers")
+                ctx.sess.report.info(
+                    f"running: {view.users} users, {view.total_rps:.1f} rps, "
+                    f"{view.workers_connected} workers"
+                )
             if time.monotonic() > end:
-                raise LocustError(f"the run did not end within {deadline_s:.0f}s: "
-                                  "stop it with `swarm killall`")
+                raise LocustError(
+                    f"the run did not end within {deadline_s:.0f}s: stop it with `swarm killall`"
+                )
             if not wait:
                 time.sleep(max(0.0, min(POLL_S, run_end - time.monotonic())))
     finally:

@@ -3,10 +3,10 @@
 Everything reads results/<stack>/<id>/run.json (or Locust's stats CSV when run.json is missing);
 only fetch_latest touches the stack.
 """
+
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,11 +15,12 @@ from typing import Any
 from swarm.errors import SwarmError, UsageError
 from swarm.locust.argv import JSON_FILE, STATS_CSV
 from swarm.locust.shell import results_probe
-from swarm.locust.stats import EndpointStats, Summary, parse_stats_csv, summary_from_json
+from swarm.locust.stats import Summary, parse_stats_csv, summary_from_json
 from swarm.models import Role
 from swarm.pipeline.fetch import fetch, results_dir_for
 from swarm.pipeline.record import RUN_FILE, FetchedRecord, write
 from swarm.pipeline.session import Session
+
 METRICS = ("rps", "p50_ms", "p95_ms", "p99_ms", "avg_ms", "fail_ratio", "requests")
 LOWER_IS_BETTER = {"p50_ms", "p95_ms", "p99_ms", "avg_ms", "fail_ratio"}
 
@@ -31,7 +32,7 @@ class RunInfo:
     path: Path
     # run.json as read: written by any version of swarm (or half-written), so every key is
     # looked up with a default, never assumed
-    record: dict[str, Any] | None       # None when missing or unreadable
+    record: dict[str, Any] | None  # None when missing or unreadable
     summary: Summary | None
 
     @property
@@ -86,19 +87,27 @@ def _sha(rec: dict[str, Any]) -> str | None:
     return (rec.get("files") or {}).get(rec.get("locustfile") or "")
 
 
-_SAME = (("locustfile", lambda r: r.get("locustfile")), ("locustfile sha256", _sha),
-         ("users", lambda r: r.get("users")), ("run_time", lambda r: r.get("run_time")),
-         ("host", lambda r: r.get("host")),
-         ("workers", lambda r: (r.get("instances") or {}).get("workers")),
-         ("worker processes", lambda r: r.get("workers_expected")))
+_SAME = (
+    ("locustfile", lambda r: r.get("locustfile")),
+    ("locustfile sha256", _sha),
+    ("users", lambda r: r.get("users")),
+    ("run_time", lambda r: r.get("run_time")),
+    ("host", lambda r: r.get("host")),
+    ("workers", lambda r: (r.get("instances") or {}).get("workers")),
+    ("worker processes", lambda r: r.get("workers_expected")),
+)
 
 
 def differences(a: RunInfo, b: RunInfo) -> list[str]:
     """What makes two runs not comparable (empty when they are)."""
+
     def show(label: str, v: Any) -> str:
         return "?" if v is None else str(v)[:12] if "sha" in label else str(v)
+
     pairs = ((label, get(a.record or {}), get(b.record or {})) for label, get in _SAME)
-    return [f"{label} {show(label, va)} vs {show(label, vb)}" for label, va, vb in pairs if va != vb]
+    return [
+        f"{label} {show(label, va)} vs {show(label, vb)}" for label, va, vb in pairs if va != vb
+    ]
 
 
 def compare(a: RunInfo, b: RunInfo) -> list[Delta]:
@@ -108,22 +117,29 @@ def compare(a: RunInfo, b: RunInfo) -> list[Delta]:
         raise SwarmError(f"run {missing.id} has no statistics to compare ({missing.path})")
     eps_b = {(e.method, e.name): e for e in b.summary.endpoints}
     pairs = [("Total", a.summary.total, b.summary.total)]
-    pairs += [(f"{e.method} {e.name}".strip(), e, eps_b[(e.method, e.name)])
-              for e in a.summary.endpoints if (e.method, e.name) in eps_b]
-    return [Delta(label, m, va, vb, vb - va, round((vb - va) / va * 100, 2) if va else None)
-            for label, ea, eb in pairs for m in METRICS
-            for va, vb in [(float(getattr(ea, m)), float(getattr(eb, m)))]]
+    pairs += [
+        (f"{e.method} {e.name}".strip(), e, eps_b[(e.method, e.name)])
+        for e in a.summary.endpoints
+        if (e.method, e.name) in eps_b
+    ]
+    return [
+        Delta(label, m, va, vb, vb - va, round((vb - va) / va * 100, 2) if va else None)
+        for label, ea, eb in pairs
+        for m in METRICS
+        for va, vb in [(float(getattr(ea, m)), float(getattr(eb, m)))]
+    ]
 
 
 @dataclass(frozen=True)
 class Delta:
     """One metric of one endpoint in two runs."""
+
     endpoint: str
     metric: str
     a: float
     b: float
     delta: float
-    delta_pct: float | None     # None when A is 0
+    delta_pct: float | None  # None when A is 0
 
     @property
     def worse(self) -> bool | None:
@@ -139,6 +155,7 @@ class Delta:
 @dataclass(frozen=True)
 class RunRow:
     """One run in `swarm results`."""
+
     id: str
     stack: str
     path: str
@@ -163,20 +180,39 @@ class RunRow:
 def run_row(r: RunInfo) -> RunRow:
     rec, t = r.record or {}, r.summary.total if r.summary else None
     checks = rec.get("checks") or []
-    return RunRow(r.id, r.stack, str(r.path), r.complete, bool(rec.get("fetched")),
-                  rec.get("started_at"), rec.get("locustfile"), rec.get("host"), rec.get("users"),
-                  t.requests if t else None, round(t.rps, 2) if t else None,
-                  t.p95_ms if t else None, round(t.fail_ratio, 6) if t else None,
-                  rec.get("exit_code"), sum(bool(c.get("ok")) for c in checks),
-                  sum(not c.get("ok") for c in checks))
+    return RunRow(
+        r.id,
+        r.stack,
+        str(r.path),
+        r.complete,
+        bool(rec.get("fetched")),
+        rec.get("started_at"),
+        rec.get("locustfile"),
+        rec.get("host"),
+        rec.get("users"),
+        t.requests if t else None,
+        round(t.rps, 2) if t else None,
+        t.p95_ms if t else None,
+        round(t.fail_ratio, 6) if t else None,
+        rec.get("exit_code"),
+        sum(bool(c.get("ok")) for c in checks),
+        sum(not c.get("ok") for c in checks),
+    )
 
 
 def run_json(r: RunInfo) -> dict[str, Any]:
-    return {"id": r.id, "stack": r.stack, "path": str(r.path), "complete": r.complete,
-            "record": r.record, "summary": r.summary.to_json() if r.summary else None}
+    return {
+        "id": r.id,
+        "stack": r.stack,
+        "path": str(r.path),
+        "complete": r.complete,
+        "record": r.record,
+        "summary": r.summary.to_json() if r.summary else None,
+    }
 
 
 # ---- --fetch: the master keeps <remote_dir>/results until the next run starts ----
+
 
 def _started_at(stats_json: Path) -> str | None:
     """When Locust started counting, from its stats.json (the fetched run has no run.json)."""
@@ -200,11 +236,14 @@ def fetch_latest(sess: Session, root: Path) -> RunInfo:
         res = runners[master.id].run(probe.command, timeout=30, check=False)
         facts = probe.parse(res.stdout)
         if not facts.answered:
-            raise SwarmError(f"could not ask the master for its results: "
-                             f"{res.tail(1) or 'no answer'}")
+            raise SwarmError(
+                f"could not ask the master for its results: {res.tail(1) or 'no answer'}"
+            )
         if not facts.has_stats:
-            raise SwarmError(f"the master of stack {sess.stack.name!r} has no results to fetch "
-                             f"(no headless run since `swarm up`, or a newer run cleared them)")
+            raise SwarmError(
+                f"the master of stack {sess.stack.name!r} has no results to fetch "
+                f"(no headless run since `swarm up`, or a newer run cleared them)"
+            )
         if facts.running:
             sess.report.warn("Locust still runs on the master: these results are partial")
         now = datetime.now(timezone.utc)
@@ -213,17 +252,28 @@ def fetch_latest(sess: Session, root: Path) -> RunInfo:
             fetch(sess, master, workers, runners, out)
             run = load_run(out)
             if run.summary is None:
-                raise SwarmError(f"could not bring back the statistics into {out}: the results "
-                                 "stay on the master until the next run; `swarm results --fetch` "
-                                 "again once the cause is fixed")
-            write(out, FetchedRecord(
-                stack=sess.stack.name, provider=sess.stack.provider,
-                started_at=_started_at(out / Path(JSON_FILE).name),
-                fetched_at=now.isoformat(timespec="seconds"), workers=len(workers),
-                exit_code=facts.exit_code, summary=run.summary))
+                raise SwarmError(
+                    f"could not bring back the statistics into {out}: the results "
+                    "stay on the master until the next run; `swarm results --fetch` "
+                    "again once the cause is fixed"
+                )
+            write(
+                out,
+                FetchedRecord(
+                    stack=sess.stack.name,
+                    provider=sess.stack.provider,
+                    started_at=_started_at(out / Path(JSON_FILE).name),
+                    fetched_at=now.isoformat(timespec="seconds"),
+                    workers=len(workers),
+                    exit_code=facts.exit_code,
+                    summary=run.summary,
+                ),
+            )
         except OSError as e:
-            raise SwarmError(f"cannot write {out}: {e.strerror or e}; the results stay on the "
-                             "master: free space and run `swarm results --fetch` again") from e
+            raise SwarmError(
+                f"cannot write {out}: {e.strerror or e}; the results stay on the "
+                "master: free space and run `swarm results --fetch` again"
+            ) from e
         return load_run(out)
     finally:
         for r in runners.values():

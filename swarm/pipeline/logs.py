@@ -1,5 +1,6 @@
 """`swarm logs`: Locust's or the bootstrap's log from one node or all, read or followed.
 What to do with the bytes is the caller's (the CLI writes them, prefixed by node)."""
+
 from __future__ import annotations
 
 import shlex
@@ -41,19 +42,22 @@ def read(sess: Session, nodes: list[Node], *, bootstrap: bool) -> list[HostResul
     return fan_out(nodes, one, what="logs", raise_on_error=len(nodes) == 1)
 
 
-def follow(sess: Session, nodes: list[Node], sink_for: Callable[[Node], Sink], *,
-           bootstrap: bool) -> None:
+def follow(
+    sess: Session, nodes: list[Node], sink_for: Callable[[Node], Sink], *, bootstrap: bool
+) -> None:
     """Stream every node's log (the last 50 lines, then new ones) until Ctrl-C."""
     path = _path(sess, bootstrap)
     runners = {n.id: sess.provider.runner(sess.stack, n) for n in nodes}
     cmd = f"touch {path} 2>/dev/null; tail -n 50 -F {path} 2>/dev/null"
-    threads = [threading.Thread(target=runners[n.id].stream, args=(cmd, sink_for(n)), daemon=True)
-               for n in nodes]
+    threads = [
+        threading.Thread(target=runners[n.id].stream, args=(cmd, sink_for(n)), daemon=True)
+        for n in nodes
+    ]
     try:
         for t in threads:
             t.start()
         for t in threads:
-            while t.is_alive():       # join in slices so Ctrl-C reaches the main thread
+            while t.is_alive():  # join in slices so Ctrl-C reaches the main thread
                 t.join(0.5)
     finally:
         for r in runners.values():

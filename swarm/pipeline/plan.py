@@ -1,4 +1,5 @@
 """Plan a run: everything checked on this machine before anything is shipped or started."""
+
 from __future__ import annotations
 
 import ast
@@ -17,6 +18,7 @@ from swarm.pipeline.session import Session
 @dataclass(frozen=True)
 class RunOptions:
     """What `swarm run` was asked for, as typed."""
+
     host: str
     locustfile: str
     users: int | None = None
@@ -32,6 +34,7 @@ class RunOptions:
 @dataclass(frozen=True)
 class Plan:
     """A validated run: what to ship, what to start, what to judge."""
+
     files_dir: Path
     spec: RunSpec
     checks: list[Check]
@@ -46,7 +49,9 @@ class Plan:
 def check_host_url(url: str) -> str:
     p = urlparse(url)
     if p.scheme not in ("http", "https") or not p.hostname or " " in url:
-        raise UsageError(f"bad -H {url!r}: give the target's base URL, e.g. https://staging.example.com")
+        raise UsageError(
+            f"bad -H {url!r}: give the target's base URL, e.g. https://staging.example.com"
+        )
     return url.rstrip("/")
 
 
@@ -61,7 +66,9 @@ def resolve_locustfile(files_dir: Path, name: str) -> tuple[Path, str]:
         if odd is not None and not odd.exists():
             raise UsageError(f"locustfile {odd} is a broken symlink (to {os.readlink(odd)})")
         if odd is not None:
-            kind = "a directory" if odd.is_dir() else "a FIFO" if odd.is_fifo() else "a special file"
+            kind = (
+                "a directory" if odd.is_dir() else "a FIFO" if odd.is_fifo() else "a special file"
+            )
             raise UsageError(f"locustfile {odd} is not a regular file ({kind})")
         raise UsageError(f"locustfile {name!r} not found (looked in {files_dir}/ and ./)")
     path = path.resolve()
@@ -120,10 +127,18 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         raise UsageError("headless runs need a run time: -t 5m (or a --profile with run_time)")
     checks = [parse_check(c) for c in opts.checks] or checks_from_table(cfg.checks)
     ship, rel = resolve_locustfile(cfg.resolve(cfg.locust.files_dir), opts.locustfile)
-    spec = RunSpec(locustfile=rel, host=host, users=int(users), spawn_rate=float(rate),
-                     run_time=run_time, headless=opts.headless, expect_workers=0,
-                     master_port=cfg.locust.master_port, web_port=cfg.locust.web_port,
-                     extra_args=tuple(cfg.locust.extra_args) + tuple(opts.extra_args))
+    spec = RunSpec(
+        locustfile=rel,
+        host=host,
+        users=int(users),
+        spawn_rate=float(rate),
+        run_time=run_time,
+        headless=opts.headless,
+        expect_workers=0,
+        master_port=cfg.locust.master_port,
+        web_port=cfg.locust.web_port,
+        extra_args=tuple(cfg.locust.extra_args) + tuple(opts.extra_args),
+    )
     return Plan(ship, spec, checks, opts.profile, opts.require_all)
 
 

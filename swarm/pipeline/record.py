@@ -1,4 +1,5 @@
 """Record a run: run.json, what makes a run reproducible and comparable, and its verdicts."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,14 +18,15 @@ RUN_FILE = "run.json"
 
 @dataclass(frozen=True)
 class Instances:
-    master: str | None        # the master's instance type (None off EC2)
-    workers: int              # worker nodes that took part
-    types: dict[str, int]     # instance type (or provider) -> nodes
+    master: str | None  # the master's instance type (None off EC2)
+    workers: int  # worker nodes that took part
+    types: dict[str, int]  # instance type (or provider) -> nodes
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """run.json of a headless run (keys in this order)."""
+
     swarm_version: str
     locust_version: str
     python: str
@@ -33,7 +35,7 @@ class RunRecord:
     region: str | None
     instances: Instances
     locustfile: str
-    files: dict[str, str]     # shipped file -> sha256
+    files: dict[str, str]  # shipped file -> sha256
     host: str
     users: int
     spawn_rate: float
@@ -42,7 +44,7 @@ class RunRecord:
     extra_args: list[str]
     started_at: str
     ended_at: str
-    exit_code: int             # Locust's (1 when the master gave none)
+    exit_code: int  # Locust's (1 when the master gave none)
     workers_expected: int
     workers_seen: int
     skipped_workers: list[str]
@@ -62,9 +64,10 @@ class RunRecord:
 @dataclass(frozen=True)
 class FetchedRecord:
     """run.json of results fetched again from the master (`swarm results --fetch`)."""
+
     stack: str
     provider: str
-    started_at: str | None     # when Locust started counting (from its stats.json)
+    started_at: str | None  # when Locust started counting (from its stats.json)
     fetched_at: str
     workers: int
     exit_code: int | None
@@ -74,11 +77,18 @@ class FetchedRecord:
     checks: list[CheckResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"swarm_version": self.swarm_version, "stack": self.stack,
-                "provider": self.provider, "fetched": self.fetched, "started_at": self.started_at,
-                "fetched_at": self.fetched_at, "instances": {"workers": self.workers},
-                "exit_code": self.exit_code, "checks": [c.to_json() for c in self.checks],
-                "summary": self.summary.to_json()}
+        return {
+            "swarm_version": self.swarm_version,
+            "stack": self.stack,
+            "provider": self.provider,
+            "fetched": self.fetched,
+            "started_at": self.started_at,
+            "fetched_at": self.fetched_at,
+            "instances": {"workers": self.workers},
+            "exit_code": self.exit_code,
+            "checks": [c.to_json() for c in self.checks],
+            "summary": self.summary.to_json(),
+        }
 
 
 def file_hashes(files_dir: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@
 Every step is the same on every provider; only the Runner behind each node differs. This is
 the one module that knows their order; each phase takes the RunContext and returns its result.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -27,14 +28,14 @@ from swarm.remote.fanout import fan_out
 class RunOutcome:
     results_dir: Path | None = None
     summary: Summary | None = None
-    exit_code: int = 0                   # Locust's
+    exit_code: int = 0  # Locust's
     checks: list[CheckResult] = field(default_factory=list)
     workers_expected: int = 0
     workers_seen: int = 0
     skipped: list[HostResult] = field(default_factory=list)
-    saturated: dict[str, float] = field(default_factory=dict)   # node (or worker id) -> peak CPU %
+    saturated: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak CPU %
     cpu_peaks: dict[str, float] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)            # workers that dropped out
+    missing: list[str] = field(default_factory=list)  # workers that dropped out
 
 
 def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> RunOutcome:
@@ -44,8 +45,9 @@ def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -
     ctx = RunContext(sess, plan, master, workers, runners)
     try:
         start(ctx)
-        outcome = RunOutcome(workers_expected=ctx.meta.expected, workers_seen=ctx.workers_seen,
-                             skipped=ctx.skipped)
+        outcome = RunOutcome(
+            workers_expected=ctx.meta.expected, workers_seen=ctx.workers_seen, skipped=ctx.skipped
+        )
         if not plan.spec.headless:
             return outcome
         # headless: follow the run, then bring everything back, even after a failure
@@ -56,8 +58,9 @@ def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -
             r.close()
 
 
-def _finish(ctx: RunContext, followed: Followed, outcome: RunOutcome,
-            results_root: Path) -> RunOutcome:
+def _finish(
+    ctx: RunContext, followed: Followed, outcome: RunOutcome, results_root: Path
+) -> RunOutcome:
     """fetch → judge → record; then raise what went wrong, naming where the results are."""
     sess = ctx.sess
     ended_at = datetime.now(timezone.utc)
@@ -70,8 +73,9 @@ def _finish(ctx: RunContext, followed: Followed, outcome: RunOutcome,
     code = fetch.master_exit_code(sess, ctx.runners[ctx.master.id])
     outcome.exit_code = 1 if code is None else code
     if code is None:
-        error = error or LocustError("the Locust master ended without an exit code: see "
-                                     f"{out}/logs/master.log")
+        error = error or LocustError(
+            f"the Locust master ended without an exit code: see {out}/logs/master.log"
+        )
     try:
         fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out)
     except OSError as e:
@@ -87,8 +91,9 @@ def _finish(ctx: RunContext, followed: Followed, outcome: RunOutcome,
     except OSError as e:
         raise fetch.cannot_save(out, e) from e
     if error is not None:
-        raise LocustError(f"{error} (logs and any partial results are in {out})",
-                          code=error.code) from error
+        raise LocustError(
+            f"{error} (logs and any partial results are in {out})", code=error.code
+        ) from error
     if outcome.summary is None:
         raise LocustError(f"the run produced no statistics: see {out}/logs/master.log")
     return outcome
@@ -108,20 +113,33 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         t = n.instance_type or sess.stack.provider
         types[t] = types.get(t, 0) + 1
     return record.RunRecord(
-        swarm_version=record.__version__, locust_version=locust_version(),
-        python=record.python_version(), stack=sess.stack.name, provider=sess.stack.provider,
+        swarm_version=record.__version__,
+        locust_version=locust_version(),
+        python=record.python_version(),
+        stack=sess.stack.name,
+        provider=sess.stack.provider,
         region=sess.provider.region,
         instances=record.Instances(ctx.master.instance_type, len(ctx.workers), types),
-        locustfile=spec.locustfile, files=record.file_hashes(plan.files_dir), host=spec.host,
-        users=spec.users, spawn_rate=spec.spawn_rate, run_time=spec.run_time, profile=plan.profile,
+        locustfile=spec.locustfile,
+        files=record.file_hashes(plan.files_dir),
+        host=spec.host,
+        users=spec.users,
+        spawn_rate=spec.spawn_rate,
+        run_time=spec.run_time,
+        profile=plan.profile,
         extra_args=list(spec.extra_args),
         started_at=ctx.started_at.isoformat(timespec="seconds"),
         ended_at=ended_at.isoformat(timespec="seconds"),
-        exit_code=outcome.exit_code, workers_expected=outcome.workers_expected,
-        workers_seen=outcome.workers_seen, skipped_workers=[r.node.name for r in outcome.skipped],
-        saturated_workers=outcome.saturated, missing_workers=outcome.missing,
+        exit_code=outcome.exit_code,
+        workers_expected=outcome.workers_expected,
+        workers_seen=outcome.workers_seen,
+        skipped_workers=[r.node.name for r in outcome.skipped],
+        saturated_workers=outcome.saturated,
+        missing_workers=outcome.missing,
         workers_cpu_peak={k: round(v, 1) for k, v in outcome.cpu_peaks.items()},
-        checks=outcome.checks, summary=outcome.summary)
+        checks=outcome.checks,
+        summary=outcome.summary,
+    )
 
 
 def killall(sess: Session) -> list[HostResult]:
@@ -138,4 +156,3 @@ def killall(sess: Session) -> list[HostResult]:
             r.close()
 
     return fan_out(nodes, kill, what="killall")
-

@@ -1,4 +1,5 @@
 """What every command acts on: a stack, its provider, and where progress goes."""
+
 from __future__ import annotations
 
 import importlib
@@ -32,16 +33,19 @@ def locust_version() -> str:
     """This machine's Locust version, without importing Locust (0.3 s and a gevent
     monkey-patch on every command)."""
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("locust")
-    except PackageNotFoundError:   # pragma: no cover - an unusual install
+    except PackageNotFoundError:  # pragma: no cover - an unusual install
         import locust
+
         return str(locust.__version__)
 
 
 @dataclass
 class Session:
     """A stack and its provider, plus the reporter for this command."""
+
     stack: Stack
     provider: Provider
     report: Reporter = field(default_factory=Silent)
@@ -53,8 +57,12 @@ class Session:
         if provider.can_ssh:
             # paramiko takes ~0.2 s to import; start now so it overlaps the cloud API calls
             # instead of holding up every host's thread of the first fan-out.
-            threading.Thread(target=importlib.import_module, args=("swarm.remote.ssh",),
-                             daemon=True, name="import-ssh").start()
+            threading.Thread(
+                target=importlib.import_module,
+                args=("swarm.remote.ssh",),
+                daemon=True,
+                name="import-ssh",
+            ).start()
         return cls(stack, provider, report or Silent())
 
     @property

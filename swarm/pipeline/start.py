@@ -1,5 +1,6 @@
 """Start a run: ship the files and stop old Locusts (one round trip per host), start the master
 and the workers, wait until every worker process is connected."""
+
 from __future__ import annotations
 
 import shlex
@@ -9,7 +10,13 @@ from typing import TypeVar
 
 from swarm.errors import LocustError, RemoteError
 from swarm.locust.argv import master_argv, worker_argv
-from swarm.locust.live import MasterStats, RunMeta, expected_by_node, master_stats_probe, write_meta_cmd
+from swarm.locust.live import (
+    MasterStats,
+    RunMeta,
+    expected_by_node,
+    master_stats_probe,
+    write_meta_cmd,
+)
 from swarm.locust.shell import HostFacts, start_cmd, stop_probe, wait_workers_cmd
 from swarm.models import HostResult, Node, Probe, Role
 from swarm.pipeline.plan import Plan, processes_per_worker
@@ -18,22 +25,23 @@ from swarm.remote.base import Runner, replace_tree_cmd, tar_bytes
 from swarm.remote.fanout import fan_out
 
 T = TypeVar("T")
-WORKERS_TIMEOUT = 60      # seconds for every worker to connect to the master
+WORKERS_TIMEOUT = 60  # seconds for every worker to connect to the master
 
 
 @dataclass
 class RunContext:
     """One run, as each phase hands it to the next (as Locust's Environment): the nodes taking
     part, a runner per node, and what starting them found out."""
+
     sess: Session
     plan: Plan
     master: Node
-    workers: list[Node]                  # the workers that answered and run Locust
-    runners: dict[str, Runner]           # node id -> its runner (all nodes of the stack)
+    workers: list[Node]  # the workers that answered and run Locust
+    runners: dict[str, Runner]  # node id -> its runner (all nodes of the stack)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    skipped: list[HostResult] = field(default_factory=list)   # workers that did not answer
+    skipped: list[HostResult] = field(default_factory=list)  # workers that did not answer
     meta: RunMeta = field(default_factory=RunMeta)
-    workers_seen: int = 0                # fewest worker processes connected at any poll
+    workers_seen: int = 0  # fewest worker processes connected at any poll
 
     @property
     def rd(self) -> str:
@@ -45,8 +53,9 @@ class RunContext:
 
     def ask(self, node: Node, probe: Probe[T], timeout: float) -> T:
         """Run a probe on a node and parse what it printed (check=False: the parser decides)."""
-        return probe.parse(self.runners[node.id].run(probe.command, timeout=timeout,
-                                                     check=False).stdout)
+        return probe.parse(
+            self.runners[node.id].run(probe.command, timeout=timeout, check=False).stdout
+        )
 
 
 def start(ctx: RunContext) -> None:
@@ -58,11 +67,15 @@ def start(ctx: RunContext) -> None:
     payload = tar_bytes(plan.files_dir)
     stop = stop_probe(rd)
     sync = f"{replace_tree_cmd(f'{rd}/locustfiles')} && {stop.command}"
-    sess.report.info(f"syncing {plan.files_dir.name}/ and stopping old Locust on "
-                     f"{1 + len(candidates)} node(s)")
-    synced = fan_out([ctx.master, *candidates],
-                     lambda n: stop.parse(ctx.runners[n.id].run(sync, timeout=120, stdin=payload).stdout),
-                     what="sync", raise_on_error=False)
+    sess.report.info(
+        f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(candidates)} node(s)"
+    )
+    synced = fan_out(
+        [ctx.master, *candidates],
+        lambda n: stop.parse(ctx.runners[n.id].run(sync, timeout=120, stdin=payload).stdout),
+        what="sync",
+        raise_on_error=False,
+    )
     if not synced[0].ok:
         raise RemoteError(f"master unreachable, nothing started: {synced[0].error}", synced)
     ctx.skipped = [r for r in synced[1:] if not r.ok]
@@ -80,8 +93,14 @@ def start(ctx: RunContext) -> None:
     expected = sum(by_node.values())
     spec = replace(plan.spec, expect_workers=max(1, expected))
     master_ip = ctx.master.private_ip or "127.0.0.1"
-    ctx.meta = RunMeta(expected, by_node, {w.name: facts[w.id].hostname for w in ctx.workers},
-                       spec.locustfile, spec.host, ctx.started_at.isoformat(timespec="seconds"))
+    ctx.meta = RunMeta(
+        expected,
+        by_node,
+        {w.name: facts[w.id].hostname for w in ctx.workers},
+        spec.locustfile,
+        spec.host,
+        ctx.started_at.isoformat(timespec="seconds"),
+    )
     # Hosts swarm bootstraps keep a warm (pre-imported) Locust; on `local` it would be one
     # more long-lived process on the user's machine for no gain.
     warm = sess.provider.runs_bootstrap
@@ -89,35 +108,46 @@ def start(ctx: RunContext) -> None:
     def start_one(node: Node) -> str:
         if node.role == Role.MASTER:
             # Written first, so `swarm status` knows what to expect from the first poll on.
-            cmd = (f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && "
-                   f"{write_meta_cmd(ctx.meta)}) && "
-                   + start_cmd(rd, master_argv(spec), fresh_results=True, warm=warm))
+            cmd = (
+                f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && "
+                f"{write_meta_cmd(ctx.meta)}) && "
+                + start_cmd(rd, master_argv(spec), fresh_results=True, warm=warm)
+            )
         else:
-            cmd = start_cmd(rd, worker_argv(spec.locustfile, master_ip, spec.master_port, per),
-                            warm=warm)
+            cmd = start_cmd(
+                rd, worker_argv(spec.locustfile, master_ip, spec.master_port, per), warm=warm
+            )
         return ctx.runners[node.id].run(cmd, timeout=60).stdout.strip()
 
-    sess.report.info(f"starting Locust: master on {ctx.master.name}, {expected} worker process(es) "
-                     f"on {len(ctx.workers)} node(s)")
+    sess.report.info(
+        f"starting Locust: master on {ctx.master.name}, {expected} worker process(es) "
+        f"on {len(ctx.workers)} node(s)"
+    )
     fan_out(ctx.nodes, start_one, what="start")
     stats = wait_for_workers(ctx, expected)
     ctx.workers_seen = stats.worker_count
     sess.report.info(f"{ctx.workers_seen} of {expected} worker process(es) connected")
 
 
-def wait_for_workers(ctx: RunContext, expected: int,
-                     timeout: float = WORKERS_TIMEOUT) -> MasterStats:
+def wait_for_workers(
+    ctx: RunContext, expected: int, timeout: float = WORKERS_TIMEOUT
+) -> MasterStats:
     """Until every worker process is connected: one exec, waiting on the master itself."""
     web_port = ctx.plan.spec.web_port
-    probe = master_stats_probe(ctx.rd, web_port, wait=wait_workers_cmd(ctx.rd, web_port, expected,
-                                                                         timeout))
+    probe = master_stats_probe(
+        ctx.rd, web_port, wait=wait_workers_cmd(ctx.rd, web_port, expected, timeout)
+    )
     last: MasterStats = ctx.ask(ctx.master, probe, timeout=20 + timeout)
     if last.worker_count >= expected:
         return last
     runner = ctx.runners[ctx.master.id]
     if not last.running:
         log = runner.run(f"tail -n 5 {shlex.quote(ctx.rd)}/locust.log", timeout=20, check=False)
-        raise LocustError(f"the Locust master exited before the workers connected: "
-                          f"{log.stdout.strip().splitlines()[-1:] or 'no log'}")
-    raise LocustError(f"only {last.worker_count} of {expected} worker process(es) "
-                      f"connected within {timeout:.0f}s: see `swarm logs`")
+        raise LocustError(
+            f"the Locust master exited before the workers connected: "
+            f"{log.stdout.strip().splitlines()[-1:] or 'no log'}"
+        )
+    raise LocustError(
+        f"only {last.worker_count} of {expected} worker process(es) "
+        f"connected within {timeout:.0f}s: see `swarm logs`"
+    )

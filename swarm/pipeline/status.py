@@ -1,4 +1,5 @@
 """`swarm status`: the stack's nodes, what they cost, and its Locust as the master sees it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ class Status:
     stack: str
     provider: str
     nodes: list[Node]
-    locust: LiveView | None     # None when the stack has no nodes (or no master)
+    locust: LiveView | None  # None when the stack has no nodes (or no master)
     cost: Spent | None
 
 
@@ -37,5 +38,10 @@ def live_status(sess: Session) -> LiveView | None:
 
 def snapshot(sess: Session, book: PriceBook | None) -> Status:
     nodes = sess.nodes()
-    return Status(sess.stack.name, sess.stack.provider, nodes,
-                  live_status(sess) if nodes else None, spent_so_far(sess, nodes, book))
+    return Status(
+        sess.stack.name,
+        sess.stack.provider,
+        nodes,
+        live_status(sess) if nodes else None,
+        spent_so_far(sess, nodes, book),
+    )

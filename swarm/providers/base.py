@@ -5,6 +5,7 @@ loops of their own (the pipeline does), they know nothing of Locust, and they tr
 library's errors into swarm errors at the edge. Optional capabilities have documented defaults
 here, so callers never probe with getattr.
 """
+
 from __future__ import annotations
 
 import abc
@@ -32,8 +33,8 @@ class Stack:
 
 class Provider(abc.ABC):
     name: str = ""
-    runs_bootstrap: bool = True   # False for local: bootstrap.sh installs system packages
-    can_ssh: bool = True          # `swarm ssh` / tunnels make sense
+    runs_bootstrap: bool = True  # False for local: bootstrap.sh installs system packages
+    can_ssh: bool = True  # `swarm ssh` / tunnels make sense
     # The machine outlives terminate_nodes (hosts; local's directories): the pipeline stops
     # what swarm runs there and removes the remote dir first. EC2 terminates the machine.
     keeps_machines: bool = False
@@ -83,4 +84,3 @@ class Provider(abc.ABC):
     def price_book(self) -> PriceBook | None:
         """Prices of this provider's nodes; None where nodes cost nothing swarm can know."""
         return None
-

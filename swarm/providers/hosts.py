@@ -5,6 +5,7 @@ bootstraps them; removing one only forgets it (the pipeline first stops Locust t
 removes the remote dir); nothing is powered off. Which hosts are enrolled is recorded in
 <state>/hosts/<stack>/nodes.json.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,9 +36,15 @@ class HostsProvider(Provider):
 
     def _node(self, rec: dict[str, Any]) -> Node:
         user, host, port = parse_host(rec["id"])
-        return Node(id=rec["id"], role=Role(rec["role"]), private_ip=host,
-                    state=NodeState.ENROLLED, launched_at=rec["at"], lifecycle=Lifecycle.EXISTING,
-                    ssh=SshAddress(host, port, user))
+        return Node(
+            id=rec["id"],
+            role=Role(rec["role"]),
+            private_ip=host,
+            state=NodeState.ENROLLED,
+            launched_at=rec["at"],
+            lifecycle=Lifecycle.EXISTING,
+            ssh=SshAddress(host, port, user),
+        )
 
     def prepare(self, stack: Stack) -> None:
         self._dir(stack, create=True)
@@ -52,11 +59,15 @@ class HostsProvider(Provider):
             free = [h for h in self._configured(role) if h not in taken]
             if len(free) < count:
                 listed = len(self._configured(role))
-                raise UsageError(f"[hosts] lists {listed} {role} host(s) and {len(taken)} are in use: "
-                                 f"cannot add {count} more; add hosts to [hosts] in swarm.toml")
+                raise UsageError(
+                    f"[hosts] lists {listed} {role} host(s) and {len(taken)} are in use: "
+                    f"cannot add {count} more; add hosts to [hosts] in swarm.toml"
+                )
             now = time.time()
-            new = [{"id": h, "role": str(role), "at": now + i * 1e-6}
-                   for i, h in enumerate(free[:count])]
+            new = [
+                {"id": h, "role": str(role), "at": now + i * 1e-6}
+                for i, h in enumerate(free[:count])
+            ]
             recs.extend(new)
         return [self._node(r) for r in new]
 
@@ -72,9 +83,15 @@ class HostsProvider(Provider):
                 (d / name).unlink(missing_ok=True)
 
     def runner(self, stack: Stack, node: Node) -> Runner:
-        from swarm.remote.ssh import SSHRunner   # paramiko: only when a host is reached
-        assert node.ssh is not None              # every hosts node has an address
+        from swarm.remote.ssh import SSHRunner  # paramiko: only when a host is reached
+
+        assert node.ssh is not None  # every hosts node has an address
         key = self.config.resolve(self.config.hosts.ssh_key) if self.config.hosts.ssh_key else None
-        return SSHRunner(host=node.ssh.host, port=node.ssh.port, user=node.ssh.user,
-                         key_file=key, known_hosts=self._dir(stack, create=True) / "known_hosts",
-                         label=node.name or node.id)
+        return SSHRunner(
+            host=node.ssh.host,
+            port=node.ssh.port,
+            user=node.ssh.user,
+            key_file=key,
+            known_hosts=self._dir(stack, create=True) / "known_hosts",
+            label=node.name or node.id,
+        )

@@ -3,6 +3,7 @@
 The stack's nodes are recorded in <state>/local/<stack>/nodes.json (a flock guards updates);
 each node has its own directory, which plays the part of a host's home.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -28,9 +29,14 @@ class LocalProvider(Provider):
         return paths.stack_dir("local", stack.name, create=create)
 
     def _node(self, rec: dict[str, Any]) -> Node:
-        return Node(id=rec["id"], role=Role(rec["role"]), private_ip="127.0.0.1",
-                    state=NodeState.RUNNING, launched_at=rec["launched_at"],
-                    lifecycle=Lifecycle.LOCAL)
+        return Node(
+            id=rec["id"],
+            role=Role(rec["role"]),
+            private_ip="127.0.0.1",
+            state=NodeState.RUNNING,
+            launched_at=rec["launched_at"],
+            lifecycle=Lifecycle.LOCAL,
+        )
 
     def prepare(self, stack: Stack) -> None:
         self._dir(stack, create=True)
@@ -41,8 +47,14 @@ class LocalProvider(Provider):
 
     def create_nodes(self, stack: Stack, role: Role, count: int) -> list[Node]:
         now = time.time()
-        new: list[dict[str, Any]] = [{"id": f"{role}-{uuid.uuid4().hex[:8]}", "role": str(role),
-                "launched_at": now + i * 1e-6} for i in range(count)]
+        new: list[dict[str, Any]] = [
+            {
+                "id": f"{role}-{uuid.uuid4().hex[:8]}",
+                "role": str(role),
+                "launched_at": now + i * 1e-6,
+            }
+            for i in range(count)
+        ]
         with records(self._dir(stack), write=True) as recs:
             for rec in new:
                 (self._dir(stack) / rec["id"]).mkdir(mode=0o700)

@@ -1,5 +1,6 @@
 """A small JSON list of node records in the state dir, for providers with no API of their own
 (local, hosts). A flock makes concurrent `swarm up` calls on one stack safe."""
+
 from __future__ import annotations
 
 import fcntl

@@ -1,1 +1,2 @@
-"""Where commands reach hosts: one Runner interface (base.py), local and SSH transports, the fan-out."""
+"""Where commands reach hosts: one Runner interface (base.py), the local and SSH transports,
+the fan-out."""

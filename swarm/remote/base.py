@@ -4,6 +4,7 @@ Remote paths are relative to the node's home (SSH) or the node's own directory (
 pipeline uses the same strings (`swarm/locustfiles`, `swarm/locust.pid`) on every provider.
 Each transport (`local.py`, `ssh.py`) subclasses `Runner`; the tar helpers here are shared.
 """
+
 from __future__ import annotations
 
 import abc
@@ -39,6 +40,7 @@ class Result:
 @dataclass(frozen=True)
 class SshTarget:
     """What an OpenSSH client needs to reach the node as swarm does (`swarm ssh`)."""
+
     host: str
     port: int
     user: str
@@ -59,27 +61,39 @@ class Runner(abc.ABC):
     """Runs shell commands on one node. Every call is bounded by a timeout; failures to reach
     the node are RemoteError (with `code` from swarm.errors' SSH_* codes where one applies)."""
 
-    label: str     # the node's name in messages
+    label: str  # the node's name in messages
 
     @abc.abstractmethod
-    def _exec(self, cmd: str, timeout: float, env: dict[str, str] | None,
-              stdin: bytes | None) -> tuple[int, bytes, bytes]:
+    def _exec(
+        self, cmd: str, timeout: float, env: dict[str, str] | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
         """Run cmd with `sh` semantics -> (exit code, stdout, stderr)."""
 
-    def run(self, cmd: str, *, timeout: float, env: dict[str, str] | None = None,
-            stdin: bytes | None = None, check: bool = True) -> Result:
+    def run(
+        self,
+        cmd: str,
+        *,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+        check: bool = True,
+    ) -> Result:
         code, out, err = self._exec(cmd, timeout, env, stdin)
         res = Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
         if check and not res.ok:
-            raise RemoteError(f"{self.label}: command failed (exit {code}): {res.tail(3) or cmd[:80]}")
+            raise RemoteError(
+                f"{self.label}: command failed (exit {code}): {res.tail(3) or cmd[:80]}"
+            )
         return res
 
     def run_bytes(self, cmd: str, *, timeout: float) -> bytes:
         """stdout as bytes (a tar stream, a log); a non-zero exit is a RemoteError."""
         code, out, err = self._exec(cmd, timeout, None, None)
         if code != 0:
-            raise RemoteError(f"{self.label}: command failed (exit {code}): "
-                              f"{err.decode(errors='replace').strip()[-200:] or cmd[:80]}")
+            raise RemoteError(
+                f"{self.label}: command failed (exit {code}): "
+                f"{err.decode(errors='replace').strip()[-200:] or cmd[:80]}"
+            )
         return out
 
     def put_tree(self, local_dir: Path, remote_dir: str, *, timeout: float = 120) -> None:
@@ -121,6 +135,7 @@ HELD_UNTIL_EXIT: list[int] = []
 
 # ---- one tar stream each way ----
 
+
 def _exclude(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     name = os.path.basename(info.name)
     if name in ("__pycache__", ".git", ".venv") or name.endswith(".pyc"):
@@ -147,8 +162,10 @@ def replace_tree_cmd(remote_dir: str) -> str:
     """Shell that swaps remote_dir for the tar on stdin, so stale files never linger."""
     d = shlex.quote(remote_dir.rstrip("/"))
     # A subshell, so `set -e` does not leak into commands chained after it.
-    return (f"(set -e; rm -rf {d}.new; mkdir -p {d}.new; tar -xzf - -C {d}.new; "
-            f"rm -rf {d}; mv {d}.new {d})")
+    return (
+        f"(set -e; rm -rf {d}.new; mkdir -p {d}.new; tar -xzf - -C {d}.new; "
+        f"rm -rf {d}; mv {d}.new {d})"
+    )
 
 
 def pack_tree_cmd(remote_dir: str) -> str:

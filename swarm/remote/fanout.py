@@ -1,4 +1,5 @@
 """Every host in parallel, every host's outcome reported (as fabric's Group does)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -9,8 +10,14 @@ from swarm.errors import RemoteError, SwarmError
 from swarm.models import HostResult, Node
 
 
-def fan_out(nodes: Sequence[Node], fn: Callable[[Node], Any], *, what: str,
-            raise_on_error: bool = True, max_workers: int = 64) -> list[HostResult]:
+def fan_out(
+    nodes: Sequence[Node],
+    fn: Callable[[Node], Any],
+    *,
+    what: str,
+    raise_on_error: bool = True,
+    max_workers: int = 64,
+) -> list[HostResult]:
     """Run fn(node) for every node at once. Returns one HostResult per node, in order;
     raises RemoteError carrying all of them when any failed (unless raise_on_error=False)."""
     if not nodes:
@@ -37,7 +44,7 @@ def fan_out(nodes: Sequence[Node], fn: Callable[[Node], Any], *, what: str,
     if failed and raise_on_error:
         detail = "; ".join(f"{r.node.name}: {r.error}" for r in failed[:5])
         more = f" (+{len(failed) - 5} more)" if len(failed) > 5 else ""
-        raise RemoteError(f"{what} failed on {len(failed)} of {len(results)} hosts: {detail}{more}",
-                          results)
+        raise RemoteError(
+            f"{what} failed on {len(failed)} of {len(results)} hosts: {detail}{more}", results
+        )
     return results
-

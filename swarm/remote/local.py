@@ -1,4 +1,5 @@
 """The local Runner: a node is a directory on this machine, commands run with `sh -c` in it."""
+
 from __future__ import annotations
 
 import io
@@ -28,29 +29,43 @@ class LocalRunner(Runner):
         env.update(extra or {})
         return env
 
-    def _exec(self, cmd: str, timeout: float, env: dict[str, str] | None,
-              stdin: bytes | None) -> tuple[int, bytes, bytes]:
+    def _exec(
+        self, cmd: str, timeout: float, env: dict[str, str] | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
         self.root.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(["sh", "-c", cmd], cwd=self.root, env=self._env(env),
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["sh", "-c", cmd],
+            cwd=self.root,
+            env=self._env(env),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired as e:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise RemoteError(f"{self.label}: command timed out after {timeout:.0f}s: {cmd[:80]}",
-                              code=SSH_TIMEOUT) from e
+            raise RemoteError(
+                f"{self.label}: command timed out after {timeout:.0f}s: {cmd[:80]}",
+                code=SSH_TIMEOUT,
+            ) from e
         return proc.returncode, out, err
 
     def stream(self, cmd: str, sink: Sink) -> int:
-        proc = subprocess.Popen(["sh", "-c", cmd], cwd=self.root, env=self._env(None),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["sh", "-c", cmd],
+            cwd=self.root,
+            env=self._env(None),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._streams.append(proc)
         out = proc.stdout
-        assert isinstance(out, io.BufferedReader)    # stdout=PIPE, unbuffered=False
+        assert isinstance(out, io.BufferedReader)  # stdout=PIPE, unbuffered=False
         try:
             for chunk in iter(lambda: out.read1(65536), b""):
                 sink(chunk)
@@ -62,9 +77,15 @@ class LocalRunner(Runner):
 
     def run_after_exit(self, cmd: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(["sh", "-c", DEFERRED + cmd], cwd=self.root, env=self._env(None),
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["sh", "-c", DEFERRED + cmd],
+            cwd=self.root,
+            env=self._env(None),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         assert proc.stdin is not None
         HELD_UNTIL_EXIT.append(os.dup(proc.stdin.fileno()))
         proc.stdin.close()

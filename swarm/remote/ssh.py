@@ -3,6 +3,7 @@
 Host keys are recorded in the stack's known_hosts on first contact; a later mismatch is
 refused, never silently accepted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,7 @@ import paramiko
 from swarm.errors import SSH_AUTH, SSH_HOST_KEY, SSH_TIMEOUT, SSH_UNREACHABLE, RemoteError
 from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink, SshTarget, Tunnel
 
-_known_hosts_lock = threading.Lock()   # many hosts are first contacted at once
+_known_hosts_lock = threading.Lock()  # many hosts are first contacted at once
 
 # paramiko logs its transport thread's failures at ERROR, a traceback line by line (a banner
 # that never came from a host still booting, a socket closed as swarm exits). With no handler,
@@ -35,7 +36,9 @@ class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
     def __init__(self, path: Path):
         self.path = path
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         with _known_hosts_lock:
             keys = paramiko.HostKeys()
             if self.path.exists():
@@ -59,9 +62,16 @@ class _NotAnswering(RemoteError):
 
 
 class SSHRunner(Runner):
-    def __init__(self, host: str, port: int = 22, user: str = "root", key_file: Path | None = None,
-                 known_hosts: Path | None = None, label: str | None = None,
-                 connect_timeout: float = 10.0):
+    def __init__(
+        self,
+        host: str,
+        port: int = 22,
+        user: str = "root",
+        key_file: Path | None = None,
+        known_hosts: Path | None = None,
+        label: str | None = None,
+        connect_timeout: float = 10.0,
+    ):
         self.host, self.port, self.user = host, port, user
         self.key_file = Path(key_file).expanduser() if key_file else None
         self.known_hosts = Path(known_hosts) if known_hosts else None
@@ -92,9 +102,12 @@ class SSHRunner(Runner):
                 break
             time.sleep(0.5)
         action = "check the security group / ssh_cidr and that the machine is up"
-        raise RemoteError(f"{self.label} ({self.host}:{self.port}): SSH did not answer within "
-                          f"{timeout:.0f}s ({last.reason if last else ''}): {action}",
-                          code=SSH_UNREACHABLE, action=action) from last
+        raise RemoteError(
+            f"{self.label} ({self.host}:{self.port}): SSH did not answer within "
+            f"{timeout:.0f}s ({last.reason if last else ''}): {action}",
+            code=SSH_UNREACHABLE,
+            action=action,
+        ) from last
 
     def _connect(self, wait: float | None = None) -> paramiko.SSHClient:
         with self._lock:
@@ -113,32 +126,47 @@ class SSHRunner(Runner):
             # While waiting (`wait` s left): short TCP attempts, as packets to a machine still
             # booting may go unanswered, and never past the deadline.
             t = self.connect_timeout if wait is None else min(self.connect_timeout, wait)
-            kw: dict[str, Any] = dict(hostname=self.host, port=self.port, username=self.user,
-                      timeout=t if wait is None else min(3.0, t), banner_timeout=t,
-                      auth_timeout=self.connect_timeout)
+            kw: dict[str, Any] = dict(
+                hostname=self.host,
+                port=self.port,
+                username=self.user,
+                timeout=t if wait is None else min(3.0, t),
+                banner_timeout=t,
+                auth_timeout=self.connect_timeout,
+            )
             if self.key_file is not None:
                 kw.update(key_filename=str(self.key_file), look_for_keys=False, allow_agent=False)
             try:
                 client.connect(**kw)
             except paramiko.BadHostKeyException as e:
                 client.close()
-                action = f"if the machine was really replaced, delete its line in {self.known_hosts}"
+                action = (
+                    f"if the machine was really replaced, delete its line in {self.known_hosts}"
+                )
                 raise RemoteError(
                     f"{self.label} ({self.host}): host key changed since first contact; refusing "
                     f"to connect. If the machine was really replaced, delete its line in "
-                    f"{self.known_hosts}", code=SSH_HOST_KEY, action=action) from e
+                    f"{self.known_hosts}",
+                    code=SSH_HOST_KEY,
+                    action=action,
+                ) from e
             except paramiko.AuthenticationException as e:
                 client.close()
-                raise RemoteError(f"{self.label} ({self.user}@{self.host}): SSH authentication "
-                                  f"failed ({e}): check the key and ssh_user", code=SSH_AUTH,
-                                  action="check the key and ssh_user") from e
+                raise RemoteError(
+                    f"{self.label} ({self.user}@{self.host}): SSH authentication "
+                    f"failed ({e}): check the key and ssh_user",
+                    code=SSH_AUTH,
+                    action="check the key and ssh_user",
+                ) from e
             except (OSError, paramiko.SSHException, EOFError) as e:
                 client.close()
                 reason = str(e) or type(e).__name__
-                raise _NotAnswering(f"{self.label} ({self.host}:{self.port}): SSH connection "
-                                    f"failed: {reason}", reason) from e
+                raise _NotAnswering(
+                    f"{self.label} ({self.host}:{self.port}): SSH connection failed: {reason}",
+                    reason,
+                ) from e
             transport = client.get_transport()
-            assert transport is not None      # connect() succeeded
+            assert transport is not None  # connect() succeeded
             transport.set_keepalive(15)
             self._client = client
             return client
@@ -154,7 +182,7 @@ class SSHRunner(Runner):
 
     def _transport(self) -> paramiko.Transport:
         transport = self._connect().get_transport()
-        if transport is None:    # closed by another thread since
+        if transport is None:  # closed by another thread since
             raise RemoteError(f"{self.label}: SSH connection closed", code=SSH_UNREACHABLE)
         return transport
 
@@ -163,11 +191,13 @@ class SSHRunner(Runner):
             return self._transport().open_session(timeout=self.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
-            raise RemoteError(f"{self.label}: SSH session failed: {e or type(e).__name__}",
-                              code=SSH_UNREACHABLE) from e
+            raise RemoteError(
+                f"{self.label}: SSH session failed: {e or type(e).__name__}", code=SSH_UNREACHABLE
+            ) from e
 
-    def _exec(self, cmd: str, timeout: float, env: dict[str, str] | None,
-              stdin: bytes | None) -> tuple[int, bytes, bytes]:
+    def _exec(
+        self, cmd: str, timeout: float, env: dict[str, str] | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
         if env:
             # Inline: sshd's AcceptEnv usually drops client-sent variables.
             cmd = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + cmd
@@ -186,12 +216,18 @@ class SSHRunner(Runner):
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                if (
+                    chan.exit_status_ready()
+                    and not chan.recv_ready()
+                    and not chan.recv_stderr_ready()
+                ):
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RemoteError(f"{self.label}: command timed out after {timeout:.0f}s: "
-                                      f"{cmd[:80]}", code=SSH_TIMEOUT)
+                    raise RemoteError(
+                        f"{self.label}: command timed out after {timeout:.0f}s: {cmd[:80]}",
+                        code=SSH_TIMEOUT,
+                    )
                 select.select([chan], [], [], min(left, 1.0))
             while chan.recv_ready():
                 out += chan.recv(65536)
@@ -200,8 +236,9 @@ class SSHRunner(Runner):
             return chan.recv_exit_status(), bytes(out), bytes(err)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
-            raise RemoteError(f"{self.label}: SSH command failed: {e or type(e).__name__}",
-                              code=SSH_UNREACHABLE) from e
+            raise RemoteError(
+                f"{self.label}: SSH command failed: {e or type(e).__name__}", code=SSH_UNREACHABLE
+            ) from e
         finally:
             chan.close()
 
@@ -221,8 +258,9 @@ class SSHRunner(Runner):
                 if chan.closed:
                     return -1
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise RemoteError(f"{self.label}: SSH stream ended: {e or type(e).__name__}",
-                              code=SSH_UNREACHABLE) from e
+            raise RemoteError(
+                f"{self.label}: SSH stream ended: {e or type(e).__name__}", code=SSH_UNREACHABLE
+            ) from e
         finally:
             chan.close()
 
@@ -240,9 +278,10 @@ class SSHRunner(Runner):
             chan.exec_command(DEFERRED + cmd)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
-            raise RemoteError(f"{self.label}: SSH session failed: {e or type(e).__name__}",
-                              code=SSH_UNREACHABLE) from e
-        self._deferred.append(chan)   # the transport keeps its channels by weak reference only
+            raise RemoteError(
+                f"{self.label}: SSH session failed: {e or type(e).__name__}", code=SSH_UNREACHABLE
+            ) from e
+        self._deferred.append(chan)  # the transport keeps its channels by weak reference only
         if self._held is not transport:
             HELD_UNTIL_EXIT.append(os.dup(transport.sock.fileno()))
             self._held = transport
@@ -252,7 +291,12 @@ class SSHRunner(Runner):
 
     def open_tunnel(self, remote_port: int, origin: tuple[str, int]) -> Tunnel:
         try:
-            return self._transport().open_channel("direct-tcpip", ("127.0.0.1", remote_port), origin)
+            return self._transport().open_channel(
+                "direct-tcpip", ("127.0.0.1", remote_port), origin
+            )
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise RemoteError(f"{self.label}: cannot open a tunnel to port {remote_port}: "
-                              f"{e or type(e).__name__}", code=SSH_UNREACHABLE) from e
+            raise RemoteError(
+                f"{self.label}: cannot open a tunnel to port {remote_port}: "
+                f"{e or type(e).__name__}",
+                code=SSH_UNREACHABLE,
+            ) from e

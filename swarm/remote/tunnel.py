@@ -1,4 +1,5 @@
 """A local port forwarded to a port on a node's loopback (`swarm ui`), through its Runner."""
+
 from __future__ import annotations
 
 import select
@@ -32,15 +33,20 @@ def _pump(chan: Tunnel, sock: socket.socket) -> None:
         sock.close()
 
 
-def forward(runner: Runner, listener: socket.socket, remote_port: int, stop: threading.Event,
-            on_error: Callable[[str], None]) -> None:
+def forward(
+    runner: Runner,
+    listener: socket.socket,
+    remote_port: int,
+    stop: threading.Event,
+    on_error: Callable[[str], None],
+) -> None:
     """Serve `listener` by opening one tunnel per local connection, until `stop` is set.
     A connection the node refuses is closed and reported through `on_error`; serving goes on."""
     listener.settimeout(0.5)
     while not stop.is_set():
         try:
             sock, peer = listener.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             return

@@ -3,10 +3,11 @@
 Every AWS call in the EC2 provider runs inside `aws_errors(action)`; nothing from botocore
 escapes it (only swarm errors and KeyboardInterrupt do).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from swarm.errors import ProviderError, SwarmError
 
@@ -43,70 +44,104 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
     where = f" in {region}" if region else ""
     code = error_code(exc)
     msg = _message(exc)
-    generic = False      # no next step of its own: the text ends with AWS's message
+    generic = False  # no next step of its own: the text ends with AWS's message
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        text = (f"no AWS credentials found while trying to {action}: run `aws configure` "
-                "(or `aws sso login`), or set [ec2] profile / AWS_PROFILE")
+        text = (
+            f"no AWS credentials found while trying to {action}: run `aws configure` "
+            "(or `aws sso login`), or set [ec2] profile / AWS_PROFILE"
+        )
     elif isinstance(exc, bx.ProfileNotFound):
         text = f"AWS profile not found ({msg}): fix [ec2] profile or AWS_PROFILE, see ~/.aws/config"
     elif isinstance(exc, bx.NoRegionError):
-        text = "no AWS region configured: set [ec2] region (e.g. \"eu-west-1\") or AWS_DEFAULT_REGION"
-    elif (isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError))
-          or code == "UnknownRegion"):
-        text = (f"cannot reach the AWS EC2 endpoint{where} while trying to {action}: check that "
-                "[ec2] region is a real region enabled for your account, and your network")
+        text = 'no AWS region configured: set [ec2] region (e.g. "eu-west-1") or AWS_DEFAULT_REGION'
+    elif (
+        isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError))
+        or code == "UnknownRegion"
+    ):
+        text = (
+            f"cannot reach the AWS EC2 endpoint{where} while trying to {action}: check that "
+            "[ec2] region is a real region enabled for your account, and your network"
+        )
     elif isinstance(exc, (bx.TokenRetrievalError, bx.SSOTokenLoadError)) or code in (
-            "ExpiredToken", "ExpiredTokenException", "RequestExpired"):
-        text = (f"AWS credentials expired while trying to {action}: refresh them "
-                "(e.g. `aws sso login`) and retry")
-    elif code in ("AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch",
-                  "UnrecognizedClientException"):
-        text = (f"AWS rejected the credentials while trying to {action} ({code}): check the keys "
-                "of [ec2] profile / AWS_PROFILE")
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+    ):
+        text = (
+            f"AWS credentials expired while trying to {action}: refresh them "
+            "(e.g. `aws sso login`) and retry"
+        )
+    elif code in (
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+    ):
+        text = (
+            f"AWS rejected the credentials while trying to {action} ({code}): check the keys "
+            "of [ec2] profile / AWS_PROFILE"
+        )
     elif code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
-        text = (f"not allowed to {action}{where} ({code}): grant this IAM identity the EC2/SSM "
-                "permissions swarm needs, or use another [ec2] profile")
+        text = (
+            f"not allowed to {action}{where} ({code}): grant this IAM identity the EC2/SSM "
+            "permissions swarm needs, or use another [ec2] profile"
+        )
     elif code.startswith("InvalidAMIID"):
-        text = (f"AMI not usable{where} ({code}: {msg}): set [ec2] ami to an alias "
-                "(ubuntu-24.04, ubuntu-22.04, al2023) or an ami-… id that exists in this region")
+        text = (
+            f"AMI not usable{where} ({code}: {msg}): set [ec2] ami to an alias "
+            "(ubuntu-24.04, ubuntu-22.04, al2023) or an ami-… id that exists in this region"
+        )
     elif code.startswith("InvalidSubnetID") or code == "InvalidSubnet":
-        text = (f"subnet not found{where} ({code}: {msg}): fix [ec2] subnet_id, or leave it out "
-                "to use the default VPC")
+        text = (
+            f"subnet not found{where} ({code}: {msg}): fix [ec2] subnet_id, or leave it out "
+            "to use the default VPC"
+        )
     elif code in ("InsufficientInstanceCapacity", "InsufficientCapacity", "UnfulfillableCapacity"):
-        text = (f"AWS has no capacity right now{where} to {action} ({code}): retry later, pick "
-                "another [ec2] master_type/worker_type, or a subnet_id in another zone")
+        text = (
+            f"AWS has no capacity right now{where} to {action} ({code}): retry later, pick "
+            "another [ec2] master_type/worker_type, or a subnet_id in another zone"
+        )
     elif code in ("VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"):
-        text = (f"your account's EC2 limit is reached{where} ({code}): terminate other instances, "
-                "ask for fewer nodes, or request a quota increase (Service Quotas console)")
+        text = (
+            f"your account's EC2 limit is reached{where} ({code}): terminate other instances, "
+            "ask for fewer nodes, or request a quota increase (Service Quotas console)"
+        )
     elif code in ("InvalidInstanceType", "Unsupported"):
         text = f"{code}{where}: {msg}: pick another [ec2] master_type/worker_type"
     elif code in ("InvalidKeyPair.NotFound", "InvalidKeyPair.Format"):
         text = f"key pair problem{where} ({code}: {msg}): fix [ec2] key_name, or leave it out"
     elif code == "DependencyViolation":
-        text = (f"cannot {action}{where} yet ({msg}): instances are still shutting down; "
-                "retry in a minute")
+        text = (
+            f"cannot {action}{where} yet ({msg}): instances are still shutting down; "
+            "retry in a minute"
+        )
     elif code in ("RequestLimitExceeded", "Throttling", "ThrottlingException"):
         text = f"AWS throttled the requests to {action}{where} ({code}): wait a minute and retry"
     elif code:
         text, generic = f"AWS error {code} while trying to {action}{where}: {msg}", True
     elif type(exc).__name__ == "ResponseParserError":
-        text = (f"the EC2 endpoint{where} answered with something that is not an AWS response "
-                f"(an HTML error page?) while trying to {action}: check AWS_ENDPOINT_URL and any "
-                "proxy, or retry later")
+        text = (
+            f"the EC2 endpoint{where} answered with something that is not an AWS response "
+            f"(an HTML error page?) while trying to {action}: check AWS_ENDPOINT_URL and any "
+            "proxy, or retry later"
+        )
     elif isinstance(exc, bx.BotoCoreError):
         text, generic = f"AWS call failed while trying to {action}{where}: {msg}", True
     else:
         text = f"unexpected error while trying to {action}{where}: {type(exc).__name__}: {msg}"
         generic = True
-    return ProviderError(_one_line(text, 400), code=code or None,
-                         action=None if generic else text.rsplit(": ", 1)[-1])
+    return ProviderError(
+        _one_line(text, 400),
+        code=code or None,
+        action=None if generic else text.rsplit(": ", 1)[-1],
+    )
 
 
 @contextmanager
 def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
     """Run a block of AWS calls; re-raise any botocore failure as a one-line ProviderError."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from botocore.parsers import ResponseParserError   # not a BotoCoreError
+    from botocore.parsers import ResponseParserError  # not a BotoCoreError
 
     try:
         yield

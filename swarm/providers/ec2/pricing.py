@@ -5,12 +5,13 @@ prices from the region's spot price history. A price nobody answered for is `Non
 with the reason in `Price.source`: never a guessed figure. Nothing here raises on an AWS, network
 or credentials failure, so a cost line can never block `up` or `down`.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from swarm.errors import SwarmError
@@ -21,15 +22,29 @@ if TYPE_CHECKING:
     from swarm.providers.ec2.provider import Ec2Provider
 
 ON_DEMAND, SPOT = Lifecycle.ON_DEMAND, Lifecycle.SPOT
-DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure",
-                    "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
-                    "ExpiredToken", "ExpiredTokenException", "OptInRequired"})
-PRICING_REGION = "us-east-1"     # the Price List API answers only in us-east-1 / ap-south-1 / eu-central-1
+DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthFailure",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "OptInRequired",
+    }
+)
+PRICING_REGION = (
+    "us-east-1"  # the Price List API answers only in us-east-1 / ap-south-1 / eu-central-1
+)
 
 
 @dataclass(frozen=True)
 class Price:
     """One instance type's hourly price (usd_per_hour None = unknown, source says why)."""
+
     instance_type: str
     lifecycle: str
     usd_per_hour: float | None
@@ -37,7 +52,8 @@ class Price:
 
 
 def _why(exc: BaseException) -> str:
-    """A short reason for a failed lookup: the AWS error code, else the (wrapped) exception's class."""
+    """A short reason for a failed lookup: the AWS error code, else the (wrapped) exception's
+    class."""
     if isinstance(exc, SwarmError):
         cause = exc.__cause__ or exc
         return exc.code or type(cause).__name__
@@ -47,6 +63,7 @@ def _why(exc: BaseException) -> str:
 def _whole_service(exc: BaseException) -> bool:
     """Network, credentials or permission failures: not about one instance type."""
     from botocore.exceptions import BotoCoreError
+
     return isinstance(exc, (BotoCoreError, SwarmError)) or _why(exc) in DENIED
 
 
@@ -60,17 +77,22 @@ class PriceBook:
         self.provider = provider
         self._clients = dict(clients or {})
         self._cache: dict[tuple[str, str, str | None], Price] = {}
-        self._down: dict[str, str] = {}      # service -> why it failed for every type (no retrying)
+        self._down: dict[str, str] = {}  # service -> why it failed for every type (no retrying)
 
     def _client(self, service: str) -> Any:
         if service not in self._clients:
             if service == "pricing":
                 from botocore.config import Config as BotoConfig
+
                 # A price is a nicety: it must never hold up up/status/down for long.
-                conf = BotoConfig(retries={"mode": "standard", "total_max_attempts": 2},
-                                  connect_timeout=5, read_timeout=15)
+                conf = BotoConfig(
+                    retries={"mode": "standard", "total_max_attempts": 2},
+                    connect_timeout=5,
+                    read_timeout=15,
+                )
                 self._clients[service] = self.provider.session.client(
-                    "pricing", region_name=PRICING_REGION, config=conf)
+                    "pricing", region_name=PRICING_REGION, config=conf
+                )
             else:
                 self._clients[service] = self.provider.client(service)
         return self._clients[service]
@@ -92,17 +114,25 @@ class PriceBook:
         except Exception as exc:  # noqa: BLE001 - a price is never worth failing a command for
             why = f"{label} unavailable: {_why(exc)}"
             if _whole_service(exc):
-                self._down[service] = why    # same answer for every type: don't ask again
+                self._down[service] = why  # same answer for every type: don't ask again
             return Price(itype, lifecycle, None, why)
         return Price(itype, lifecycle, usd, source)
 
     def _on_demand(self, itype: str) -> tuple[float | None, str]:
         region = self.provider.region
-        terms = {"instanceType": itype, "regionCode": region, "operatingSystem": "Linux",
-                 "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used"}
+        terms = {
+            "instanceType": itype,
+            "regionCode": region,
+            "operatingSystem": "Linux",
+            "tenancy": "Shared",
+            "preInstalledSw": "NA",
+            "capacitystatus": "Used",
+        }
         resp = self._client("pricing").get_products(
-            ServiceCode="AmazonEC2", MaxResults=10,
-            Filters=[{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in terms.items()])
+            ServiceCode="AmazonEC2",
+            MaxResults=10,
+            Filters=[{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in terms.items()],
+        )
         for raw in resp.get("PriceList", []):
             product = json.loads(raw) if isinstance(raw, str) else raw
             for term in product.get("terms", {}).get("OnDemand", {}).values():
@@ -113,29 +143,43 @@ class PriceBook:
         return None, f"price list: no Linux on-demand price for {itype} in {region}"
 
     def _spot(self, itype: str, az: str | None) -> tuple[float | None, str]:
-        params: dict[str, Any] = {"InstanceTypes": [itype], "ProductDescriptions": ["Linux/UNIX"],
-                                  "StartTime": datetime.now(timezone.utc)}
+        params: dict[str, Any] = {
+            "InstanceTypes": [itype],
+            "ProductDescriptions": ["Linux/UNIX"],
+            "StartTime": datetime.now(timezone.utc),
+        }
         if az:
             params["AvailabilityZone"] = az
-        history = self._client("ec2").describe_spot_price_history(**params).get("SpotPriceHistory", [])
-        latest: dict[str, tuple[Any, float]] = {}       # az -> (timestamp, price) of its newest entry
+        history = (
+            self._client("ec2").describe_spot_price_history(**params).get("SpotPriceHistory", [])
+        )
+        latest: dict[str, tuple[Any, float]] = {}  # az -> (timestamp, price) of its newest entry
         for h in history:
             zone, stamp = h.get("AvailabilityZone", ""), h.get("Timestamp")
-            if h.get("InstanceType", itype) != itype or not h.get("SpotPrice") or az not in (None, zone):
+            if (
+                h.get("InstanceType", itype) != itype
+                or not h.get("SpotPrice")
+                or az not in (None, zone)
+            ):
                 continue
-            if zone not in latest or (stamp is not None and (latest[zone][0] is None
-                                                             or stamp > latest[zone][0])):
+            if zone not in latest or (
+                stamp is not None and (latest[zone][0] is None or stamp > latest[zone][0])
+            ):
                 latest[zone] = (stamp, float(h["SpotPrice"]))
         if not latest:
             where = az or self.provider.region
             return None, f"spot history: no Linux/UNIX spot price for {itype} in {where}"
         cheapest = min(p for _, p in latest.values())
-        return cheapest, "spot history" if az or len(latest) == 1 else "spot history (cheapest zone)"
+        return cheapest, "spot history" if az or len(
+            latest
+        ) == 1 else "spot history (cheapest zone)"
 
 
-def estimate_hourly(book: PriceBook, items: list[tuple[str, str, int]]
-                    ) -> tuple[float | None, list[Price]]:
-    """The hourly cost of `items` [(instance_type, lifecycle, count)]: None if any price is unknown."""
+def estimate_hourly(
+    book: PriceBook, items: list[tuple[str, str, int]]
+) -> tuple[float | None, list[Price]]:
+    """The hourly cost of `items` [(instance_type, lifecycle, count)]: None if any price is
+    unknown."""
     prices: list[Price] = []
     total: float | None = 0.0
     for itype, lifecycle, count in items:
@@ -148,9 +192,11 @@ def estimate_hourly(book: PriceBook, items: list[tuple[str, str, int]]
     return total, prices
 
 
-def spend(book: PriceBook, nodes: list[Node], now: float | None = None
-          ) -> tuple[float | None, dict[str, float | None]]:
-    """What each node has cost since it launched (hours × its price); total None if any is unknown."""
+def spend(
+    book: PriceBook, nodes: list[Node], now: float | None = None
+) -> tuple[float | None, dict[str, float | None]]:
+    """What each node has cost since it launched (hours × its price); total None if any is
+    unknown."""
     now = time.time() if now is None else now
     per_node: dict[str, float | None] = {}
     for n in nodes:
@@ -183,5 +229,5 @@ def format_usd(x: float | None) -> str:
 
 
 def format_rate(x: float | None) -> str:
-    """"$0.34/h", or "unknown"."""
+    """ "$0.34/h", or "unknown"."""
     return "unknown" if x is None else f"{format_usd(x)}/h"

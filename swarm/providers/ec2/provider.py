@@ -6,6 +6,7 @@ group `swarm-<stack>` and key pair `swarm-<stack>`). Human messages go to `self.
 The generated private key lives at `key_path(stack)` =
 `<state dir>/ec2/<region>/<stack>/id_swarm` (0600), next to the stack's `known_hosts`.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,36 +20,19 @@ from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key
 from swarm.providers.base import Provider, Stack
-from swarm.providers.ec2 import setup
+from swarm.providers.ec2 import setup, tags
+from swarm.providers.ec2.aws import SPOT_FALLBACK_CODES, AwsClients, chunks
 from swarm.providers.ec2.errors import aws_errors
 from swarm.providers.ec2.pricing import PriceBook
-from swarm.providers.ec2.setup import chunks, iso_utc, unix_from_iso
+from swarm.providers.ec2.tags import iso_utc, unix_from_iso
 from swarm.remote.base import Runner
 
 MAX_COUNT = 500
-SWARM_TAGS = 8          # Name + swarm:stack/role/created-by/created-at/expires-at/ssh-user (+1 spare)
-LIVE_STATES = ("pending", "running", "stopping", "stopped")   # shutting-down is on its way out
-SPOT_FALLBACK_CODES = frozenset({
-    "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow",
-    "MaxSpotInstanceCountExceeded", "UnfulfillableCapacity", "InsufficientHostCapacity"})
-
-
-def _no_retry_on_capacity(response: Any = None, **_: Any) -> None:
-    """botocore retries every HTTP 500 and EC2 sends capacity errors as 500s: retrying them
-    for a minute helps nobody (capacity comes back in minutes, if at all) and delays the spot
-    fallback. Raise the error at once instead (a needs-retry handler may raise)."""
-    if response is not None:
-        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
-        code = (parsed or {}).get("Error", {}).get("Code")
-        if code in SPOT_FALLBACK_CODES:
-            from botocore.exceptions import ClientError
-            raise ClientError(parsed, "RunInstances")
-    return None
-
-
-SPOT_OPTIONS = {"MarketType": "spot",
-                "SpotOptions": {"SpotInstanceType": "one-time",
-                                "InstanceInterruptionBehavior": "terminate"}}
+LIVE_STATES = ("pending", "running", "stopping", "stopped")  # shutting-down is on its way out
+SPOT_OPTIONS = {
+    "MarketType": "spot",
+    "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+}
 
 
 @dataclass(frozen=True)
@@ -58,20 +42,17 @@ class _Prepared:
     key_name: str
 
 
-class Ec2Provider(Provider):
+class Ec2Provider(AwsClients, Provider):
     name = "ec2"
     # Seconds between waiter polls (tests may lower it). Instances take ~5-15 s to run and
     # ~30-60 s to terminate: a poll every 5 s overshot by 2.5 s on average, every 2 s by 1 s,
     # for 2-3 more DescribeInstances calls, far below EC2's request limits.
     poll_delay = 2.0
-    terminate_timeout = 600.0   # bound on waiting for instances to be terminated
+    terminate_timeout = 600.0  # bound on waiting for instances to be terminated
 
     def __init__(self, config: Config, session: Any = None):
-        super().__init__(config)
-        self.cfg = config.ec2
-        self._session = session
-        self._region: str | None = None
-        self._clients: dict[str, Any] = {}
+        Provider.__init__(self, config)
+        AwsClients.__init__(self, config.ec2, session)
         self._prepared: dict[str, _Prepared] = {}
         self._created_by: str | None = None
         # One command checks a launch, then prepares and makes it: look each thing up once
@@ -79,74 +60,14 @@ class Ec2Provider(Provider):
         self._subnet: dict[str, Any] | None = None
         self._checked: dict[tuple[str, int], tuple[str, str]] = {}
 
-    # ---- session, clients, places ----
-
-    @property
-    def session(self) -> Any:
-        if self._session is None:
-            import boto3
-            with aws_errors("open an AWS session"):
-                self._session = boto3.Session(profile_name=self.cfg.profile, region_name=self.cfg.region)
-        return self._session
-
-    @property
-    def region(self) -> str:
-        if self._region is None:
-            region = self.cfg.region or self.session.region_name
-            if not region:
-                raise ProviderError("no AWS region configured: set [ec2] region (e.g. \"eu-west-1\") "
-                                    "or AWS_DEFAULT_REGION")
-            self._check_region(region)
-            self._region = region
-        return self._region
-
-    def _check_region(self, region: str) -> None:
-        """A well-formed but unknown region would fail later in a confusing way (no DNS name;
-        an endpoint override answering 500): refuse it now, naming it."""
-        try:
-            known = {r for part in self.session.get_available_partitions()
-                     for r in self.session.get_available_regions("ec2", partition_name=part)}
-        except Exception:  # noqa: BLE001 - no list to check against: let AWS answer
-            return
-        if known and region not in known:
-            where = "[ec2] region" if self.cfg.region else "the AWS config's region"
-            raise UsageError(f"{where} {region!r} is not an EC2 region: fix it (e.g. \"eu-west-1\"); "
-                             "if AWS opened it recently, upgrade boto3")
-
-    def _retries(self) -> dict[str, Any]:
-        """Adaptive retries, 8 attempts, unless the user's AWS config (AWS_MAX_ATTEMPTS,
-        AWS_RETRY_MODE, max_attempts/retry_mode in ~/.aws/config) says otherwise."""
-        retries: dict[str, Any] = {}
-        core = getattr(self.session, "_session", None)
-        get = getattr(core, "get_config_variable", lambda name: None)
-        if not get("retry_mode"):
-            retries["mode"] = "adaptive"
-        if not get("max_attempts"):
-            retries["max_attempts"] = 8
-        return retries
-
-    def client(self, service: str) -> Any:
-        if service not in self._clients:
-            from botocore.config import Config as BotoConfig
-            conf = BotoConfig(retries=self._retries(), connect_timeout=10, read_timeout=60)
-            with aws_errors(f"create the {service} client", self.region):
-                self._clients[service] = self.session.client(service, region_name=self.region,
-                                                             config=conf)
-            if service == "ec2":
-                self._clients[service].meta.events.register_first(
-                    "needs-retry.ec2.RunInstances", _no_retry_on_capacity)
-        return self._clients[service]
-
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
+    # ---- places, users, tags ----
 
     def state_dir(self, stack: Stack) -> Path:
         return paths.stack_dir("ec2", f"{self.region}/{stack.name}")
 
     def key_path(self, stack: Stack) -> Path:
         """The private key SSH uses: [ec2] key_file, else the one swarm generated."""
-        if self.cfg.key_name and self.cfg.key_file:   # config: both or neither
+        if self.cfg.key_name and self.cfg.key_file:  # config: both or neither
             return self.config.resolve(self.cfg.key_file)
         return self.state_dir(stack) / "id_swarm"
 
@@ -162,44 +83,35 @@ class Ec2Provider(Provider):
         return self._created_by
 
     def _tags(self, stack: str, role: str, **extra: str) -> dict[str, str]:
-        tags = dict(self.cfg.tags)
-        tags.update({"Name": f"swarm-{stack}" if role == setup.STACK_ROLE else f"swarm-{stack}-{role}",
-                     "swarm:stack": stack, "swarm:role": role,
-                     "swarm:created-by": self.created_by(),
-                     "swarm:created-at": iso_utc(time.time(), ms=True)})
-        tags.update(extra)
-        return tags
-
-    def _check_user_tags(self) -> None:
-        user = self.cfg.tags
-        if len(user) > 50 - SWARM_TAGS or any(len(k) > 128 or len(v) > 256 for k, v in user.items()):
-            raise UsageError(f"[ec2] tags: at most {50 - SWARM_TAGS} tags (AWS allows 50 per resource, "
-                             "swarm uses the rest), keys up to 128 and values up to 256 characters")
+        return tags.stack_tags(self.cfg.tags, stack, role, self.created_by(), **extra)
 
     # ---- Provider protocol ----
 
     def prepare(self, stack: Stack) -> None:
         """Security group and key pair of the stack: found by tag, created if missing."""
-        self._check_user_tags()
+        tags.check_user_tags(self.cfg.tags)
         key_file = self.key_path(stack)
         if self.cfg.key_name:
             setup.check_key_file(key_file)
         cidr = setup.ssh_cidr(self.cfg.ssh_cidr)
         port = self.config.locust.master_port
-        with aws_errors(f"prepare the security group and key pair of stack {stack.name}", self.region):
+        with aws_errors(
+            f"prepare the security group and key pair of stack {stack.name}", self.region
+        ):
             subnet = self._find_subnet()
-            tags = self._tags(stack.name, setup.STACK_ROLE)
-            gid = setup.ensure_security_group(self.ec2, stack.name, subnet["VpcId"], cidr,
-                                              (port, port + 1), tags)
+            shared = self._tags(stack.name, tags.STACK_ROLE)
+            gid = setup.ensure_security_group(
+                self.ec2, stack.name, subnet["VpcId"], cidr, (port, port + 1), shared
+            )
             if self.cfg.key_name:
                 setup.check_user_key(self.ec2, self.cfg.key_name, key_file, self.region)
                 key_name = self.cfg.key_name
             else:
-                key_name = setup.ensure_key_pair(self.ec2, stack.name, key_file, tags)
+                key_name = setup.ensure_key_pair(self.ec2, stack.name, key_file, shared)
         self._prepared[stack.name] = _Prepared(subnet["SubnetId"], gid, key_name)
 
     def list_nodes(self, stack: Stack, role: Role | None = None) -> list[Node]:
-        filters = setup.stack_filters(stack.name, role)
+        filters = tags.stack_filters(stack.name, role)
         filters.append({"Name": "instance-state-name", "Values": list(LIVE_STATES)})
         with aws_errors(f"list the instances of stack {stack.name}", self.region):
             nodes = [self._node(i) for i in self._describe(filters)]
@@ -216,7 +128,7 @@ class Ec2Provider(Provider):
             raise UsageError(f"unknown role {role!r}: use one of {', '.join(Role)}")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise UsageError(f"cannot launch {count!r} {role} node(s): ask for 1 to {MAX_COUNT}")
-        self._check_user_tags()
+        tags.check_user_tags(self.cfg.tags)
         if self.cfg.key_name:
             setup.check_key_file(self.key_path(stack))
         itype = self.cfg.master_type if role == Role.MASTER else self.cfg.worker_type
@@ -225,11 +137,15 @@ class Ec2Provider(Provider):
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
             subnet = self._find_subnet()
             if int(subnet.get("AvailableIpAddressCount", count)) < count:
-                raise ProviderError(f"subnet {subnet['SubnetId']} has only "
-                                    f"{subnet['AvailableIpAddressCount']} free addresses for {count} "
-                                    "nodes: ask for fewer or set a bigger [ec2] subnet_id")
+                raise ProviderError(
+                    f"subnet {subnet['SubnetId']} has only "
+                    f"{subnet['AvailableIpAddressCount']} free addresses for {count} "
+                    "nodes: ask for fewer or set a bigger [ec2] subnet_id"
+                )
             arch = setup.instance_arch(self.ec2, itype, self.region)
-            image_id = setup.resolve_ami(self.ec2, self.client("ssm"), self.cfg.ami, arch, self.region)
+            image_id = setup.resolve_ami(
+                self.ec2, self.client("ssm"), self.cfg.ami, arch, self.region
+            )
         self._checked[role, count] = itype, image_id
         return itype, image_id
 
@@ -244,18 +160,31 @@ class Ec2Provider(Provider):
             self.prepare(stack)
         prep = self._prepared[stack.name]
         now = time.time()
-        tags = self._tags(stack.name, role, **{"swarm:expires-at": iso_utc(now + self.cfg.ttl),
-                                               "swarm:ssh-user": self.ssh_user()})
-        nic: dict[str, Any] = {"DeviceIndex": 0, "SubnetId": prep.subnet_id,
-                               "Groups": [prep.group_id], "DeleteOnTermination": True}
+        new_tags = self._tags(
+            stack.name, role, expires_at=iso_utc(now + self.cfg.ttl), ssh_user=self.ssh_user()
+        )
+        nic: dict[str, Any] = {
+            "DeviceIndex": 0,
+            "SubnetId": prep.subnet_id,
+            "Groups": [prep.group_id],
+            "DeleteOnTermination": True,
+        }
         if self.cfg.connect == "public":
             nic["AssociatePublicIpAddress"] = True
         params: dict[str, Any] = dict(
-            ImageId=image_id, InstanceType=itype, MinCount=count, MaxCount=count,
-            KeyName=prep.key_name, UserData=setup.ttl_user_data(self.cfg.ttl),
-            InstanceInitiatedShutdownBehavior="terminate", NetworkInterfaces=[nic],
-            TagSpecifications=[{"ResourceType": rt, "Tags": setup.tag_list(tags)}
-                               for rt in ("instance", "volume")])
+            ImageId=image_id,
+            InstanceType=itype,
+            MinCount=count,
+            MaxCount=count,
+            KeyName=prep.key_name,
+            UserData=setup.ttl_user_data(self.cfg.ttl),
+            InstanceInitiatedShutdownBehavior="terminate",
+            NetworkInterfaces=[nic],
+            TagSpecifications=[
+                {"ResourceType": rt, "Tags": tags.tag_list(new_tags)}
+                for rt in ("instance", "volume")
+            ],
+        )
         action = f"launch {count} {itype} {role} node(s) for stack {stack.name}"
         resp = None
         if self.cfg.spot:
@@ -266,22 +195,27 @@ class Ec2Provider(Provider):
                 code = exc.code
                 if code not in SPOT_FALLBACK_CODES:
                     raise
-                self.notices.append(f"no spot capacity for {count} {itype} {role} node(s) ({code}); "
-                                    "launched them on-demand instead")
+                self.notices.append(
+                    f"no spot capacity for {count} {itype} {role} node(s) ({code}); "
+                    "launched them on-demand instead"
+                )
         if resp is None:
             with aws_errors(action, self.region):
                 resp = self._run_instances(**params)
         instances = resp.get("Instances", [])
         try:
             if len(instances) != count:
-                raise ProviderError(f"EC2 launched {len(instances)} of {count} {role} node(s) for "
-                                    f"stack {stack.name}: retry")
+                raise ProviderError(
+                    f"EC2 launched {len(instances)} of {count} {role} node(s) for "
+                    f"stack {stack.name}: retry"
+                )
             for inst in instances:
-                got = setup.tag_dict(inst)
-                if got and got.get("swarm:stack") != stack.name:
-                    raise ProviderError(f"instance {inst['InstanceId']} came up without the "
-                                        f"swarm:stack tag: retry")
-            return [self._node(inst, tags) for inst in instances]
+                got = tags.tag_dict(inst)
+                if got and got.get(tags.STACK) != stack.name:
+                    raise ProviderError(
+                        f"instance {inst['InstanceId']} came up without the swarm:stack tag: retry"
+                    )
+            return [self._node(inst, new_tags) for inst in instances]
         except BaseException:
             self._terminate_quietly([i["InstanceId"] for i in instances])
             raise
@@ -292,13 +226,17 @@ class Ec2Provider(Provider):
             return []
         states = self._wait("instance_running", ids, timeout)
         if states is not None:
-            raise ProviderError(f"{len(ids)} instance(s) of stack {stack.name} did not reach "
-                                f"'running' within {timeout:.0f}s ({states}): check the EC2 console, "
-                                "or retry")
+            raise ProviderError(
+                f"{len(ids)} instance(s) of stack {stack.name} did not reach "
+                f"'running' within {timeout:.0f}s ({states}): check the EC2 console, "
+                "or retry"
+            )
         with aws_errors(f"describe the new instances of stack {stack.name}", self.region):
-            found = {i["InstanceId"]: self._node(i)
-                     for chunk in chunks(ids)
-                     for i in self._describe([{"Name": "instance-id", "Values": chunk}])}
+            found = {
+                i["InstanceId"]: self._node(i)
+                for chunk in chunks(ids)
+                for i in self._describe([{"Name": "instance-id", "Values": chunk}])
+            }
         missing = [i for i in ids if i not in found]
         if missing:
             raise ProviderError(f"instance(s) {', '.join(missing)} vanished while starting: retry")
@@ -309,35 +247,51 @@ class Ec2Provider(Provider):
         if not ids:
             return
         with aws_errors(f"terminate instances of stack {stack.name}", self.region):
-            found = [i for chunk in chunks(ids)
-                     for i in self._describe([{"Name": "instance-id", "Values": chunk}])]
-            foreign = [i["InstanceId"] for i in found
-                       if setup.tag_dict(i).get("swarm:stack") != stack.name]
+            found = [
+                i
+                for chunk in chunks(ids)
+                for i in self._describe([{"Name": "instance-id", "Values": chunk}])
+            ]
+            foreign = [
+                i["InstanceId"] for i in found if tags.tag_dict(i).get(tags.STACK) != stack.name
+            ]
             if foreign:
-                raise ProviderError(f"refusing to terminate {', '.join(foreign)}: not instances of "
-                                    f"stack {stack.name}")
+                raise ProviderError(
+                    f"refusing to terminate {', '.join(foreign)}: not instances of "
+                    f"stack {stack.name}"
+                )
             live = [i["InstanceId"] for i in found if i["State"]["Name"] != "terminated"]
             for chunk in chunks(live):
                 self._terminate_chunk(chunk)
         states = self._wait("instance_terminated", live, self.terminate_timeout) if live else None
         if states is not None:
-            raise ProviderError(f"instances of stack {stack.name} were not terminated within "
-                                f"{self.terminate_timeout:.0f}s ({states}): run the command again")
+            raise ProviderError(
+                f"instances of stack {stack.name} were not terminated within "
+                f"{self.terminate_timeout:.0f}s ({states}): run the command again"
+            )
 
     def cleanup(self, stack: Stack) -> None:
         """Delete the stack's security group(s), its own key pair and local key; idempotent."""
         with aws_errors(f"clean up stack {stack.name}", self.region):
-            left = self._describe(setup.stack_filters(stack.name) + [
-                {"Name": "instance-state-name", "Values": [*LIVE_STATES, "shutting-down"]}])
+            left = self._describe(
+                tags.stack_filters(stack.name)
+                + [{"Name": "instance-state-name", "Values": [*LIVE_STATES, "shutting-down"]}]
+            )
             live = [i["InstanceId"] for i in left if i["State"]["Name"] != "shutting-down"]
             if live:
-                raise ProviderError(f"stack {stack.name} still has {len(live)} instance(s) "
-                                    f"({', '.join(live[:5])}): terminate them first")
+                raise ProviderError(
+                    f"stack {stack.name} still has {len(live)} instance(s) "
+                    f"({', '.join(live[:5])}): terminate them first"
+                )
         dying = [i["InstanceId"] for i in left]
         if dying and self._wait("instance_terminated", dying, self.terminate_timeout) is not None:
-            raise ProviderError(f"instances of stack {stack.name} are still shutting down: "
-                                "run the command again in a minute")
-        with aws_errors(f"delete the security group and key pair of stack {stack.name}", self.region):
+            raise ProviderError(
+                f"instances of stack {stack.name} are still shutting down: "
+                "run the command again in a minute"
+            )
+        with aws_errors(
+            f"delete the security group and key pair of stack {stack.name}", self.region
+        ):
             for group in setup.find_security_groups(self.ec2, stack.name):
                 self.ec2.delete_security_group(GroupId=group["GroupId"])
             for pair in setup.find_key_pairs(self.ec2, stack.name):
@@ -347,15 +301,21 @@ class Ec2Provider(Provider):
         self._prepared.pop(stack.name, None)
 
     def runner(self, stack: Stack, node: Node) -> Runner:
-        from swarm.remote.ssh import SSHRunner   # paramiko: only when a node is reached
+        from swarm.remote.ssh import SSHRunner  # paramiko: only when a node is reached
 
         if node.ssh is None:
-            raise ProviderError(f"node {node.name or node.id} has no {self.cfg.connect} IP address: "
-                                "set [ec2] connect = \"private\" or \"public\" to match your network")
-        return SSHRunner(host=node.ssh.host, port=node.ssh.port, user=node.ssh.user,
-                         key_file=self.key_path(stack),
-                         known_hosts=self.state_dir(stack) / "known_hosts",
-                         label=node.name or node.id)
+            raise ProviderError(
+                f"node {node.name or node.id} has no {self.cfg.connect} IP address: "
+                'set [ec2] connect = "private" or "public" to match your network'
+            )
+        return SSHRunner(
+            host=node.ssh.host,
+            port=node.ssh.port,
+            user=node.ssh.user,
+            key_file=self.key_path(stack),
+            known_hosts=self.state_dir(stack) / "known_hosts",
+            label=node.name or node.id,
+        )
 
     def price_book(self) -> PriceBook:
         return PriceBook(self)
@@ -380,7 +340,8 @@ class Ec2Provider(Provider):
             try:
                 for chunk in chunks(ids):
                     self.ec2.get_waiter(waiter_name).wait(
-                        InstanceIds=chunk, WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+                        InstanceIds=chunk, WaiterConfig={"Delay": delay, "MaxAttempts": attempts}
+                    )
                 return None
             except WaiterError as exc:
                 last = exc.last_response or {}
@@ -395,8 +356,11 @@ class Ec2Provider(Provider):
         try:
             self.ec2.terminate_instances(InstanceIds=ids)
         except Exception:
-            going = {i["InstanceId"] for i in self._describe([{"Name": "instance-id", "Values": ids}])
-                     if i["State"]["Name"] in ("shutting-down", "terminated")}
+            going = {
+                i["InstanceId"]
+                for i in self._describe([{"Name": "instance-id", "Values": ids}])
+                if i["State"]["Name"] in ("shutting-down", "terminated")
+            }
             if not set(ids) <= going:
                 raise
 
@@ -408,25 +372,34 @@ class Ec2Provider(Provider):
             self.notices.append(f"terminated the {len(ids)} instance(s) of the failed launch")
         except Exception as exc:  # noqa: BLE001 - report, keep the original error
             why = " ".join(str(exc).split())[:200]
-            self.notices.append(f"could not terminate {', '.join(ids)} after a failed launch ({why}); "
-                                "terminate them yourself (they carry the swarm:stack tag)")
+            self.notices.append(
+                f"could not terminate {', '.join(ids)} after a failed launch ({why}); "
+                "terminate them yourself (they carry the swarm:stack tag)"
+            )
 
     def _node(self, inst: dict[str, Any], fallback_tags: dict[str, str] | None = None) -> Node:
         """EC2's words become swarm's records here, at the edge."""
-        tags = {**(fallback_tags or {}), **setup.tag_dict(inst)}
+        found = {**(fallback_tags or {}), **tags.tag_dict(inst)}
         public, private = inst.get("PublicIpAddress"), inst.get("PrivateIpAddress")
         connect_ip = public if self.cfg.connect == "public" else private
         launched = inst.get("LaunchTime")
         return Node(
-            id=inst["InstanceId"], role=Role(tags.get("swarm:role", "worker")),
-            private_ip=private, public_ip=public, state=NodeState(inst["State"]["Name"]),
+            id=inst["InstanceId"],
+            role=Role(found.get(tags.ROLE, "worker")),
+            private_ip=private,
+            public_ip=public,
+            state=NodeState(inst["State"]["Name"]),
             launched_at=launched.timestamp() if launched else None,
-            lifecycle=Lifecycle.SPOT if inst.get("InstanceLifecycle") == "spot" else Lifecycle.ON_DEMAND,
-            ssh=SshAddress(connect_ip, 22, tags.get("swarm:ssh-user") or self.ssh_user())
-            if connect_ip else None,
+            lifecycle=Lifecycle.SPOT
+            if inst.get("InstanceLifecycle") == "spot"
+            else Lifecycle.ON_DEMAND,
+            ssh=SshAddress(connect_ip, 22, found.get(tags.SSH_USER) or self.ssh_user())
+            if connect_ip
+            else None,
             instance_type=inst.get("InstanceType"),
-            expires_at=unix_from_iso(tags.get("swarm:expires-at")),
+            expires_at=unix_from_iso(found.get(tags.EXPIRES_AT)),
             zone=inst.get("Placement", {}).get("AvailabilityZone"),
             image_id=inst.get("ImageId"),
-            created_at=unix_from_iso(tags.get("swarm:created-at")),
-            launch_index=inst.get("AmiLaunchIndex", 0))
+            created_at=unix_from_iso(found.get(tags.CREATED_AT)),
+            launch_index=inst.get("AmiLaunchIndex", 0),
+        )

@@ -4,6 +4,7 @@ Plain functions over a boto3 EC2/SSM client; callers wrap them in `aws_errors(..
 Shared resources are found by tags (`swarm:stack`, `swarm:role = "stack"`), never by a
 local file.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -11,72 +12,34 @@ import math
 import os
 import stat
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 from swarm import paths
-from swarm.errors import ConfigError, ProviderError
 from swarm.config.schema import AMI_ALIASES
+from swarm.errors import ConfigError, ProviderError
 from swarm.providers.ec2.errors import error_code
+from swarm.providers.ec2.tags import STACK_ROLE, stack_filters, tag_list
 
 CHECKIP_URL = "https://checkip.amazonaws.com"
 # A boto3 client: boto3 ships no types (the stubs are a separate, large package).
 Client = Any
-STACK_ROLE = "stack"        # swarm:role of the per-stack security group and key pair
-ISO = "%Y-%m-%dT%H:%M:%SZ"
-
-
-ISO_MS = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def iso_utc(ts: float, ms: bool = False) -> str:
-    """ms=True keeps milliseconds: two launches within one second still have an order."""
-    d = datetime.fromtimestamp(ts, timezone.utc)
-    return d.strftime(ISO_MS)[:-4] + "Z" if ms else d.strftime(ISO)
-
-
-def unix_from_iso(iso: str | None) -> float | None:
-    for fmt in (ISO, ISO_MS):
-        try:
-            return datetime.strptime(iso or "", fmt).replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            continue
-    return None
-
-
-def chunks(items: list[str], size: int = 100) -> Iterable[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def ttl_user_data(ttl: int) -> str:
     """A first-boot script that powers the instance off (= terminates it) after `ttl` seconds."""
     minutes = max(1, math.ceil(ttl / 60))
-    return ("#!/bin/bash\n"
-            f"# swarm: power off after the stack's TTL ({ttl}s); shutdown terminates the instance.\n"
-            f"if ! shutdown -h +{minutes} 'swarm TTL reached'; then\n"
-            f"  nohup sh -c 'sleep {minutes * 60}; poweroff' >/dev/null 2>&1 &\n"
-            "fi\n")
-
-
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-
-def tag_dict(resource: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in resource.get("Tags") or resource.get("TagSet") or []}
-
-
-def stack_filters(stack: str, role: str | None = None) -> list[dict[str, Any]]:
-    filters = [{"Name": "tag:swarm:stack", "Values": [stack]}]
-    if role is not None:
-        filters.append({"Name": "tag:swarm:role", "Values": [role]})
-    return filters
+    return (
+        "#!/bin/bash\n"
+        f"# swarm: power off after the stack's TTL ({ttl}s); shutdown terminates the instance.\n"
+        f"if ! shutdown -h +{minutes} 'swarm TTL reached'; then\n"
+        f"  nohup sh -c 'sleep {minutes * 60}; poweroff' >/dev/null 2>&1 &\n"
+        "fi\n"
+    )
 
 
 # ---- AMI ----
+
 
 def ssh_user_for(ami: str, configured: str | None) -> str:
     if configured:
@@ -93,8 +56,10 @@ def instance_arch(ec2: Client, instance_type: str, region: str) -> str:
             raise
         types = []
     if not types:
-        raise ProviderError(f"instance type {instance_type!r} does not exist in {region}: fix "
-                            "[ec2] master_type / worker_type")
+        raise ProviderError(
+            f"instance type {instance_type!r} does not exist in {region}: fix "
+            "[ec2] master_type / worker_type"
+        )
     archs = types[0].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
     return "arm64" if archs and "x86_64" not in archs and "arm64" in archs else "x86_64"
 
@@ -108,8 +73,11 @@ def resolve_ami(ec2: Client, ssm: Client, ami: str, arch: str, region: str) -> s
         except Exception as exc:
             if error_code(exc) != "ParameterNotFound":
                 raise
-            raise ProviderError(f"AMI alias {ami!r} ({arch}) has no public SSM parameter {param} in "
-                                f"{region}: set [ec2] ami to an ami-… id") from None
+            raise ProviderError(
+                f"AMI alias {ami!r} ({arch}) has no public SSM parameter {param} in "
+                f"{region}: set [ec2] ami to an ami-… id",
+                code=error_code(exc),
+            ) from exc
     else:
         image_id = ami
     try:
@@ -119,18 +87,25 @@ def resolve_ami(ec2: Client, ssm: Client, ami: str, arch: str, region: str) -> s
             raise
         images = []
     if not images:
-        raise ProviderError(f"AMI {image_id} ({ami}) not found in {region}: set [ec2] ami to an "
-                            "alias (ubuntu-24.04, ubuntu-22.04, al2023) or an ami-… id of this region")
+        raise ProviderError(
+            f"AMI {image_id} ({ami}) not found in {region}: set [ec2] ami to an "
+            "alias (ubuntu-24.04, ubuntu-22.04, al2023) or an ami-… id of this region"
+        )
     image = images[0]
     if image.get("State", "available") != "available":
-        raise ProviderError(f"AMI {image_id} is {image['State']}, not available: pick another [ec2] ami")
+        raise ProviderError(
+            f"AMI {image_id} is {image['State']}, not available: pick another [ec2] ami"
+        )
     if image.get("Architecture", arch) != arch:
-        raise ProviderError(f"AMI {image_id} is {image['Architecture']} but the instance type is "
-                            f"{arch}: make [ec2] ami and the instance types match")
+        raise ProviderError(
+            f"AMI {image_id} is {image['Architecture']} but the instance type is "
+            f"{arch}: make [ec2] ami and the instance types match"
+        )
     return image_id
 
 
 # ---- network ----
+
 
 def find_subnet(ec2: Client, subnet_id: str | None, region: str) -> dict[str, Any]:
     """The configured subnet, else the default VPC's default subnet (first zone by name)."""
@@ -139,11 +114,16 @@ def find_subnet(ec2: Client, subnet_id: str | None, region: str) -> dict[str, An
     vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
     if not vpcs:
         raise ProviderError(f"region {region} has no default VPC; set [ec2] subnet_id")
-    subnets = ec2.describe_subnets(Filters=[
-        {"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
-        {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+    subnets = ec2.describe_subnets(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
+            {"Name": "default-for-az", "Values": ["true"]},
+        ]
+    )["Subnets"]
     if not subnets:
-        raise ProviderError(f"the default VPC of {region} has no default subnet; set [ec2] subnet_id")
+        raise ProviderError(
+            f"the default VPC of {region} has no default subnet; set [ec2] subnet_id"
+        )
     return sorted(subnets, key=lambda s: (s.get("AvailabilityZone", ""), s["SubnetId"]))[0]
 
 
@@ -154,8 +134,10 @@ def lookup_public_ip(timeout: float = 5.0) -> str:
             text = resp.read(100).decode("ascii", "replace").strip()
         return str(ipaddress.ip_address(text))
     except (OSError, ValueError) as exc:
-        raise ProviderError(f"could not look up this machine's public IP at {CHECKIP_URL} ({exc}): "
-                            "set [ec2] ssh_cidr = \"<your ip>/32\"") from None
+        raise ProviderError(
+            f"could not look up this machine's public IP at {CHECKIP_URL} ({exc}): "
+            'set [ec2] ssh_cidr = "<your ip>/32"'
+        ) from exc
 
 
 def ssh_cidr(configured: str | None) -> str:
@@ -165,8 +147,10 @@ def ssh_cidr(configured: str | None) -> str:
     else:
         net = ipaddress.ip_network(lookup_public_ip())  # a host address: /32 or /128
     if net.prefixlen == 0:
-        raise ProviderError(f"refusing to open SSH to the whole internet ({net}): set [ec2] "
-                            "ssh_cidr to your own address or network")
+        raise ProviderError(
+            f"refusing to open SSH to the whole internet ({net}): set [ec2] "
+            "ssh_cidr to your own address or network"
+        )
     return str(net)
 
 
@@ -195,25 +179,37 @@ def _permission(key: tuple) -> dict[str, Any]:
     if kind == "cidr":
         perm.update(_ip_ranges(value))
     elif kind == "group":
-        perm["UserIdGroupPairs"] = [{"GroupId": value, "Description": "swarm: Locust master/workers"}]
+        perm["UserIdGroupPairs"] = [
+            {"GroupId": value, "Description": "swarm: Locust master/workers"}
+        ]
     else:
         perm["PrefixListIds"] = [{"PrefixListId": value}]
     return perm
 
 
-def find_security_groups(ec2: Client, stack: str, vpc_id: str | None = None) -> list[dict[str, Any]]:
+def find_security_groups(
+    ec2: Client, stack: str, vpc_id: str | None = None
+) -> list[dict[str, Any]]:
     filters = stack_filters(stack, STACK_ROLE)
     if vpc_id:
         filters.append({"Name": "vpc-id", "Values": [vpc_id]})
     return ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
 
 
-def ensure_security_group(ec2: Client, stack: str, vpc_id: str, cidr: str, locust_ports: tuple[int, int],
-                          tags: dict[str, str]) -> str:
+def ensure_security_group(
+    ec2: Client,
+    stack: str,
+    vpc_id: str,
+    cidr: str,
+    locust_ports: tuple[int, int],
+    tags: dict[str, str],
+) -> str:
     """The stack's group in this VPC, created if missing, with exactly swarm's ingress rules:
     SSH 22 from `cidr`, Locust `locust_ports` from the group itself; nothing else."""
     if ipaddress.ip_network(cidr).prefixlen == 0:
-        raise ProviderError(f"refusing to open SSH to the whole internet ({cidr}): set [ec2] ssh_cidr")
+        raise ProviderError(
+            f"refusing to open SSH to the whole internet ({cidr}): set [ec2] ssh_cidr"
+        )
     found = find_security_groups(ec2, stack, vpc_id)
     if found:
         group = found[0]
@@ -221,29 +217,38 @@ def ensure_security_group(ec2: Client, stack: str, vpc_id: str, cidr: str, locus
         name = f"swarm-{stack}"
         try:
             gid = ec2.create_security_group(
-                GroupName=name, VpcId=vpc_id,
-                Description=f"swarm stack {stack}: SSH from the controller, Locust inside the group",
+                GroupName=name,
+                VpcId=vpc_id,
+                Description=f"swarm stack {stack}: SSH from the controller, "
+                "Locust inside the group",
                 TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
             )["GroupId"]
         except Exception as exc:
             if error_code(exc) != "InvalidGroup.Duplicate":
                 raise
-            raise ProviderError(f"a security group named {name} already exists in {vpc_id} but is "
-                                "not tagged as swarm's: delete or rename it") from None
+            raise ProviderError(
+                f"a security group named {name} already exists in {vpc_id} but is "
+                "not tagged as swarm's: delete or rename it",
+                code=error_code(exc),
+            ) from exc
         group = {"GroupId": gid, "IpPermissions": []}
     gid = group["GroupId"]
     want = {("tcp", 22, 22, "cidr", cidr), ("tcp", locust_ports[0], locust_ports[1], "group", gid)}
     have = {k for perm in group.get("IpPermissions", []) for k in _rule_keys(perm)}
     extra, missing = sorted(have - want, key=str), sorted(want - have, key=str)
     if extra:
-        ec2.revoke_security_group_ingress(GroupId=gid, IpPermissions=[_permission(k) for k in extra])
+        ec2.revoke_security_group_ingress(
+            GroupId=gid, IpPermissions=[_permission(k) for k in extra]
+        )
     if missing:
-        ec2.authorize_security_group_ingress(GroupId=gid,
-                                             IpPermissions=[_permission(k) for k in missing])
+        ec2.authorize_security_group_ingress(
+            GroupId=gid, IpPermissions=[_permission(k) for k in missing]
+        )
     return gid
 
 
 # ---- key pairs ----
+
 
 def check_key_file(path: Path) -> None:
     """Bad input on this machine (exit 2), found before AWS is asked anything."""
@@ -251,8 +256,9 @@ def check_key_file(path: Path) -> None:
         raise ConfigError(f"SSH key file {path} not found: fix [ec2] key_file")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise ConfigError(f"SSH key file {path} is readable by others (mode {mode:o}): "
-                          f"run `chmod 600 {path}`")
+        raise ConfigError(
+            f"SSH key file {path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
+        )
 
 
 def check_user_key(ec2: Client, key_name: str, key_file: Path, region: str) -> None:
@@ -263,8 +269,11 @@ def check_user_key(ec2: Client, key_name: str, key_file: Path, region: str) -> N
     except Exception as exc:
         if error_code(exc) != "InvalidKeyPair.NotFound":
             raise
-        raise ProviderError(f"key pair {key_name!r} does not exist in {region}: fix [ec2] key_name, "
-                            "or leave key_name/key_file out and swarm makes one") from None
+        raise ProviderError(
+            f"key pair {key_name!r} does not exist in {region}: fix [ec2] key_name, "
+            "or leave key_name/key_file out and swarm makes one",
+            code=error_code(exc),
+        ) from exc
 
 
 def find_key_pairs(ec2: Client, stack: str) -> list[dict[str, Any]]:
@@ -280,18 +289,24 @@ def ensure_key_pair(ec2: Client, stack: str, key_path: Path, tags: dict[str, str
             raise ProviderError(
                 f"key pair {found[0]['KeyName']} exists in AWS but its private key {key_path} is "
                 "missing and cannot be recovered: terminate the stack's nodes and run cleanup "
-                "(`swarm down`), or delete the key pair, then start again")
+                "(`swarm down`), or delete the key pair, then start again"
+            )
         check_key_file(key_path)
         return found[0]["KeyName"]
     try:
         created = ec2.create_key_pair(
-            KeyName=name, KeyType="ed25519",
-            TagSpecifications=[{"ResourceType": "key-pair", "Tags": tag_list(tags)}])
+            KeyName=name,
+            KeyType="ed25519",
+            TagSpecifications=[{"ResourceType": "key-pair", "Tags": tag_list(tags)}],
+        )
     except Exception as exc:
         if error_code(exc) != "InvalidKeyPair.Duplicate":
             raise
-        raise ProviderError(f"a key pair named {name} already exists but is not tagged as swarm's: "
-                            "delete it, or set [ec2] key_name and key_file") from None
+        raise ProviderError(
+            f"a key pair named {name} already exists but is not tagged as swarm's: "
+            "delete it, or set [ec2] key_name and key_file",
+            code=error_code(exc),
+        ) from exc
     try:
         paths.write_private(key_path, created["KeyMaterial"].rstrip("\n") + "\n")
     except BaseException:

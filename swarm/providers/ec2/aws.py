@@ -1,0 +1,126 @@
+"""The AWS session and clients of the EC2 provider: one session, one client per service,
+retries as the user's AWS config says (else adaptive, 8 attempts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from swarm.config.schema import Ec2Section
+from swarm.errors import ProviderError, UsageError
+from swarm.providers.ec2.errors import aws_errors
+
+# Capacity errors: not retried by botocore (below); a spot launch falls back to on-demand.
+SPOT_FALLBACK_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "UnfulfillableCapacity",
+        "InsufficientHostCapacity",
+    }
+)
+BATCH = 100  # ids per DescribeInstances / TerminateInstances call
+
+
+def chunks(items: list[str], size: int = BATCH) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _no_retry_on_capacity(response: Any = None, **_: Any) -> None:
+    """botocore retries every HTTP 500 and EC2 sends capacity errors as 500s: retrying them
+    for a minute helps nobody (capacity comes back in minutes, if at all) and delays the spot
+    fallback. Raise the error at once instead (a needs-retry handler may raise)."""
+    if response is not None:
+        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
+        code = (parsed or {}).get("Error", {}).get("Code")
+        if code in SPOT_FALLBACK_CODES:
+            from botocore.exceptions import ClientError
+
+            raise ClientError(parsed, "RunInstances")
+
+
+class AwsClients:
+    """boto3 is imported on first use: commands that never reach AWS don't pay for it."""
+
+    def __init__(self, cfg: Ec2Section, session: Any = None):
+        self.cfg = cfg
+        self._session = session
+        self._region: str | None = None
+        self._clients: dict[str, Any] = {}
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            import boto3
+
+            with aws_errors("open an AWS session"):
+                self._session = boto3.Session(
+                    profile_name=self.cfg.profile, region_name=self.cfg.region
+                )
+        return self._session
+
+    @property
+    def region(self) -> str:
+        if self._region is None:
+            region = self.cfg.region or self.session.region_name
+            if not region:
+                raise ProviderError(
+                    'no AWS region configured: set [ec2] region (e.g. "eu-west-1") '
+                    "or AWS_DEFAULT_REGION"
+                )
+            self._check_region(region)
+            self._region = region
+        return self._region
+
+    def _check_region(self, region: str) -> None:
+        """A well-formed but unknown region would fail later in a confusing way (no DNS name;
+        an endpoint override answering 500): refuse it now, naming it."""
+        try:
+            known = {
+                r
+                for part in self.session.get_available_partitions()
+                for r in self.session.get_available_regions("ec2", partition_name=part)
+            }
+        except Exception:  # noqa: BLE001 - no list to check against: let AWS answer
+            return
+        if known and region not in known:
+            where = "[ec2] region" if self.cfg.region else "the AWS config's region"
+            raise UsageError(
+                f'{where} {region!r} is not an EC2 region: fix it (e.g. "eu-west-1"); '
+                "if AWS opened it recently, upgrade boto3"
+            )
+
+    def _retries(self) -> dict[str, Any]:
+        """Adaptive retries, 8 attempts, unless the user's AWS config (AWS_MAX_ATTEMPTS,
+        AWS_RETRY_MODE, max_attempts/retry_mode in ~/.aws/config) says otherwise."""
+        retries: dict[str, Any] = {}
+        # botocore's own session behind boto3's: the one place that knows the config chain
+        core = getattr(self.session, "_session", None)
+        get = getattr(core, "get_config_variable", lambda name: None)
+        if not get("retry_mode"):
+            retries["mode"] = "adaptive"
+        if not get("max_attempts"):
+            retries["max_attempts"] = 8
+        return retries
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            from botocore.config import Config as BotoConfig
+
+            conf = BotoConfig(retries=self._retries(), connect_timeout=10, read_timeout=60)
+            with aws_errors(f"create the {service} client", self.region):
+                self._clients[service] = self.session.client(
+                    service, region_name=self.region, config=conf
+                )
+            if service == "ec2":
+                self._clients[service].meta.events.register_first(
+                    "needs-retry.ec2.RunInstances", _no_retry_on_capacity
+                )
+        return self._clients[service]
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
