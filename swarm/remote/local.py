@@ -29,18 +29,30 @@ class LocalRunner(Runner):
         env.update(extra or {})
         return env
 
-    def _exec(
-        self, cmd: str, timeout: float, env: dict[str, str] | None, stdin: bytes | None
-    ) -> tuple[int, bytes, bytes]:
+    def _sh(
+        self, cmd: str, stdin: int, stdout: int, stderr: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`sh -c cmd` in the node's directory, in a session of its own."""
         self.root.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             ["sh", "-c", cmd],
             cwd=self.root,
             env=self._env(env),
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=True,
+        )
+
+    def _exec(
+        self, cmd: str, timeout: float, env: dict[str, str] | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
+        proc = self._sh(
+            cmd,
+            subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            subprocess.PIPE,
+            subprocess.PIPE,
+            env,
         )
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
@@ -54,15 +66,7 @@ class LocalRunner(Runner):
         return proc.returncode, out, err
 
     def stream(self, cmd: str, sink: Sink) -> int:
-        proc = subprocess.Popen(
-            ["sh", "-c", cmd],
-            cwd=self.root,
-            env=self._env(None),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = self._sh(cmd, subprocess.DEVNULL, subprocess.PIPE, subprocess.STDOUT)
         self._streams.append(proc)
         out = proc.stdout
         assert isinstance(out, io.BufferedReader)  # stdout=PIPE, unbuffered=False
@@ -76,16 +80,7 @@ class LocalRunner(Runner):
                 proc.wait()
 
     def run_after_exit(self, cmd: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(
-            ["sh", "-c", DEFERRED + cmd],
-            cwd=self.root,
-            env=self._env(None),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = self._sh(DEFERRED + cmd, subprocess.PIPE, subprocess.DEVNULL, subprocess.DEVNULL)
         assert proc.stdin is not None
         HELD_UNTIL_EXIT.append(os.dup(proc.stdin.fileno()))
         proc.stdin.close()

@@ -149,3 +149,15 @@ def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
         raise
     except (ClientError, BotoCoreError, ResponseParserError) as exc:
         raise translate(exc, action, region) from exc
+
+
+@contextmanager
+def expect(code: str, message: str) -> Iterator[None]:
+    """A block in which one AWS error code means a known mistake: it becomes
+    ProviderError(message) (chained, with its code); any other error passes through."""
+    try:
+        yield
+    except Exception as exc:
+        if error_code(exc) != code:
+            raise
+        raise ProviderError(message, code=code) from exc

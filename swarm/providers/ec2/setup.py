@@ -18,7 +18,7 @@ from typing import Any
 from swarm import paths
 from swarm.config.schema import AMI_ALIASES
 from swarm.errors import ConfigError, ProviderError
-from swarm.providers.ec2.errors import error_code
+from swarm.providers.ec2.errors import error_code, expect
 from swarm.providers.ec2.tags import STACK_ROLE, stack_filters, tag_list
 
 CHECKIP_URL = "https://checkip.amazonaws.com"
@@ -68,16 +68,12 @@ def resolve_ami(ec2: Client, ssm: Client, ami: str, arch: str, region: str) -> s
     """An AMI alias (through its public SSM parameter) or ami-… id -> a checked image id."""
     if ami in AMI_ALIASES:
         param = AMI_ALIASES[ami][1 if arch == "x86_64" else 2]
-        try:
+        with expect(
+            "ParameterNotFound",
+            f"AMI alias {ami!r} ({arch}) has no public SSM parameter {param} in "
+            f"{region}: set [ec2] ami to an ami-… id",
+        ):
             image_id = ssm.get_parameter(Name=param)["Parameter"]["Value"]
-        except Exception as exc:
-            if error_code(exc) != "ParameterNotFound":
-                raise
-            raise ProviderError(
-                f"AMI alias {ami!r} ({arch}) has no public SSM parameter {param} in "
-                f"{region}: set [ec2] ami to an ami-… id",
-                code=error_code(exc),
-            ) from exc
     else:
         image_id = ami
     try:
@@ -215,7 +211,11 @@ def ensure_security_group(
         group = found[0]
     else:
         name = f"swarm-{stack}"
-        try:
+        with expect(
+            "InvalidGroup.Duplicate",
+            f"a security group named {name} already exists in {vpc_id} but is "
+            "not tagged as swarm's: delete or rename it",
+        ):
             gid = ec2.create_security_group(
                 GroupName=name,
                 VpcId=vpc_id,
@@ -223,14 +223,6 @@ def ensure_security_group(
                 "Locust inside the group",
                 TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
             )["GroupId"]
-        except Exception as exc:
-            if error_code(exc) != "InvalidGroup.Duplicate":
-                raise
-            raise ProviderError(
-                f"a security group named {name} already exists in {vpc_id} but is "
-                "not tagged as swarm's: delete or rename it",
-                code=error_code(exc),
-            ) from exc
         group = {"GroupId": gid, "IpPermissions": []}
     gid = group["GroupId"]
     want = {("tcp", 22, 22, "cidr", cidr), ("tcp", locust_ports[0], locust_ports[1], "group", gid)}
@@ -264,16 +256,12 @@ def check_key_file(path: Path) -> None:
 def check_user_key(ec2: Client, key_name: str, key_file: Path, region: str) -> None:
     """[ec2] key_name + key_file: the pair exists in AWS and the file is private."""
     check_key_file(key_file)
-    try:
+    with expect(
+        "InvalidKeyPair.NotFound",
+        f"key pair {key_name!r} does not exist in {region}: fix [ec2] key_name, "
+        "or leave key_name/key_file out and swarm makes one",
+    ):
         ec2.describe_key_pairs(KeyNames=[key_name])
-    except Exception as exc:
-        if error_code(exc) != "InvalidKeyPair.NotFound":
-            raise
-        raise ProviderError(
-            f"key pair {key_name!r} does not exist in {region}: fix [ec2] key_name, "
-            "or leave key_name/key_file out and swarm makes one",
-            code=error_code(exc),
-        ) from exc
 
 
 def find_key_pairs(ec2: Client, stack: str) -> list[dict[str, Any]]:
@@ -293,20 +281,16 @@ def ensure_key_pair(ec2: Client, stack: str, key_path: Path, tags: dict[str, str
             )
         check_key_file(key_path)
         return found[0]["KeyName"]
-    try:
+    with expect(
+        "InvalidKeyPair.Duplicate",
+        f"a key pair named {name} already exists but is not tagged as swarm's: "
+        "delete it, or set [ec2] key_name and key_file",
+    ):
         created = ec2.create_key_pair(
             KeyName=name,
             KeyType="ed25519",
             TagSpecifications=[{"ResourceType": "key-pair", "Tags": tag_list(tags)}],
         )
-    except Exception as exc:
-        if error_code(exc) != "InvalidKeyPair.Duplicate":
-            raise
-        raise ProviderError(
-            f"a key pair named {name} already exists but is not tagged as swarm's: "
-            "delete it, or set [ec2] key_name and key_file",
-            code=error_code(exc),
-        ) from exc
     try:
         paths.write_private(key_path, created["KeyMaterial"].rstrip("\n") + "\n")
     except BaseException:
