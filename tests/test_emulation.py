@@ -344,6 +344,7 @@ def test_cost_of_ten_hosts(lab, capsys, record_property):
 
 def test_ec2_instances_become_ssh_hosts(emulated_ec2, ec2_env, lab):
     env, subnet_id = ec2_env
+    emulated_ec2.quirks.off()     # the hosts behind moto, not AWS's behaviour (quirks.py)
     assert env["AWS_ENDPOINT_URL"] == emulated_ec2.endpoint_url
     ec2 = emulated_ec2.client("ec2")
     pem = ec2.create_key_pair(KeyName="swarm-test")["KeyMaterial"]
@@ -377,6 +378,7 @@ def test_ec2_instances_become_ssh_hosts(emulated_ec2, ec2_env, lab):
 
 def test_ec2_imported_ed25519_key_and_cli_env(emulated_ec2, ec2_env, tmp_path):
     env, subnet_id = ec2_env
+    emulated_ec2.quirks.off()     # the hosts behind moto, not AWS's behaviour (quirks.py)
     key = tmp_path / "id_ed25519"
     public = make_ed25519_keypair(key)
     ec2 = emulated_ec2.client("ec2")

@@ -63,7 +63,9 @@ class Session:
                 daemon=True,
                 name="import-ssh",
             ).start()
-        return cls(stack, provider, report or Silent())
+        sess = cls(stack, provider, report or Silent())
+        provider.progress = sess.report.info
+        return sess
 
     @property
     def remote_dir(self) -> str:

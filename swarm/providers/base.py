@@ -9,6 +9,7 @@ here, so callers never probe with getattr.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,10 @@ from swarm.remote.base import Runner
 
 if TYPE_CHECKING:
     from swarm.providers.ec2.pricing import PriceBook
+
+
+def _nobody(msg: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,11 @@ class Provider(abc.ABC):
 
     def __init__(self, config: Config):
         self.config = config
-        # Human messages for the pipeline to pass on (providers never print).
+        # Human messages for the pipeline to pass on (providers never print): `notices` are
+        # collected and passed on after a step; `progress` is called during a long wait (the
+        # session points it at its reporter; by default nobody listens).
         self.notices: list[str] = []
+        self.progress: Callable[[str], None] = _nobody
 
     @property
     def region(self) -> str | None:

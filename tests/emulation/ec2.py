@@ -18,6 +18,10 @@ Instances launched outside the lab subnet (e.g. without an explicit subnet:
 moto then hands out random IPs) get no host and are listed in ``skipped``.
 Hosts are never created for, and tests must never connect to, such IPs.
 
+Quirks: ``quirks`` (see quirks.py) makes the cloud behave as AWS documents rather than as
+moto does (eventual consistency, security groups held after termination); all on by default,
+restored by ``reset()``; ``quirks.off()`` for a test about something else.
+
 Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
 matching calls with an AWS-shaped error (or a raw body, e.g. an HTML 500)
 before moto sees them; ``calls`` logs every (service, action, region) the
@@ -41,6 +45,7 @@ from typing import Any, Callable
 
 from .host import Host
 from .lab import Lab
+from .quirks import Quirks
 
 DEFAULT_REGION = "us-east-1"
 # A Canonical Ubuntu image moto knows in every region (moto's default AMIs
@@ -75,11 +80,20 @@ def _current_emulator() -> "EmulatedEC2 | None":
 def _install_hooks() -> None:
     global _hook_users
     from moto.ec2.models.instances import InstanceBackend
+    from moto.ec2.models.key_pairs import KeyPairBackend
+    from moto.ec2.models.security_groups import SecurityGroupBackend
 
     with _hook_lock:
         _hook_users += 1
         if _hook_users > 1:
             return
+        # What quirks need to know of moto's own results: the ids it created.
+        for cls, name, record in (
+                (SecurityGroupBackend, "create_security_group", lambda q, r: q.created_group(r.id)),
+                (KeyPairBackend, "create_key_pair", lambda q, r: q.created_key(r.key_name)),
+                (KeyPairBackend, "import_key_pair", lambda q, r: q.created_key(r.key_name))):
+            _originals[name] = (cls, getattr(cls, name))
+            setattr(cls, name, _recording(getattr(cls, name), record))
         orig_run = InstanceBackend.run_instances
         orig_terminate = InstanceBackend.terminate_instances
         _originals["run_instances"] = orig_run
@@ -96,6 +110,7 @@ def _install_hooks() -> None:
             result = orig_terminate(self, *args, **kwargs)
             emulator = _current_emulator()
             if emulator is not None:
+                emulator.quirks.terminated()
                 emulator._on_terminate([instance.id for instance, _ in result])
             return result
 
@@ -116,6 +131,22 @@ def _remove_hooks() -> None:
         if _hook_users == 0:
             InstanceBackend.run_instances = _originals.pop("run_instances")
             InstanceBackend.terminate_instances = _originals.pop("terminate_instances")
+            for name in ("create_security_group", "create_key_pair", "import_key_pair"):
+                cls, orig = _originals.pop(name)
+                setattr(cls, name, orig)
+
+
+def _recording(orig: Callable, record: Callable) -> Callable:
+    """moto's method, then `record(emulator.quirks, result)` for calls through an emulator."""
+    def method(self, *args, **kwargs):
+        result = orig(self, *args, **kwargs)
+        emulator = _current_emulator()
+        if emulator is not None:
+            record(emulator.quirks, result)
+        return result
+
+    method.__wrapped__ = orig  # type: ignore[attr-defined]
+    return method
 
 
 def _make_server(emulator: "EmulatedEC2", ip: str, port: int):
@@ -242,6 +273,7 @@ class EmulatedEC2:
         self.user_data_seen: dict[str, bool] = {}
         self.injections: list[Injection] = []
         self.calls: list[tuple[str, str, str]] = []   # (service, action, region) served
+        self.quirks = Quirks()
         self._hosts: dict[str, Host] = {}
         self._launched = 0
         self._lock = threading.RLock()
@@ -342,6 +374,7 @@ class EmulatedEC2:
             self.user_data_seen.clear()
             self.injections.clear()
             self.calls.clear()
+            self.quirks = Quirks()
             self.host_options = self._default_host_options
         if self._ssm_seeded is not None:
             ami, regions = self._ssm_seeded
@@ -456,6 +489,10 @@ class EmulatedEC2:
         chosen = None
         with self._lock:
             self.calls.append((service, action, region))
+            quirk = self.quirks.answer(action, params) if service in ("ec2", "") else None
+            if quirk is not None:
+                return Injection(action, code=quirk[0], status=400,
+                                 message=quirk[1]).answer(bool(target))
             for inj in self.injections:
                 if inj.matches(action, params):
                     inj.hits += 1

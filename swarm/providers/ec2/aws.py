@@ -3,12 +3,15 @@ retries as the user's AWS config says (else adaptive, 8 attempts)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from swarm.config.schema import Ec2Section
 from swarm.errors import ProviderError, UsageError
-from swarm.providers.ec2.errors import aws_errors
+from swarm.providers.ec2.errors import aws_errors, error_code
+
+T = TypeVar("T")
 
 # Capacity errors: not retried by botocore (below); a spot launch falls back to on-demand.
 SPOT_FALLBACK_CODES = frozenset(
@@ -22,6 +25,38 @@ SPOT_FALLBACK_CODES = frozenset(
     }
 )
 BATCH = 100  # ids per DescribeInstances / TerminateInstances call
+# EC2's eventual consistency: a resource just created can be "not found" by the next call
+# that uses it ("Eventual consistency in the Amazon EC2 API"); it shows up within seconds.
+JUST_CREATED = frozenset(
+    {"InvalidGroup.NotFound", "InvalidKeyPair.NotFound", "InvalidInstanceID.NotFound"}
+)
+JUST_CREATED_WAIT_S = 60.0
+
+
+def retry_while(
+    call: Callable[[], T],
+    codes: frozenset[str],
+    budget_s: float,
+    on_wait: Callable[[str, float], None] | None = None,
+) -> T:
+    """call(), retried with backoff (0.5 s, doubling to 8 s) while it fails with one of
+    `codes`, for at most `budget_s`; then its last error is raised. `on_wait(code, waited_s)`
+    before each pause. For failures AWS documents as passing, never for a caller's mistake."""
+    deadline = time.monotonic() + budget_s
+    delay, waited = 0.5, 0.0
+    for _ in range(int(budget_s / 0.5) + 2):  # bounded in count as well as in time
+        try:
+            return call()
+        except Exception as exc:
+            code = error_code(exc)
+            if code not in codes or time.monotonic() + delay > deadline:
+                raise
+            if on_wait is not None:
+                on_wait(code, waited)
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 8.0)
+    return call()
 
 
 def chunks(items: list[str], size: int = BATCH) -> Iterable[list[str]]:

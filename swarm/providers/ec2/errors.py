@@ -108,7 +108,14 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
         )
     elif code in ("InvalidInstanceType", "Unsupported"):
         text = f"{code}{where}: {msg}: pick another [ec2] master_type/worker_type"
-    elif code in ("InvalidKeyPair.NotFound", "InvalidKeyPair.Format"):
+    elif code in ("InvalidGroup.NotFound", "InvalidKeyPair.NotFound", "InvalidInstanceID.NotFound"):
+        # only after a minute of retries (aws.JUST_CREATED): not the user's mistake
+        text = (
+            f"AWS still does not find what swarm created a minute ago{where} while trying to "
+            f"{action} ({code}: {msg}; EC2 is eventually consistent): run the command again; "
+            "`swarm down` removes anything made so far"
+        )
+    elif code == "InvalidKeyPair.Format":
         text = f"key pair problem{where} ({code}: {msg}): fix [ec2] key_name, or leave it out"
     elif code == "DependencyViolation":
         text = (

@@ -21,8 +21,15 @@ from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key
 from swarm.providers.base import Provider, Stack
 from swarm.providers.ec2 import setup, tags
-from swarm.providers.ec2.aws import SPOT_FALLBACK_CODES, AwsClients, chunks
-from swarm.providers.ec2.errors import aws_errors
+from swarm.providers.ec2.aws import (
+    JUST_CREATED,
+    JUST_CREATED_WAIT_S,
+    SPOT_FALLBACK_CODES,
+    AwsClients,
+    chunks,
+    retry_while,
+)
+from swarm.providers.ec2.errors import aws_errors, error_code
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc, unix_from_iso
 from swarm.remote.base import Runner
@@ -49,6 +56,8 @@ class Ec2Provider(AwsClients, Provider):
     # for 2-3 more DescribeInstances calls, far below EC2's request limits.
     poll_delay = 2.0
     terminate_timeout = 600.0  # bound on waiting for instances to be terminated
+    # bound on retrying DeleteSecurityGroup while AWS still holds the group (Terraform: 5 min)
+    group_delete_timeout = 300.0
 
     def __init__(self, config: Config, session: Any = None):
         Provider.__init__(self, config)
@@ -289,16 +298,49 @@ class Ec2Provider(AwsClients, Provider):
                 f"instances of stack {stack.name} are still shutting down: "
                 "run the command again in a minute"
             )
-        with aws_errors(
-            f"delete the security group and key pair of stack {stack.name}", self.region
-        ):
-            for group in setup.find_security_groups(self.ec2, stack.name):
-                self.ec2.delete_security_group(GroupId=group["GroupId"])
+        # The key pair first: nothing holds it. The group stays held by the terminated
+        # instances' network interfaces for a while (DependencyViolation): retried, bounded.
+        with aws_errors(f"delete the key pair of stack {stack.name}", self.region):
             for pair in setup.find_key_pairs(self.ec2, stack.name):
                 self.ec2.delete_key_pair(KeyName=pair["KeyName"])
         if not self.cfg.key_name:
             setup.remove_local_key(self.key_path(stack))
+        with aws_errors(f"delete the security group of stack {stack.name}", self.region):
+            for group in setup.find_security_groups(self.ec2, stack.name):
+                self._delete_group(stack, group["GroupId"])
         self._prepared.pop(stack.name, None)
+
+    def _delete_group(self, stack: Stack, gid: str) -> None:
+        said = -1.0
+
+        def waiting(code: str, waited: float) -> None:
+            nonlocal said
+            if said < 0 or waited - said >= 30:
+                said = waited
+                self.progress(
+                    f"security group {gid} is still held by the terminated instances' "
+                    f"network interfaces ({code}); retrying for up to "
+                    f"{self.group_delete_timeout / 60:.0f} min"
+                )
+
+        try:
+            retry_while(
+                lambda: self.ec2.delete_security_group(GroupId=gid),
+                frozenset({"DependencyViolation"}),
+                self.group_delete_timeout,
+                waiting,
+            )
+        except Exception as exc:
+            if error_code(exc) != "DependencyViolation":
+                raise
+            raise ProviderError(
+                f"security group {gid} of stack {stack.name} is still in use "
+                f"{self.group_delete_timeout:.0f}s after its instances were terminated "
+                "(AWS frees it with their network interfaces): it is all that is left; "
+                "`swarm down` again in a few minutes removes it",
+                code="DependencyViolation",
+                action="run `swarm down` again in a few minutes",
+            ) from exc
 
     def runner(self, stack: Stack, node: Node) -> Runner:
         from swarm.remote.ssh import SSHRunner  # paramiko: only when a node is reached
@@ -323,7 +365,14 @@ class Ec2Provider(AwsClients, Provider):
     # ---- helpers ----
 
     def _run_instances(self, **params: Any) -> Any:
-        return self.ec2.run_instances(ClientToken=uuid.uuid4().hex, **params)
+        """One launch, whatever the retries: the same ClientToken makes EC2 apply it once.
+        The group and key pair made a moment ago may not be found yet: retried (bounded)."""
+        token = uuid.uuid4().hex
+        return retry_while(
+            lambda: self.ec2.run_instances(ClientToken=token, **params),
+            JUST_CREATED,
+            JUST_CREATED_WAIT_S,
+        )
 
     def _describe(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pages = self.ec2.get_paginator("describe_instances").paginate(Filters=filters)

@@ -18,6 +18,7 @@ from typing import Any
 from swarm import paths
 from swarm.config.schema import AMI_ALIASES
 from swarm.errors import ConfigError, ProviderError
+from swarm.providers.ec2.aws import JUST_CREATED, JUST_CREATED_WAIT_S, retry_while
 from swarm.providers.ec2.errors import error_code, expect
 from swarm.providers.ec2.tags import STACK_ROLE, stack_filters, tag_list
 
@@ -228,13 +229,22 @@ def ensure_security_group(
     want = {("tcp", 22, 22, "cidr", cidr), ("tcp", locust_ports[0], locust_ports[1], "group", gid)}
     have = {k for perm in group.get("IpPermissions", []) for k in _rule_keys(perm)}
     extra, missing = sorted(have - want, key=str), sorted(want - have, key=str)
+    # A group just created may not be found yet by the next call (eventual consistency).
     if extra:
-        ec2.revoke_security_group_ingress(
-            GroupId=gid, IpPermissions=[_permission(k) for k in extra]
+        retry_while(
+            lambda: ec2.revoke_security_group_ingress(
+                GroupId=gid, IpPermissions=[_permission(k) for k in extra]
+            ),
+            JUST_CREATED,
+            JUST_CREATED_WAIT_S,
         )
     if missing:
-        ec2.authorize_security_group_ingress(
-            GroupId=gid, IpPermissions=[_permission(k) for k in missing]
+        retry_while(
+            lambda: ec2.authorize_security_group_ingress(
+                GroupId=gid, IpPermissions=[_permission(k) for k in missing]
+            ),
+            JUST_CREATED,
+            JUST_CREATED_WAIT_S,
         )
     return gid
 
