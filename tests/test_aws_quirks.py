@@ -93,3 +93,23 @@ def test_a_group_still_held_after_the_retries_is_named_and_down_again_removes_it
     res = swarm("down", cwd=workdir, env=stack_env, timeout=60)
     assert res.code == 0, res.err
     assert groups(ec2) == []
+
+
+def test_a_freed_ip_comes_back_with_a_new_host_key(workdir, stack_env, emulated_ec2):
+    """The next worker gets the terminated one's private IP and a new host key, as on EC2:
+    swarm forgot the old key when it terminated the node, so the new one is accepted (a
+    changed key on a live node is still refused: test_exposure)."""
+    assert swarm("up", "master", cwd=workdir, env=stack_env, timeout=180).code == 0
+    assert swarm("up", "workers", "-n", "1", cwd=workdir, env=stack_env, timeout=180).code == 0
+    ec2 = emulated_ec2.client()
+    (old,) = instances(ec2, STACK, "worker")
+    old_key = emulated_ec2.host_for(old["InstanceId"]).known_hosts_line.split()[-1]
+    res = swarm("down", "workers", cwd=workdir, env=stack_env, timeout=180)
+    assert res.code == 0, res.err
+    res = swarm("up", "workers", "-n", "1", cwd=workdir, env=stack_env, timeout=180)
+    assert res.code == 0, res.err
+    (new,) = instances(ec2, STACK, "worker")
+    assert new["PrivateIpAddress"] == old["PrivateIpAddress"] and new["InstanceId"] != old["InstanceId"]
+    assert emulated_ec2.host_for(new["InstanceId"]).known_hosts_line.split()[-1] != old_key
+    assert " ok" in res.out, res.out
+    assert swarm("down", cwd=workdir, env=stack_env, timeout=180).code == 0

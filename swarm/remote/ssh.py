@@ -18,9 +18,8 @@ from typing import Any
 import paramiko
 
 from swarm.errors import SSH_AUTH, SSH_HOST_KEY, SSH_TIMEOUT, SSH_UNREACHABLE, RemoteError
+from swarm.remote import known_hosts
 from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink, SshTarget, Tunnel
-
-_known_hosts_lock = threading.Lock()  # many hosts are first contacted at once
 
 # paramiko logs its transport thread's failures at ERROR, a traceback line by line (a banner
 # that never came from a host still booting, a socket closed as swarm exits). With no handler,
@@ -39,7 +38,7 @@ class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
-        with _known_hosts_lock:
+        with known_hosts.LOCK:
             keys = paramiko.HostKeys()
             if self.path.exists():
                 keys.load(str(self.path))

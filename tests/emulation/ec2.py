@@ -111,6 +111,9 @@ def _install_hooks() -> None:
             emulator = _current_emulator()
             if emulator is not None:
                 emulator.quirks.terminated()
+                if emulator.quirks.reuse_ips:
+                    for instance, _ in result:
+                        _free_ip(self, instance)
                 emulator._on_terminate([instance.id for instance, _ in result])
             return result
 
@@ -134,6 +137,16 @@ def _remove_hooks() -> None:
             for name in ("create_security_group", "create_key_pair", "import_key_pair"):
                 cls, orig = _originals.pop(name)
                 setattr(cls, name, orig)
+
+
+def _free_ip(backend: Any, instance: Any) -> None:
+    """Give the instance's private IP back to its subnet now (quirks.reuse_ips)."""
+    subnet_id, ip = getattr(instance, "subnet_id", None), getattr(instance, "private_ip", None)
+    if subnet_id and ip:
+        backend.get_subnet(subnet_id).del_subnet_ip(ip)
+        # moto frees them again when it collects the instance: by then the IP may be a live
+        # instance's, which that would release too.
+        instance._private_ips = set()
 
 
 def _recording(orig: Callable, record: Callable) -> Callable:

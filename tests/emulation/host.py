@@ -124,8 +124,10 @@ class Host:
             if self._removed:
                 return
             self.stop()
-            _ip_batch([f"link del {self.veth}", f"netns del {self.netns}"],
-                      force=True, check=False)
+            # The neighbour entry too: the next host given this IP (as EC2 reuses freed
+            # addresses) has another MAC, and a stale entry would blackhole it for seconds.
+            _ip_batch([f"link del {self.veth}", f"netns del {self.netns}",
+                       f"neigh flush to {self.ip}"], force=True, check=False)
             if self.lab is not None:
                 self.lab._unregister_netns(self.netns)
             _safe_rmtree(self.dir)

@@ -12,6 +12,9 @@ while, so `DeleteSecurityGroup` answers `DependencyViolation` (Terraform retries
   `InvalidKeyPair.NotFound`.
 - `group_held_s`: DeleteSecurityGroup answers `DependencyViolation` until this many seconds
   after the last TerminateInstances (0: off).
+- `reuse_ips`: a terminated instance's private IP goes to the next instance launched in its
+  subnet (moto frees it only when Python collects the instance), which is a new emulated host
+  with a new host key, as on EC2.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class Quirks:
     group_not_found: bool = True
     key_not_found: bool = True
     group_held_s: float = 2.0
+    reuse_ips: bool = True
     fresh_groups: set[str] = field(default_factory=set)
     fresh_keys: set[str] = field(default_factory=set)
     last_terminate: float = 0.0
@@ -33,7 +37,7 @@ class Quirks:
 
     def off(self) -> Quirks:
         """moto as it is: every quirk switched off (for tests about something else)."""
-        self.group_not_found = self.key_not_found = False
+        self.group_not_found = self.key_not_found = self.reuse_ips = False
         self.group_held_s = 0.0
         return self
 

@@ -32,6 +32,7 @@ from swarm.providers.ec2.aws import (
 from swarm.providers.ec2.errors import aws_errors, error_code
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc, unix_from_iso
+from swarm.remote import known_hosts
 from swarm.remote.base import Runner
 
 MAX_COUNT = 500
@@ -272,6 +273,10 @@ class Ec2Provider(AwsClients, Provider):
             live = [i["InstanceId"] for i in found if i["State"]["Name"] != "terminated"]
             for chunk in chunks(live):
                 self._terminate_chunk(chunk)
+        # Their addresses go to the next instances, with new host keys: forget theirs.
+        known_hosts.forget(
+            self.state_dir(stack) / "known_hosts", [n.ssh.host for n in nodes if n.ssh is not None]
+        )
         states = self._wait("instance_terminated", live, self.terminate_timeout) if live else None
         if states is not None:
             raise ProviderError(
