@@ -113,3 +113,33 @@ def test_a_freed_ip_comes_back_with_a_new_host_key(workdir, stack_env, emulated_
     assert emulated_ec2.host_for(new["InstanceId"]).known_hosts_line.split()[-1] != old_key
     assert " ok" in res.out, res.out
     assert swarm("down", cwd=workdir, env=stack_env, timeout=180).code == 0
+
+
+def test_the_headline_flow_twice_on_the_quirky_cloud(workdir, stack_env, emulated_ec2,
+                                                     bridge_target):
+    """up master, up workers -n 3, a headless run, down workers, up workers -n 3 again (the
+    freed IPs come back with new host keys), a headless run, down: every command exits 0 and
+    no instance, security group or key pair is left."""
+    ec2 = emulated_ec2.client()
+    run = ("run", "-H", bridge_target.url, "-f", "viral_load.py", "--headless", "-u", "6",
+           "-r", "6", "-t", "3s")
+
+    def ok(*args: str) -> str:
+        res = swarm(*args, cwd=workdir, env=stack_env, timeout=240)
+        assert res.code == 0, (args, res.err)
+        return res.err
+
+    ok("up", "master")
+    ok("up", "workers", "-n", "3")
+    first = {i["PrivateIpAddress"] for i in instances(ec2, STACK, "worker")}
+    assert "3 of 3 worker process(es) connected" in ok(*run)
+    ok("down", "workers")
+    ok("up", "workers", "-n", "3")
+    again = {i["PrivateIpAddress"] for i in instances(ec2, STACK, "worker")}
+    assert again == first            # every address reused, each by a new host
+    assert "3 of 3 worker process(es) connected" in ok(*run)
+    ok("down")
+    assert [i for i in all_instances(ec2) if i["State"]["Name"] != "terminated"] == []
+    assert groups(ec2) == [] and key_pairs(ec2) == []
+    names = [q for q in emulated_ec2.quirks.answered]
+    assert ("DeleteSecurityGroup", "DependencyViolation") in names, names
