@@ -29,6 +29,13 @@ def ec2_toml(workdir: Path, subnet_id: str, name: str = "rel", extra: str = "",
     return p
 
 
+def ec2_stack(workdir: Path, cli_env: dict[str, str], ec2_env: Any, name: str) -> dict[str, str]:
+    """An EC2 stack config in the lab subnet with the fast bootstrap; returns the CLI env."""
+    ec2_toml(workdir, ec2_env.subnet_id, name=name)
+    fast_bootstrap(workdir)
+    return {**cli_env, **ec2_env.env}
+
+
 def fast_bootstrap(workdir: Path, worker_sleep: float = 0) -> None:
     script = workdir / "bootstrap" / "bootstrap.sh"
     script.write_text(FAST_BOOTSTRAP)

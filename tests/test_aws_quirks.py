@@ -10,16 +10,14 @@ from swarm.errors import ProviderError
 from swarm.providers.base import Stack
 from swarm.providers.ec2.provider import Ec2Provider
 from tests.helpers import swarm
-from tests.reliability import all_instances, ec2_toml, fast_bootstrap, instances
+from tests.reliability import all_instances, ec2_stack, instances
 
 STACK = "quirky"
 
 
 @pytest.fixture
 def stack_env(workdir, cli_env, ec2_env):
-    ec2_toml(workdir, ec2_env.subnet_id, name=STACK)
-    fast_bootstrap(workdir)
-    return {**cli_env, **ec2_env.env}
+    return ec2_stack(workdir, cli_env, ec2_env, STACK)
 
 
 def groups(ec2) -> list[str]:

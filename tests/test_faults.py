@@ -16,18 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SWARM, assert_error_line, assert_one_error_line, swarm
-from tests.reliability import (all_instances, ec2_toml, fast_bootstrap, instances, locust_pids,
-                               poll)
+from tests.reliability import (all_instances, ec2_stack, ec2_toml, fast_bootstrap, instances,
+                               locust_pids, poll)
 
 STACK = "rel"
 
 
 @pytest.fixture
 def stack_env(workdir, cli_env, ec2_env):
-    """An EC2 stack config in the lab subnet with the fast bootstrap; returns the CLI env."""
-    ec2_toml(workdir, ec2_env.subnet_id, name=STACK)
-    fast_bootstrap(workdir)
-    return {**cli_env, **ec2_env.env}
+    return ec2_stack(workdir, cli_env, ec2_env, STACK)
 
 
 def up(workdir, env, workers: int) -> None:
