@@ -230,22 +230,17 @@ def ensure_security_group(
     have = {k for perm in group.get("IpPermissions", []) for k in _rule_keys(perm)}
     extra, missing = sorted(have - want, key=str), sorted(want - have, key=str)
     # A group just created may not be found yet by the next call (eventual consistency).
-    if extra:
-        retry_while(
-            lambda: ec2.revoke_security_group_ingress(
-                GroupId=gid, IpPermissions=[_permission(k) for k in extra]
-            ),
-            JUST_CREATED,
-            JUST_CREATED_WAIT_S,
-        )
-    if missing:
-        retry_while(
-            lambda: ec2.authorize_security_group_ingress(
-                GroupId=gid, IpPermissions=[_permission(k) for k in missing]
-            ),
-            JUST_CREATED,
-            JUST_CREATED_WAIT_S,
-        )
+    for change, keys in (
+        (ec2.revoke_security_group_ingress, extra),
+        (ec2.authorize_security_group_ingress, missing),
+    ):
+        if keys:
+            perms = [_permission(k) for k in keys]
+            retry_while(
+                lambda: change(GroupId=gid, IpPermissions=perms),  # noqa: B023 - called in this turn
+                JUST_CREATED,
+                JUST_CREATED_WAIT_S,
+            )
     return gid
 
 
