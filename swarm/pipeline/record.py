@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,10 +96,6 @@ def file_hashes(files_dir: Path) -> dict[str, str]:
         if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"):
             out[p.relative_to(files_dir).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def python_version() -> str:
-    return platform.python_version()
 
 
 def write(out: Path, record: RunRecord | FetchedRecord) -> None:

@@ -6,10 +6,12 @@ the one module that knows their order; each phase takes the RunContext and retur
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from swarm import __version__
 from swarm.errors import LocustError, UsageError
 from swarm.locust.argv import STATS_CSV
 from swarm.locust.shell import kill_cmd
@@ -113,9 +115,9 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         t = n.instance_type or sess.stack.provider
         types[t] = types.get(t, 0) + 1
     return record.RunRecord(
-        swarm_version=record.__version__,
+        swarm_version=__version__,
         locust_version=locust_version(),
-        python=record.python_version(),
+        python=platform.python_version(),
         stack=sess.stack.name,
         provider=sess.stack.provider,
         region=sess.provider.region,
