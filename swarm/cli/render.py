@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
+from swarm.cli import progress
 from swarm.locust.live import LiveView
 from swarm.locust.stats import Summary
 from swarm.models import HostResult, Node
 from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
+from swarm.pipeline.progress import Board
+from swarm.pipeline.session import Reporter
 from swarm.pipeline.status import Status
 
 # Off a terminal (CI logs, pipes) rich would squeeze tables into 80 columns.
@@ -24,12 +28,17 @@ err = Console(
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
-class ConsoleReporter:
+class ConsoleReporter(Reporter):
     def info(self, msg: str) -> None:
         err.print(f"[dim]•[/dim] {escape(msg)}")
 
     def warn(self, msg: str) -> None:
         err.print(f"[yellow]![/yellow] {escape(msg)}")
+
+    @contextmanager
+    def phases(self) -> Iterator[Board]:
+        with progress.shown(err) as board:
+            yield board
 
 
 def or_dash(x: Any, fmt: str = "{}") -> str:

@@ -7,6 +7,7 @@ the session's Reporter.
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
 from swarm.pipeline import cost
+from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import Session, locust_version
 from swarm.remote.base import replace_tree_cmd, tar_bytes
 from swarm.remote.fanout import fan_out
@@ -74,7 +76,7 @@ def up_master(sess: Session) -> UpResult:
             nothing_to_do=f"stack {sess.stack.name!r} already has a master "
             f"({m.id}, {m.state}); nothing to do"
         )
-    return _bootstrap_new(sess, UpResult(created=_launch(sess, Role.MASTER, 1, nodes)))
+    return _launch_and_bootstrap(sess, Role.MASTER, 1, nodes)
 
 
 def scale_workers(sess: Session, n: int) -> UpResult:
@@ -93,9 +95,7 @@ def scale_workers(sess: Session, n: int) -> UpResult:
         sess.report.info(f"removing {len(extras)} worker(s): {', '.join(w.name for w in extras)}")
         remove(sess, extras)
         return UpResult(removed=extras)
-    result = _bootstrap_new(
-        sess, UpResult(created=_launch(sess, Role.WORKER, n - len(workers), nodes))
-    )
+    result = _launch_and_bootstrap(sess, Role.WORKER, n - len(workers), nodes)
     # Two `up workers -n N` at once both launch: re-check and drop the newest extras. Both
     # callers pick the same nodes (same order), so the stack converges on N. (After the
     # bootstrap: earlier, a caller still waiting for its instances could see them terminated.)
@@ -124,15 +124,19 @@ def scale_workers(sess: Session, n: int) -> UpResult:
     return result
 
 
-def _bootstrap_new(sess: Session, result: UpResult) -> UpResult:
-    if sess.provider.runs_bootstrap:
-        result.bootstrap = bootstrap(sess, result.created)
-    else:
-        sess.report.info(
-            f"{sess.stack.provider} provider: bootstrap.sh is not run here (it "
-            "installs system packages); using this machine's Locust "
-            f"{locust_version()}"
-        )
+def _launch_and_bootstrap(sess: Session, role: Role, count: int, nodes: list[Node]) -> UpResult:
+    with sess.report.phases() as board:
+        result = UpResult(created=_launch(sess, role, count, nodes, board))
+        if sess.provider.runs_bootstrap:
+            result.bootstrap = bootstrap(sess, result.created, board)
+        else:
+            for node in result.created:
+                board.move(node.id, Phase.READY, node.name)
+            sess.report.info(
+                f"{sess.stack.provider} provider: bootstrap.sh is not run here (it "
+                "installs system packages); using this machine's Locust "
+                f"{locust_version()}"
+            )
     return result
 
 
@@ -140,7 +144,9 @@ def newest(nodes: list[Node], k: int) -> list[Node]:
     return sorted(nodes, key=order_key)[-k:] if k > 0 else []
 
 
-def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list[Node]:
+def _launch(
+    sess: Session, role: Role, count: int, existing: list[Node], board: Board
+) -> list[Node]:
     """Launch count nodes and wait until the provider says they run. -> the new nodes, named.
     `existing`: the stack's listing this command has just taken."""
     p, stack = sess.provider, sess.stack
@@ -151,11 +157,15 @@ def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list
     p.prepare(stack)
     sess.flush_notices()
     sess.report.info(f"launching {count} {role}{'s' if count > 1 else ''} on {stack.provider}")
+    started = time.monotonic()
     nodes = p.create_nodes(stack, role, count)
     sess.flush_notices()
+    board.add([n.id for n in nodes], Phase.LAUNCHING, started)
     try:
         ready = p.wait_ready(stack, nodes, READY_TIMEOUT)
     except Exception as e:
+        for n in nodes:
+            board.fail(n.id, e)
         # Nothing half-made survives: terminate what this call launched, then report.
         try:
             p.terminate_nodes(stack, nodes)
@@ -168,11 +178,16 @@ def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list
             raise
         raise ProviderError(f"waiting for the new {role}(s) failed: {e}") from e
     ids = {n.id for n in ready}
-    return [n for n in sess.nodes(role) if n.id in ids] or ready
+    named = [n for n in sess.nodes(role) if n.id in ids] or ready
+    for n in named:
+        board.move(n.id, Phase.RUNNING, n.name or n.id)
+    return named
 
 
-def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
-    """Upload bootstrap/ (one tar stream) and run its script on every node at once."""
+def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> list[HostResult]:
+    """Upload bootstrap/ (one tar stream) and run its script on every node at once;
+    each node's phase moves on `board` (running → bootstrapping → ready | failed)."""
+    board = board or Board()
     cfg = sess.stack.config
     bdir = check_bootstrap_dir(sess)
     rd = sess.remote_dir
@@ -184,6 +199,7 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
         r = sess.provider.runner(sess.stack, node)
         try:
             r.wait_ready(cfg.bootstrap.ssh_timeout)
+            board.move(node.id, Phase.BOOTSTRAPPING, node.name or node.id)
             exports = " ".join(
                 f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": str(node.role)}.items()
             )
@@ -217,7 +233,11 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
                 r.run_after_exit(warm_restart_cmd(rd))
             except RemoteError:
                 pass  # only a head start: `run` starts Locust cold and a warm one then
+            board.move(node.id, Phase.READY)
             return "bootstrapped"
+        except BaseException as exc:
+            board.fail(node.id, exc)
+            raise
         finally:
             r.close()
 

@@ -4,29 +4,41 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from swarm.config import Config
 from swarm.errors import UsageError
 from swarm.models import Node, Role, name_nodes
+from swarm.pipeline.progress import Board
 from swarm.providers import get_provider
 from swarm.providers.base import Provider, Stack
 
 
-class Reporter(Protocol):
-    """Progress for a person: the CLI renders it; the pipeline never prints."""
+class Reporter:
+    """Progress for a person: the CLI renders it; the pipeline never prints.
+    This base shows nothing (for library use and tests); the CLI's overrides all three."""
 
-    def info(self, msg: str) -> None: ...
-    def warn(self, msg: str) -> None: ...
-
-
-class Silent:
     def info(self, msg: str) -> None:
         pass
 
     def warn(self, msg: str) -> None:
         pass
+
+    @contextmanager
+    def phases(self) -> Iterator[Board]:
+        """A board on which the block moves each node through its phases; shown while the
+        block runs. Here: kept, not shown."""
+        board = Board()
+        try:
+            yield board
+        finally:
+            board.close()
+
+
+class Silent(Reporter):
+    """Says nothing."""
 
 
 def locust_version() -> str:
