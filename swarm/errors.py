@@ -36,6 +36,15 @@ class SwarmError(Exception):
         self.action = action
 
 
+class RunFailed(SwarmError):
+    """A headless run that completed but whose verdict is `fail` (checks, or Locust's
+    failures): exit 1, or Locust's own code when only Locust failed."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class UsageError(SwarmError):
     """Bad input detected before anything was launched (exit 2)."""
 

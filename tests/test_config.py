@@ -79,6 +79,9 @@ def test_sections_are_frozen_dataclasses():
     ("[profiles.light]\nuser = 3\n", ["unknown key 'user'", "did you mean 'users'"]),
     ("[checks]\np95 = 200\n", ["did you mean 'p95_ms'"]),
     ("[checks]\nfail_ratio = -1\n", ["fail_ratio must be >= 0"]),
+    ("[checks]\nfail_ratio = 5\n", ["fail_ratio must be a fraction of 1 or a percent",
+                                     'did you mean "5%" or 0.05?']),
+    ("[checks]\nfail_ratio = \"150%\"\n", ["between 0% and 100%"]),
     ("[stack\nname=1", ["not valid TOML"]),
 ])
 def test_rejections_name_the_key_and_place(text, needles):
@@ -117,3 +120,9 @@ def test_init_copies_the_example_and_refuses_to_overwrite(workdir, cli_env):
     res = swarm("init", cwd=workdir, env=cli_env)
     assert_one_error_line(res, 1, "already exists")
     assert (workdir / "swarm.toml").read_text() == "# mine\n"
+
+
+def test_fail_ratio_takes_a_percent_or_a_fraction():
+    from swarm.config import parse
+    assert parse('[checks]\nfail_ratio = "1%"\n').checks.fail_ratio == 0.01
+    assert parse("[checks]\nfail_ratio = 0.05\n").checks.fail_ratio == 0.05

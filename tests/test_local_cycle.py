@@ -41,11 +41,12 @@ def test_full_cycle_up_run_killall_down(workdir, cli_env, local_toml, target, tm
     # whose request was already on the wire: at most one unrecorded request per user.
     assert total["requests"] <= target.total() <= total["requests"] + 10
     assert record["workers_expected"] == 2 and record["exit_code"] == 0
+    assert (record["verdict"], record["swarm_exit_code"]) == ("pass", 0)
     # Every field the run record promises (issue: swarm and Locust versions, provider,
     # region, instance types and counts, file hashes, host, load shape, times, exit, checks).
     for key in ("swarm_version", "locust_version", "provider", "region", "instances", "locustfile",
                 "files", "host", "users", "spawn_rate", "run_time", "extra_args", "started_at",
-                "ended_at", "exit_code", "checks", "summary"):
+                "ended_at", "verdict", "swarm_exit_code", "exit_code", "checks", "summary"):
         assert key in record, key
     assert record["locust_version"] == __import__("importlib.metadata").metadata.version("locust")
     assert record["provider"] == "local" and record["instances"]["workers"] == 2
@@ -115,11 +116,17 @@ def test_checks_set_the_exit_code(workdir, cli_env, local_toml, target, check, c
                     env=cli_env, timeout=120)
         assert res.code == code, res.err
         if code:
-            assert res.err_lines[-1] == "error: 1 check(s) failed: rps>100000"
-            assert "check rps>100000: FAIL" in res.err
-        assert "check fail_ratio<1%: pass" in res.err
+            assert res.err_lines[-1] == "error: the run failed: 1 check(s) failed: rps>100000"
+            assert re.search(r"check rps>100000: FAIL \(actual [0-9.]+ rps\)", res.err), res.err
+        else:
+            assert re.search(r"check p95<10s: pass \(actual [0-9.]+ ms\)", res.err), res.err
+        assert "check fail_ratio<1%: pass (actual 0 %)" in res.err
         record = json.loads(next((workdir / "results" / "t").glob("*/run.json")).read_text())
         assert [c["ok"] for c in record["checks"]] == [code == 0, True]
+        assert (record["verdict"], record["swarm_exit_code"], record["exit_code"]) == \
+            ("fail" if code else "pass", code, 0)
+        res = swarm("results", "--last", cwd=workdir, env=cli_env)
+        assert f"verdict: {'fail' if code else 'pass'}" in res.err, res.err
     finally:
         swarm("down", cwd=workdir, env=cli_env)
 
@@ -237,3 +244,51 @@ def test_local_runner_runs_after_exit_only(tmp_path):
         assert not (node / "deferred.txt").exists()
         exit_now()
         poll(lambda: (node / "deferred.txt").exists(), timeout=10, what="the deferred command")
+
+
+FAILING = """
+from locust import HttpUser, constant, task
+
+
+class Broken(HttpUser):
+    wait_time = constant(0.1)
+
+    @task(3)
+    def missing(self):
+        self.client.get("/no/such/page", name="/no/such/page")
+
+    @task(1)
+    def raises(self):
+        raise ValueError("the task broke on purpose")
+"""
+
+
+def test_a_failing_run_says_why_it_failed(workdir, cli_env, local_toml, target):
+    """Every request fails (404) and a task raises: the user sees Locust's top failures and
+    exceptions, every check's actual value with its unit, and one error line saying why the
+    exit code is 1; run.json says verdict fail with swarm's and Locust's exit codes."""
+    local_toml()
+    (workdir / "locustfiles" / "broken.py").write_text(FAILING)
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    try:
+        res = swarm("run", "-H", target.url, "-f", "broken.py", "--headless", "-u", "3",
+                    "-t", "3s", "--check", "fail_ratio<1%", "--check", "p95<10s",
+                    cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 1, res.err
+        assert "Failures" in res.out and "/no/such/page" in res.out and "404" in res.out, res.out
+        assert "Exceptions" in res.out and "the task broke on purpose" in res.out, res.out
+        assert re.search(r"broken\.py:\d+ in raises", res.out), res.out
+        assert "check fail_ratio<1%: FAIL (actual 100 %)" in res.err, res.err
+        last = res.err_lines[-1]
+        assert re.fullmatch(
+            r"error: the run failed: 1 check\(s\) failed: fail_ratio<1%; Locust exited 1 "
+            r"\(\d+ request\(s\) failed and tasks raised \d+ exception\(s\), listed above\)",
+            last), last
+        record = json.loads(next((workdir / "results" / "t").glob("*/run.json")).read_text())
+        assert (record["verdict"], record["swarm_exit_code"], record["exit_code"]) == \
+            ("fail", 1, 1)
+        res = swarm("results", cwd=workdir, env=cli_env)
+        assert "fail" in res.out and "verdict" in res.out, res.out
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)

@@ -127,7 +127,7 @@ def test_a_saturated_worker_is_named_and_fails_the_cpu_check(workdir, cli_env, e
                 "-t", "8s", "--check", "cpu<90%", cwd=workdir, env=env, timeout=180)
     assert res.code == 1, res.err
     assert "saturated: worker-1" in res.err and "swarm up workers -n 2" in res.err
-    assert res.err_lines[-1] == "error: 1 check(s) failed: cpu<90%"
+    assert res.err_lines[-1] == "error: the run failed: 1 check(s) failed: cpu<90%"
     swarm("down", cwd=workdir, env=env, timeout=120)
 
 

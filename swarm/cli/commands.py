@@ -15,7 +15,7 @@ import click
 from swarm import config
 from swarm.cli import render
 from swarm.cli.app import Ctx, cli, pass_ctx
-from swarm.errors import SwarmError, UsageError
+from swarm.errors import RunFailed, SwarmError, UsageError
 from swarm.models import Node, Role
 from swarm.pipeline import access, fleet
 from swarm.pipeline import logs as node_logs
@@ -125,6 +125,10 @@ def run(
         return
     if outcome.summary:
         render.out.print(render.summary_table(outcome.summary))
+    if outcome.failures:
+        render.out.print(render.failures_table(outcome.failures))
+    if outcome.raised:
+        render.out.print(render.raised_table(outcome.raised))
     if outcome.saturated:
         hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(outcome.saturated.items()))
         n_workers = len(sess.nodes(Role.WORKER))
@@ -144,14 +148,12 @@ def run(
             f"{outcome.workers_expected} worker process(es) stayed connected"
         )
     render.err.print(f"results: {outcome.results_dir}")
-    failed = [ch for ch in outcome.checks if not ch.ok]
     for ch in outcome.checks:
         mark = "[green]pass[/green]" if ch.ok else "[red]FAIL[/red]"
-        render.err.print(f"check {ch.check}: {mark} (actual {ch.actual:g})")
-    if failed:
-        raise SwarmError(f"{len(failed)} check(s) failed: {', '.join(ch.check for ch in failed)}")
-    if outcome.exit_code:
-        raise SystemExit(outcome.exit_code)
+        render.err.print(f"check {ch.check}: {mark} (actual {ch.actual_shown})")
+    verdict = outcome.judgement
+    if verdict.exit_code:
+        raise RunFailed(f"the run failed: {verdict.why}", verdict.exit_code)
 
 
 @cli.command()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from swarm.cli import progress
 from swarm.locust.live import LiveView
-from swarm.locust.stats import Summary
+from swarm.locust.stats import Failure, Raised, Summary
 from swarm.models import HostResult, Node
 from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
 from swarm.pipeline.progress import Board
@@ -123,7 +123,8 @@ def host_results_table(title: str, results: Sequence[HostResult]) -> Table:
 
 def summary_table(summary: Summary) -> Table:
     t = Table(title="Summary", title_justify="left")
-    for col in ("type", "name", "requests", "failures", "rps", "p50 ms", "p95 ms", "p99 ms"):
+    cols = ("type", "name", "requests", "failures", "fail %", "rps")
+    for col in (*cols, "avg ms", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         t.add_column(col, justify="left" if col in ("type", "name") else "right")
     for e in [*summary.endpoints, summary.total]:
         style = "bold" if e is summary.total else None
@@ -132,12 +133,33 @@ def summary_table(summary: Summary) -> Table:
             "Total" if e is summary.total else escape(e.name),
             str(e.requests),
             str(e.failures),
+            f"{e.fail_ratio * 100:.1f}",
             f"{e.rps:.1f}",
-            f"{e.p50_ms:.0f}",
-            f"{e.p95_ms:.0f}",
-            f"{e.p99_ms:.0f}",
+            *(f"{ms:.0f}" for ms in (e.avg_ms, e.p50_ms, e.p95_ms, e.p99_ms, e.max_ms)),
             style=style,
         )
+    return t
+
+
+def failures_table(failures: Sequence[Failure], limit: int = 5) -> Table:
+    """Locust's top failures (its failures CSV), most frequent first."""
+    more = f" (top {limit} of {len(failures)})" if len(failures) > limit else ""
+    t = Table(title=f"Failures{more}", title_justify="left")
+    for col in ("type", "name", "error", "occurrences"):
+        t.add_column(col, justify="right" if col == "occurrences" else "left")
+    for f in failures[:limit]:
+        t.add_row(escape(f.method), escape(f.name), escape(f.error), str(f.occurrences))
+    return t
+
+
+def raised_table(raised: Sequence[Raised], limit: int = 5) -> Table:
+    """The exceptions the tasks raised (Locust's exceptions CSV), most frequent first."""
+    more = f" (top {limit} of {len(raised)})" if len(raised) > limit else ""
+    t = Table(title=f"Exceptions{more}", title_justify="left")
+    for col in ("count", "message", "where"):
+        t.add_column(col, justify="right" if col == "count" else "left")
+    for e in raised[:limit]:
+        t.add_row(str(e.count), escape(e.message), escape(e.where or "-"))
     return t
 
 
@@ -209,13 +231,13 @@ def runs_table(title: str, runs: list[RunInfo], with_stack: bool = False) -> Tab
         "rps",
         "p95 ms",
         "fail %",
-        "exit",
+        "verdict",
         "checks",
     ]:
         t.add_column(
             c,
             justify="left"
-            if c in ("id", "stack", "started", "locustfile", "host", "checks")
+            if c in ("id", "stack", "started", "locustfile", "host", "verdict", "checks")
             else "right",
         )
     for r in runs:
@@ -235,10 +257,18 @@ def runs_table(title: str, runs: list[RunInfo], with_stack: bool = False) -> Tab
             or_dash(x.rps, "{:.1f}"),
             or_dash(x.p95_ms, "{:.0f}"),
             or_dash(fail, "{:.2f}"),
-            or_dash(x.exit_code),
+            VERDICT_STYLE.get(x.verdict or "", "-").format(x.verdict),
             checks,
         )
     return t
+
+
+VERDICT_STYLE = {
+    "pass": "[green]{}[/green]",
+    "fail": "[red]{}[/red]",
+    "error": "[red]{}[/red]",
+    "interrupted": "[yellow]{}[/yellow]",
+}
 
 
 def _metric(metric: str, v: float, signed: bool = False) -> str:

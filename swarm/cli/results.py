@@ -12,7 +12,7 @@ from rich.markup import escape
 from swarm.cli import render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import UsageError
-from swarm.pipeline import history
+from swarm.pipeline import history, judge
 from swarm.pipeline.record import RUN_FILE
 
 ROOT = Path("results")
@@ -105,10 +105,13 @@ def _show(run: history.RunInfo) -> None:
         render.err.print(f"[yellow]![/yellow] run {run.id} has no statistics")
     if not run.complete:
         render.err.print(f"[yellow]![/yellow] run {run.id} is incomplete: no readable {RUN_FILE}")
+    verdict = history.run_row(run).verdict
+    if verdict:
+        render.err.print(f"verdict: {render.VERDICT_STYLE.get(verdict, '{}').format(verdict)}")
     for ch in (run.record or {}).get("checks") or []:
         mark = "[green]pass[/green]" if ch.get("ok") else "[red]FAIL[/red]"
         render.err.print(
             f"check {escape(str(ch.get('check')))}: {mark} "
-            f"(actual {render.or_dash(ch.get('actual'), '{:g}')})"
+            f"(actual {judge.shown(judge.metric_of(ch), ch.get('actual'))})"
         )
     render.err.print(f"results: {run.path}")

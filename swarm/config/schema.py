@@ -82,6 +82,28 @@ def _num(lo: float = 0.0) -> Callable[[Any], float]:
     return check
 
 
+def _ratio(v: Any) -> float:
+    """A share of requests: a fraction 0..1, or a percent string ("1%"). A bare 5 would be
+    read as 500 % and pass every run: refused, with both spellings of what was meant."""
+    if isinstance(v, str) and v.strip().endswith("%"):
+        try:
+            pct = float(v.strip()[:-1])
+        except ValueError:
+            raise ValueError(f'must be a fraction (0.01) or a percent ("1%"), got {v!r}') from None
+        if not 0 <= pct <= 100:
+            raise ValueError(f"must be between 0% and 100%, got {v!r}")
+        return pct / 100.0
+    num = _num()(v) if not isinstance(v, str) else None
+    if num is None:
+        raise ValueError(f'must be a fraction (0.01) or a percent ("1%"), got {v!r}')
+    if num > 1:
+        raise ValueError(
+            f"must be a fraction of 1 or a percent, got {v:g} "
+            f'(did you mean "{v:g}%" or {num / 100:g}?)'
+        )
+    return num
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"must be true or false, not {type(v).__name__}")
@@ -265,7 +287,7 @@ class ChecksSection:
     p95_ms: float | None = key(_num())
     p99_ms: float | None = key(_num())
     avg_ms: float | None = key(_num())
-    fail_ratio: float | None = key(_num())
+    fail_ratio: float | None = key(_ratio)
     min_rps: float | None = key(_num())
 
 

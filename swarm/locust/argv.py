@@ -13,6 +13,8 @@ CSV_PREFIX = f"{RESULTS_DIR}/locust"
 HTML_FILE = f"{RESULTS_DIR}/report.html"
 JSON_FILE = f"{RESULTS_DIR}/stats.json"
 STATS_CSV = "locust_stats.csv"  # the name of CSV_PREFIX's stats file in a results dir
+FAILURES_CSV = "locust_failures.csv"
+EXCEPTIONS_CSV = "locust_exceptions.csv"
 AUTOQUIT_S = 0  # quit as soon as the run ends (the API stays up while it runs)
 DURATION_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?$")
 

@@ -1,10 +1,11 @@
-"""Locust's statistics: one endpoint's figures, a run's summary, and their parsers
-(Locust's stats CSV; swarm's own run.json)."""
+"""Locust's statistics: one endpoint's figures, a run's summary, its failures and
+exceptions, and their parsers (Locust's CSV files; swarm's own run.json)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,3 +121,62 @@ def summary_from_json(d: dict[str, Any]) -> Summary:
     return Summary(
         [ep(e) for e in d.get("endpoints", [])], ep(d["total"]), dict(d.get("workers_cpu") or {})
     )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One row of Locust's <prefix>_failures.csv: a request that failed, by error."""
+
+    method: str
+    name: str
+    error: str
+    occurrences: int
+
+
+@dataclass(frozen=True)
+class Raised:
+    """One row of Locust's <prefix>_exceptions.csv: an exception a task raised."""
+
+    count: int
+    message: str
+    where: str  # the innermost frame: "file.py:12 in task"
+    nodes: str
+
+
+_FRAME_RE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def parse_failures_csv(text: str) -> list[Failure]:
+    """Most frequent first; an empty or foreign file is no failures."""
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("Occurrences")]
+    out = [
+        Failure(
+            r.get("Method") or "",
+            r.get("Name") or "",
+            r.get("Error") or "",
+            int(_f(r["Occurrences"])),
+        )
+        for r in rows
+    ]
+    return sorted(out, key=lambda f: -f.occurrences)
+
+
+def parse_exceptions_csv(text: str) -> list[Raised]:
+    out = []
+    for r in csv.DictReader(io.StringIO(text)):
+        if not r.get("Count"):
+            continue
+        frames = _FRAME_RE.findall(r.get("Traceback") or "")
+        where = ""
+        if frames:
+            path, line, func = frames[-1]
+            where = f"{path.rsplit('/', 1)[-1]}:{line} in {func}"
+        out.append(
+            Raised(
+                int(_f(r["Count"])),
+                " ".join((r.get("Message") or "").split()),
+                where,
+                r.get("Nodes") or "",
+            )
+        )
+    return sorted(out, key=lambda e: -e.count)

@@ -169,7 +169,8 @@ class RunRow:
     rps: float | None
     p95_ms: float | None
     fail_ratio: float | None
-    exit_code: int | None
+    verdict: str | None  # pass / fail / error / interrupted; None for an incomplete run
+    exit_code: int | None  # Locust's
     checks_passed: int
     checks_failed: int
 
@@ -194,10 +195,19 @@ def run_row(r: RunInfo) -> RunRow:
         round(t.rps, 2) if t else None,
         t.p95_ms if t else None,
         round(t.fail_ratio, 6) if t else None,
+        rec.get("verdict") or _older_verdict(rec, r.complete),
         rec.get("exit_code"),
         sum(bool(c.get("ok")) for c in checks),
         sum(not c.get("ok") for c in checks),
     )
+
+
+def _older_verdict(rec: dict[str, Any], complete: bool) -> str | None:
+    """Runs recorded before run.json had a verdict: the same rule, from what they kept."""
+    if not complete or rec.get("exit_code") is None:
+        return None
+    failed = any(not c.get("ok") for c in rec.get("checks") or [])
+    return "fail" if failed or rec.get("exit_code") else "pass"
 
 
 def run_json(r: RunInfo) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from swarm.config.schema import ChecksSection
 from swarm.errors import UsageError
 from swarm.locust.stats import Summary
+from swarm.models import Word
 
 SATURATED_CPU = 90.0  # Locust warns above this; so do we
 
@@ -31,6 +32,8 @@ METRICS = {
     "rps": ("",),
     "cpu": ("%", ""),
 }
+# how an actual value is shown: "actual 11 ms", "actual 100 %", "actual 106.1 rps"
+SHOWN_UNIT = {"fail_ratio": "%", "rps": "rps", "cpu": "%"}
 EXPR_RE = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|<|>)\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|%)?\s*$")
 
 
@@ -45,6 +48,19 @@ class CheckResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def actual_shown(self) -> str:
+        return shown(self.metric, self.actual)
+
+
+def shown(metric: str, value: float | None) -> str:
+    """A measured value with its unit, as a person reads it (fail_ratio as a percent)."""
+    if value is None:
+        return "-"
+    if metric == "fail_ratio":
+        return f"{value * 100:.3g} %"
+    return f"{round(value, 1):g} {SHOWN_UNIT.get(metric, 'ms')}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,14 @@ class Check:
             round(actual, 6),
             bool(OPS[self.op](actual, self.value)),
         )
+
+
+def metric_of(recorded: dict[str, Any]) -> str:
+    """The metric of a check read back from run.json (older records kept only its text)."""
+    if recorded.get("metric"):
+        return str(recorded["metric"])
+    m = EXPR_RE.match(str(recorded.get("check", "")))
+    return m.group(1) if m else ""
 
 
 def parse_check(text: str) -> Check:
@@ -126,6 +150,49 @@ def checks_from_table(table: ChecksSection) -> list[Check]:
                 )
             )
     return out
+
+
+class Verdict(Word):
+    """The one word CI reads from run.json."""
+
+    PASS = "pass"  # Locust exited 0 and every check held
+    FAIL = "fail"  # a check failed, or Locust counted failures (its exit 1)
+    ERROR = "error"  # the run itself went wrong: no exit code, no statistics, a lost master
+    INTERRUPTED = "interrupted"  # Ctrl-C
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    exit_code: int  # swarm's own
+    why: str  # for a FAIL: what failed, in one clause
+
+    @classmethod
+    def of(
+        cls,
+        locust_exit: int,
+        checks: list[CheckResult],
+        broken: bool,
+        failures: int = 0,
+        raised: int = 0,
+    ) -> Judgement:
+        """`failures`: requests Locust counted as failed; `raised`: exceptions of the tasks."""
+        failed = [c.check for c in checks if not c.ok]
+        if broken:
+            return cls(Verdict.ERROR, 1, "the run did not complete")
+        parts = []
+        if failed:
+            parts.append(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+        if locust_exit:
+            why = [f"{failures} request(s) failed"] if failures else []
+            why += [f"tasks raised {raised} exception(s)"] if raised else []
+            parts.append(
+                f"Locust exited {locust_exit}"
+                + (f" ({' and '.join(why)}, listed above)" if why else "")
+            )
+        if not parts:
+            return cls(Verdict.PASS, 0, "")
+        return cls(Verdict.FAIL, 1 if failed else locust_exit, "; ".join(parts))
 
 
 def saturated(cpu_peaks: dict[str, float]) -> dict[str, float]:

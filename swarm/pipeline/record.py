@@ -10,7 +10,7 @@ from typing import Any
 
 from swarm import __version__
 from swarm.locust.stats import Summary
-from swarm.pipeline.judge import CheckResult
+from swarm.pipeline.judge import CheckResult, Verdict
 
 RUN_FILE = "run.json"
 
@@ -43,6 +43,8 @@ class RunRecord:
     extra_args: list[str]
     started_at: str
     ended_at: str
+    verdict: Verdict
+    swarm_exit_code: int  # what `swarm run` exited with
     exit_code: int  # Locust's (1 when the master gave none)
     workers_expected: int
     workers_seen: int

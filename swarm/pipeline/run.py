@@ -7,23 +7,34 @@ the one module that knows their order; each phase takes the RunContext and retur
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from swarm import __version__
 from swarm.errors import LocustError, UsageError
-from swarm.locust.argv import STATS_CSV
+from swarm.locust.argv import EXCEPTIONS_CSV, FAILURES_CSV, STATS_CSV
 from swarm.locust.shell import kill_cmd
-from swarm.locust.stats import Summary, parse_stats_csv
+from swarm.locust.stats import (
+    Failure,
+    Raised,
+    Summary,
+    parse_exceptions_csv,
+    parse_failures_csv,
+    parse_stats_csv,
+)
 from swarm.models import HostResult, Node
 from swarm.pipeline import fetch, record
 from swarm.pipeline.follow import Followed, follow
-from swarm.pipeline.judge import CheckResult, saturated
+from swarm.pipeline.judge import CheckResult, Judgement, Verdict, saturated
 from swarm.pipeline.plan import RunOptions, plan_run, stack_nodes
 from swarm.pipeline.session import Session, locust_version
 from swarm.pipeline.start import RunContext, start
 from swarm.remote.fanout import fan_out
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +49,9 @@ class RunOutcome:
     saturated: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak CPU %
     cpu_peaks: dict[str, float] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # workers that dropped out
+    judgement: Judgement = Judgement(Verdict.PASS, 0, "")
+    failures: list[Failure] = field(default_factory=list)  # most frequent first
+    raised: list[Raised] = field(default_factory=list)  # the tasks' exceptions
 
 
 def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> RunOutcome:
@@ -82,12 +96,21 @@ def _finish(
         fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out)
     except OSError as e:
         raise fetch.cannot_save(out, e) from e
-    outcome.summary = _read_summary(out / STATS_CSV)
+    outcome.summary = _read(out / STATS_CSV, parse_stats_csv)
+    outcome.failures = _read(out / FAILURES_CSV, parse_failures_csv) or []
+    outcome.raised = _read(out / EXCEPTIONS_CSV, parse_exceptions_csv) or []
     if outcome.summary is not None:
         peaks = {k: round(v, 1) for k, v in outcome.cpu_peaks.items()}
         outcome.summary = replace(outcome.summary, workers_cpu=peaks)
         outcome.checks = [c.evaluate(outcome.summary) for c in ctx.plan.checks]
     outcome.saturated = saturated(outcome.cpu_peaks)
+    outcome.judgement = Judgement.of(
+        outcome.exit_code,
+        outcome.checks,
+        broken=error is not None or outcome.summary is None,
+        failures=outcome.summary.total.failures if outcome.summary else 0,
+        raised=sum(e.count for e in outcome.raised),
+    )
     try:
         record.write(out, run_record(ctx, outcome, ended_at))
     except OSError as e:
@@ -101,10 +124,10 @@ def _finish(
     return outcome
 
 
-def _read_summary(csv_path: Path) -> Summary | None:
+def _read(csv_path: Path, parse: Callable[[str], T]) -> T | None:
     try:
-        return parse_stats_csv(csv_path.read_text()) if csv_path.is_file() else None
-    except ValueError:
+        return parse(csv_path.read_text()) if csv_path.is_file() else None
+    except (ValueError, OSError):
         return None
 
 
@@ -132,6 +155,8 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         extra_args=list(spec.extra_args),
         started_at=ctx.started_at.isoformat(timespec="seconds"),
         ended_at=ended_at.isoformat(timespec="seconds"),
+        verdict=outcome.judgement.verdict,
+        swarm_exit_code=outcome.judgement.exit_code,
         exit_code=outcome.exit_code,
         workers_expected=outcome.workers_expected,
         workers_seen=outcome.workers_seen,
