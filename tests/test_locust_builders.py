@@ -39,7 +39,7 @@ def test_master_command_line_binds_ui_to_loopback_and_writes_results():
 
 def test_worker_command_line_points_at_the_master():
     assert locust_argv.worker_argv("a.py", "10.0.0.5", 5557, -1) == [
-        "-f", "locustfiles/a.py", "--worker", "--master-host", "10.0.0.5", "--master-port", "5557",
+        "-f", "swarm_final.py,locustfiles/a.py", "--worker", "--master-host", "10.0.0.5", "--master-port", "5557",
         "--processes", "-1"]
     assert "--processes" not in locust_argv.worker_argv("a.py", "h", 1, 1)
 

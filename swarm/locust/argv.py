@@ -15,6 +15,9 @@ JSON_FILE = f"{RESULTS_DIR}/stats.json"
 STATS_CSV = "locust_stats.csv"  # the name of CSV_PREFIX's stats file in a results dir
 FAILURES_CSV = "locust_failures.csv"
 EXCEPTIONS_CSV = "locust_exceptions.csv"
+# swarm's Locust plugin (final_stats.py), written into the remote dir by every start command
+# and loaded before the user's locustfile
+PLUGIN_FILE = "swarm_final.py"
 AUTOQUIT_S = 0  # quit as soon as the run ends (the API stays up while it runs)
 DURATION_RE = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?$")
 
@@ -47,10 +50,14 @@ class RunSpec:
     extra_args: tuple[str, ...] = ()
 
 
+def _locustfiles(locustfile: str) -> str:
+    return f"{PLUGIN_FILE},locustfiles/{locustfile}"
+
+
 def master_argv(spec: RunSpec) -> list[str]:
     argv = [
         "-f",
-        f"locustfiles/{spec.locustfile}",
+        _locustfiles(spec.locustfile),
         "--master",
         "--master-bind-port",
         str(spec.master_port),
@@ -91,7 +98,7 @@ def master_argv(spec: RunSpec) -> list[str]:
 def worker_argv(locustfile: str, master_host: str, master_port: int, processes: int) -> list[str]:
     argv = [
         "-f",
-        f"locustfiles/{locustfile}",
+        _locustfiles(locustfile),
         "--worker",
         "--master-host",
         master_host,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm.locust.argv import CSV_PREFIX, RESULTS_DIR
+from swarm.locust.argv import CSV_PREFIX, PLUGIN_FILE, RESULTS_DIR
 from swarm.models import Probe
 
 _FIND_LOCUST = (
@@ -32,10 +32,11 @@ _WARM_ALIVE = (
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _warm_source() -> str:
-    """warm_host.py, quoted for the shell: read once, though every host's start command has it."""
-    return shlex.quote(Path(__file__).with_name("warm_host.py").read_text(encoding="utf-8"))
+@functools.lru_cache(maxsize=2)
+def _shipped(module: str) -> str:
+    """A module of this package that runs on the nodes, quoted for the shell: read once,
+    though every host's start command carries it."""
+    return shlex.quote(Path(__file__).with_name(module).read_text(encoding="utf-8"))
 
 
 def _warm_launch() -> str:
@@ -47,7 +48,7 @@ def _warm_launch() -> str:
         'case "$py" in */python*) ;; *) py="";; esac; '
         'if [ -n "$py" ] && [ -x "$py" ]; then '
         'rm -f warm.fifo warm.pid warm.ready; mkfifo warm.fifo && printf "%s" "$L" >warm.bin && '
-        f"printf '%s' {_warm_source()} >{WARM_SCRIPT} && "
+        f"printf '%s' {_shipped('warm_host.py')} >{WARM_SCRIPT} && "
         f'{{ setsid "$py" {WARM_SCRIPT} "$L" >warm.log 2>&1 </dev/null & }}; fi'
     )
 
@@ -98,8 +99,9 @@ def start_cmd(
         )
         # after the cold start, so the Locust this run needs gets the CPU first
         launch = f'[ "$W" = 1 ] && {{ {_warm_launch()}; }}; '
+    plugin = f"printf '%s' {_shipped('final_stats.py')} >{PLUGIN_FILE} || exit 1; "
     return (
-        f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {_FIND_LOCUST}"
+        f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {plugin}{_FIND_LOCUST}"
         f"{via_warm}[ -s locust.pid ] || {{ {cold}}}; {launch}cat locust.pid"
     )
 

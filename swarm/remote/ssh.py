@@ -26,6 +26,8 @@ from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink, SshTarget
 # Python's last-resort handler would print them on stderr among swarm's own lines; swarm
 # reports these failures itself.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+# After a command's exit status, how long to wait for the EOF that follows its last output
+EOF_GRACE_S = 2.0
 
 
 class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
@@ -210,13 +212,20 @@ class SSHRunner(Runner):
                 # copies a bytes object each time (quadratic for a multi-MB tar).
                 chan.sendall(memoryview(stdin))
             chan.shutdown_write()
+            exited_at = None
             while True:
                 while chan.recv_ready():
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() and exited_at is None:
+                    exited_at = time.monotonic()
+                # sshd may send the exit status before the last of the output (it still
+                # drains the command's pipe): read on to EOF, which follows the output. A
+                # child still holding the pipe would delay EOF forever: a short grace.
                 if (
-                    chan.exit_status_ready()
+                    exited_at is not None
+                    and (chan.eof_received or time.monotonic() - exited_at > EOF_GRACE_S)
                     and not chan.recv_ready()
                     and not chan.recv_stderr_ready()
                 ):
@@ -227,7 +236,7 @@ class SSHRunner(Runner):
                         f"{self.label}: command timed out after {timeout:.0f}s: {cmd[:80]}",
                         code=SSH_TIMEOUT,
                     )
-                select.select([chan], [], [], min(left, 1.0))
+                select.select([chan], [], [], min(left, 0.1 if exited_at else 1.0))
             while chan.recv_ready():
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():
