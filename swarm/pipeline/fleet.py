@@ -206,8 +206,8 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
                 lines = tail.stdout.strip().replace("\n", "\n    ")
                 raise RemoteError(
-                    f"bootstrap failed (exit {res.exit_code}); last lines of "
-                    f"{rd}/bootstrap.log:\n    {lines}"
+                    f"bootstrap failed (exit {res.exit_code}){_reason(tail.stdout)}; last lines "
+                    f"of {rd}/bootstrap.log:\n    {lines}"
                 )
             # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
             # swarm has exited (closing the runner is not the signal): where hosts share CPUs
@@ -223,6 +223,18 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
     return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+
+
+# What bootstrap.sh's die() writes before the reason: the log's last such line says why.
+FAILED_MARK = "bootstrap FAILED: "
+
+
+def _reason(log: str) -> str:
+    """': <why>' from the script's own last failure line, so the reason leads the message."""
+    for line in reversed(log.splitlines()):
+        if FAILED_MARK in line:
+            return ": " + line.split(FAILED_MARK, 1)[1].strip()
+    return ""
 
 
 def remove(sess: Session, nodes: list[Node]) -> None:
