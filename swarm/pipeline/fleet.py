@@ -183,7 +183,7 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
         try:
-            r.wait_ready(cfg.bootstrap.ssh_timeout)
+            r.wait_ready(cfg.bootstrap.ssh_timeout, progress=sess.report.info)
             exports = " ".join(
                 f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": str(node.role)}.items()
             )
