@@ -9,6 +9,8 @@
 #   SWARM_STACK           stack name (only reported)
 #   SWARM_REMOTE_DIR      default: parent of this script's directory
 #   SWARM_SKIP_LIMITS     set to 1 to leave /etc/security alone
+#   SWARM_APT_LOCK_TIMEOUT  seconds to wait for apt/dpkg locks held by another process
+#                         (default 600; swarm's tests shorten it)
 # Output: a timestamped log on stdout; <remote_dir>/locust-path holds the
 # absolute path of the locust executable to use.
 set -euo pipefail
@@ -19,6 +21,7 @@ log() { printf '%s [bootstrap] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 
 STEP="start"
 REPORTED=0
+# "bootstrap FAILED: " is what swarm looks for in the log to lead its message with the reason.
 die() {
     log "bootstrap FAILED: $*"
     REPORTED=1
@@ -89,6 +92,29 @@ record_locust() {
     log "using locust $VERSION at $1"
 }
 
+# --- 0. let the machine finish booting -----------------------------------
+# On EC2, SSH answers while cloud-init still runs (user data, package updates, its own apt);
+# wait for it, bounded. Only while it says "running": on a machine where it never ran,
+# `--wait` could wait for nothing. Exit 2 (newer cloud-init) = done with recoverable errors.
+STEP="wait for cloud-init"
+CLOUD_INIT_TIMEOUT=600
+if command -v cloud-init >/dev/null 2>&1; then
+    ci_status="$(timeout 60 cloud-init status 2>/dev/null | sed -n 's/^status: *//p')" || true
+    if [ "$ci_status" = "running" ]; then
+        ci_start=$SECONDS
+        log "waiting for cloud-init to finish (status: running), up to ${CLOUD_INIT_TIMEOUT}s"
+        ci_rc=0
+        timeout "$CLOUD_INIT_TIMEOUT" cloud-init status --wait >/dev/null 2>&1 || ci_rc=$?
+        ci_waited=$((SECONDS - ci_start))
+        case "$ci_rc" in
+            0) log "cloud-init finished after ${ci_waited}s" ;;
+            2) log "cloud-init finished after ${ci_waited}s with recoverable errors (cloud-init status --long); continuing" ;;
+            124) log "cloud-init still running after ${ci_waited}s; continuing without it" ;;
+            *) log "cloud-init failed after ${ci_waited}s (exit $ci_rc; cloud-init status --long); continuing" ;;
+        esac
+    fi
+fi
+
 # --- 1. locust already there? -------------------------------------------
 # Checked first so that hosts without network (or without sudo) that already
 # have the right locust never touch a package manager.
@@ -122,19 +148,92 @@ find_python() {
     return 1
 }
 
+# --- apt: wait for whoever holds its locks ------------------------------------
+# On a fresh EC2 host, cloud-init and unattended-upgrades run apt at boot, while SSH already
+# answers. apt-get's DPkg::Lock::Timeout covers only dpkg's locks: `apt-get update` fails at
+# once on the lists lock, so wait for all of them ourselves, saying who holds which.
+APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock
+    /var/cache/apt/archives/lock)
+APT_LOCK_TIMEOUT="${SWARM_APT_LOCK_TIMEOUT:-600}"
+case "$APT_LOCK_TIMEOUT" in '' | *[!0-9]*) die "SWARM_APT_LOCK_TIMEOUT must be whole seconds, got '$APT_LOCK_TIMEOUT'" ;; esac
+
+# Prints the pid holding a lock on file $1 (nothing if free), read from the kernel's table:
+# /proc/locks lists fcntl locks (apt's, which `flock -n` does not see) and flock ones alike,
+# and needs neither root nor a tool that might be missing (fuser, lsof).
+lock_holder() {
+    local dev ino key kind pid id
+    read -r dev ino < <(stat -L -c '%d %i' "$1" 2>/dev/null) || return 0
+    key="$(printf '%02x:%02x:%s' $(((dev >> 8) & 0xfff)) $(((dev & 0xff) | ((dev >> 12) & 0xfff00))) "$ino")"
+    # "1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; "1: -> POSIX ..." lines are waiters.
+    while read -r _ kind _ _ pid id _; do
+        if [ "$kind" != "->" ] && [ "$id" = "$key" ]; then
+            printf '%s' "$pid"
+            return 0
+        fi
+    done </proc/locks
+}
+describe_pid() {
+    local comm
+    # 0 or -1: a holder in another PID namespace, or an open-file-description lock.
+    case "$1" in '' | 0 | -*) printf 'another process'; return 0 ;; esac
+    comm="$(cat "/proc/$1/comm" 2>/dev/null)" || comm=""
+    printf 'pid %s%s' "$1" "${comm:+ ($comm)}"
+}
+wait_apt_locks() {
+    local start=$SECONDS lock pid held elapsed noted=-1 last=""
+    while :; do
+        held=""
+        for lock in "${APT_LOCKS[@]}"; do
+            pid="$(lock_holder "$lock")"
+            if [ -n "$pid" ]; then held="$lock"; break; fi
+        done
+        [ -n "$held" ] || break
+        elapsed=$((SECONDS - start))
+        if [ "$elapsed" -ge "$APT_LOCK_TIMEOUT" ]; then
+            die "apt lock $held still held by $(describe_pid "$pid") after ${elapsed}s (another apt or dpkg, e.g. unattended-upgrades): let it finish, then run \`swarm up\` again"
+        fi
+        # Said when the holder changes, and every 30 s: a log that shows the wait is alive.
+        if [ "$noted" -lt 0 ] || [ "$held $pid" != "$last" ] || [ $((elapsed - noted)) -ge 30 ]; then
+            log "waiting for apt lock $held (held by $(describe_pid "$pid")), ${elapsed}s so far, up to ${APT_LOCK_TIMEOUT}s"
+            noted=$elapsed
+            last="$held $pid"
+        fi
+        sleep 1
+    done
+    if [ "$noted" -ge 0 ]; then log "apt locks free after $((SECONDS - start))s"; fi
+}
+
+apt_get() {
+    wait_apt_locks
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$APT_LOCK_TIMEOUT" -y -q "$@"
+}
+
+# Mirrors answer 5xx and sync, and the lists lock can be taken between our check and apt's:
+# a few tries with backoff before calling it a broken network or sources.
+apt_update() {
+    local attempt delay=5 tries=4
+    for attempt in $(seq 1 "$tries"); do
+        wait_apt_locks
+        log "apt-get update (attempt $attempt of $tries)"
+        if apt_get update; then return 0; fi
+        [ "$attempt" -lt "$tries" ] || break
+        log "apt-get update failed; retrying in ${delay}s"
+        sleep "$delay"
+        delay=$((delay * 2))
+    done
+    die "apt-get update failed $tries times (no network or broken apt sources?)"
+}
+
 install_python() {
     can_be_root || die "need Python >= 3.11 with venv, and cannot install it: not root and passwordless sudo is unavailable"
     if command -v apt-get >/dev/null 2>&1; then
-        # Fresh EC2 hosts run unattended-upgrades at boot; wait for the dpkg
-        # lock instead of failing on it.
-        local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -y -q)
-        log "apt-get update"
-        as_root "${apt[@]}" update || die "apt-get update failed (no network or broken apt sources?)"
+        apt_update
+        wait_apt_locks
         log "apt-get install python3 python3-venv"
-        as_root "${apt[@]}" install python3 python3-venv || die "apt-get install python3-venv failed"
+        apt_get install python3 python3-venv || die "apt-get install python3-venv failed"
         if ! find_python >/dev/null; then
             log "system python3 is older than 3.11; apt-get install python3.11 python3.11-venv"
-            as_root "${apt[@]}" install python3.11 python3.11-venv || die "apt-get install python3.11 failed"
+            apt_get install python3.11 python3.11-venv || die "apt-get install python3.11 failed"
         fi
     elif command -v dnf >/dev/null 2>&1; then
         log "dnf install python3 python3-pip"

@@ -3,6 +3,8 @@ that nothing is left that `swarm down` can't find. The CLI runs in a subprocess 
 emulated cloud, whose quirks are on for every EC2 test of the suite."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from swarm import config
@@ -141,3 +143,26 @@ def test_the_headline_flow_twice_on_the_quirky_cloud(workdir, stack_env, emulate
     assert groups(ec2) == [] and key_pairs(ec2) == []
     names = [q for q in emulated_ec2.quirks.answered]
     assert ("DeleteSecurityGroup", "DependencyViolation") in names, names
+
+
+def test_instances_run_before_their_sshd_answers(workdir, stack_env, emulated_ec2, tmp_path):
+    """The instance is `running` at once but its sshd refuses connections for seconds, as a
+    booting EC2 instance's does: `up` retries within ssh_timeout, says it is waiting for SSH
+    and when it answered, and pins the host key on that first contact."""
+    emulated_ec2.quirks.sshd_late_s = 4.0
+    res = swarm("up", "master", cwd=workdir, env=stack_env, timeout=180)
+    assert res.code == 0, res.err
+    ec2 = emulated_ec2.client()
+    (inst,) = instances(ec2, STACK, "master")
+    host = emulated_ec2.host_for(inst["InstanceId"])
+    assert host.sshd_delay == 4.0
+    ip = inst["PrivateIpAddress"]
+    assert f"master ({ip}:22): SSH not answering yet (connection refused); waiting up to 10s" \
+        in res.err, res.err
+    answered = re.search(r"master: SSH answered after (\d+)s", res.err)
+    assert answered and int(answered.group(1)) >= 1, res.err
+    assert "error" not in res.err, res.err
+    (known,) = (tmp_path / "state").glob(f"ec2/*/{STACK}/known_hosts")
+    assert known.read_text().splitlines() == [host.known_hosts_line], known.read_text()
+    assert swarm("down", cwd=workdir, env=stack_env, timeout=180).code == 0
+    assert instances(ec2, STACK) == [] and groups(ec2) == [] and key_pairs(ec2) == []

@@ -198,7 +198,7 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
         try:
-            r.wait_ready(cfg.bootstrap.ssh_timeout)
+            r.wait_ready(cfg.bootstrap.ssh_timeout, progress=sess.report.info)
             board.move(node.id, Phase.BOOTSTRAPPING, node.name or node.id)
             exports = " ".join(
                 f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": str(node.role)}.items()
@@ -222,8 +222,8 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
                 lines = tail.stdout.strip().replace("\n", "\n    ")
                 raise RemoteError(
-                    f"bootstrap failed (exit {res.exit_code}); last lines of "
-                    f"{rd}/bootstrap.log:\n    {lines}"
+                    f"bootstrap failed (exit {res.exit_code}){_reason(tail.stdout)}; last lines "
+                    f"of {rd}/bootstrap.log:\n    {lines}"
                 )
             # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
             # swarm has exited (closing the runner is not the signal): where hosts share CPUs
@@ -243,6 +243,18 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
     return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+
+
+# What bootstrap.sh's die() writes before the reason: the log's last such line says why.
+FAILED_MARK = "bootstrap FAILED: "
+
+
+def _reason(log: str) -> str:
+    """': <why>' from the script's own last failure line, so the reason leads the message."""
+    for line in reversed(log.splitlines()):
+        if FAILED_MARK in line:
+            return ": " + line.split(FAILED_MARK, 1)[1].strip()
+    return ""
 
 
 def remove(sess: Session, nodes: list[Node]) -> None:

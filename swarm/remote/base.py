@@ -20,6 +20,7 @@ from typing import Protocol
 from swarm.errors import RemoteError
 
 Sink = Callable[[bytes], None]
+Progress = Callable[[str], None]  # a line for the person waiting
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,9 @@ class Runner(abc.ABC):
     def get_tree(self, remote_dir: str, local_dir: Path, *, timeout: float = 120) -> None:
         untar_bytes(self.run_bytes(pack_tree_cmd(remote_dir), timeout=timeout), Path(local_dir))
 
-    def wait_ready(self, timeout: float) -> None:
-        """Block (bounded) until the node accepts commands. Default: it always does."""
+    def wait_ready(self, timeout: float, progress: Progress | None = None) -> None:
+        """Block (bounded) until the node accepts commands, telling `progress` of a long
+        wait. Default: it always does."""
 
     @abc.abstractmethod
     def stream(self, cmd: str, sink: Sink) -> int:

@@ -19,7 +19,15 @@ import paramiko
 
 from swarm.errors import SSH_AUTH, SSH_HOST_KEY, SSH_TIMEOUT, SSH_UNREACHABLE, RemoteError
 from swarm.remote import known_hosts
-from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink, SshTarget, Tunnel
+from swarm.remote.base import (
+    DEFERRED,
+    HELD_UNTIL_EXIT,
+    Progress,
+    Runner,
+    Sink,
+    SshTarget,
+    Tunnel,
+)
 
 # paramiko logs its transport thread's failures at ERROR, a traceback line by line (a banner
 # that never came from a host still booting, a socket closed as swarm exits). With no handler,
@@ -62,6 +70,15 @@ class _NotAnswering(RemoteError):
         self.reason = reason
 
 
+def _why_not(e: BaseException) -> str:
+    """A connect failure in words: paramiko's "[Errno None] Unable to connect to port 22"
+    hides the socket's own reason (a booting instance refuses) in `errors`."""
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError) and e.errors:
+        reasons = sorted({(getattr(x, "strerror", None) or str(x)) for x in e.errors.values()})
+        return "; ".join(r[0].lower() + r[1:] if r else r for r in reasons)
+    return str(e) or type(e).__name__
+
+
 class SSHRunner(Runner):
     def __init__(
         self,
@@ -88,17 +105,33 @@ class SSHRunner(Runner):
 
     # ---- connection ----
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, progress: Progress | None = None) -> None:
         """Connect, retrying (bounded) while the host does not answer SSH yet. No separate
-        probe first: that was one more TCP connection, and one more sshd process, per host."""
-        deadline = time.monotonic() + timeout
+        probe first: that was one more TCP connection, and one more sshd process, per host.
+        A booting instance refuses connections for a while: `progress` hears when the wait
+        starts, every 30 s of it, and when SSH answers."""
+        start = time.monotonic()
+        deadline = start + timeout
         last: _NotAnswering | None = None
+        noted = -1.0
         for _ in range(int(timeout / 0.5) + 2):
             try:
                 self._connect(max(0.5, deadline - time.monotonic()))
+                if last is not None and progress is not None:
+                    progress(f"{self.label}: SSH answered after {time.monotonic() - start:.0f}s")
                 return
             except _NotAnswering as e:
                 last = e
+            waited = time.monotonic() - start
+            if progress is not None and (noted < 0 or waited - noted >= 30):
+                state = (
+                    "not answering yet" if noted < 0 else f"still not answering after {waited:.0f}s"
+                )
+                progress(
+                    f"{self.label} ({self.host}:{self.port}): SSH {state} ({last.reason}); "
+                    f"waiting up to {timeout:.0f}s"
+                )
+                noted = waited
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
@@ -161,7 +194,7 @@ class SSHRunner(Runner):
                 ) from e
             except (OSError, paramiko.SSHException, EOFError) as e:
                 client.close()
-                reason = str(e) or type(e).__name__
+                reason = _why_not(e)
                 raise _NotAnswering(
                     f"{self.label} ({self.host}:{self.port}): SSH connection failed: {reason}",
                     reason,

@@ -49,7 +49,7 @@ X11Forwarding no
 AllowTcpForwarding yes
 AcceptEnv LANG LC_*
 Subsystem sftp internal-sftp
-SetEnv PATH={path}
+SetEnv {env}
 """
 
 # PID 1 of every host.  Runs inside the new mount/uts/pid namespaces (and the
@@ -65,6 +65,7 @@ link set eth0 up
 {extra_ip}
 EOF
 mount --bind {etc_ssh} /etc/ssh
+{private_binds}
 {keep_binds}
 mount --rbind {home} /root
 mount --rbind {tmp} /tmp
@@ -118,8 +119,13 @@ def write_host_files(host: Host, authorized_key: str, *, session_path: str, pref
     auth.write_text(authorized_key.strip() + "\n" if authorized_key.strip() else "")
     os.chmod(auth, 0o600)
     host.host_key_pub = _keygen(host.etc_ssh / "ssh_host_ed25519_key", host.name)
+    env = " ".join(f"{k}={v}" for k, v in {"PATH": session_path, **host.env}.items())
     (host.etc_ssh / "sshd_config").write_text(
-        _SSHD_CONFIG.format(name=host.name, ip=host.ip, path=session_path))
+        _SSHD_CONFIG.format(name=host.name, ip=host.ip, env=env))
+    private_binds = []
+    for target, source in host.private.items():
+        source.mkdir(mode=0o755, parents=True, exist_ok=True)
+        private_binds.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
     for extra in ("moduli", "ssh_config"):
         src = Path("/etc/ssh") / extra
         if src.is_file():
@@ -136,12 +142,16 @@ def write_host_files(host: Host, authorized_key: str, *, session_path: str, pref
                    + " </dev/null >/dev/null &")
     elif host.dead:
         service = ": no service -- dead host"
+    elif host.sshd_delay:
+        # Nothing listens until then: connections are refused, as by a machine still booting.
+        service = (f"(sleep {host.sshd_delay:g}; exec {SSHD} -D -e -f /etc/ssh/sshd_config) "
+                   "</dev/null >/dev/null &")
     else:
         service = f"{SSHD} -D -e -f /etc/ssh/sshd_config </dev/null >/dev/null &"
     extra_ip = "rule add prio 1 blackhole" if host.dead == "blackhole" else ""
     script = _INIT.format(
         ip=host.ip, prefixlen=prefixlen, extra_ip=extra_ip,
-        etc_ssh=shlex.quote(str(host.etc_ssh)),
+        etc_ssh=shlex.quote(str(host.etc_ssh)), private_binds="\n".join(private_binds),
         keep_binds="\n".join(_keep_binds(keep_paths, host.home, host.tmp)),
         home=shlex.quote(str(host.home)), tmp=shlex.quote(str(host.tmp)),
         name=shlex.quote(host.name), service=service, ready=READY_LINE,

@@ -19,7 +19,8 @@ moto then hands out random IPs) get no host and are listed in ``skipped``.
 Hosts are never created for, and tests must never connect to, such IPs.
 
 Quirks: ``quirks`` (see quirks.py) makes the cloud behave as AWS documents rather than as
-moto does (eventual consistency, security groups held after termination); all on by default,
+moto does (eventual consistency, security groups held after termination, sshd answering
+seconds after the launch); all on by default,
 restored by ``reset()``; ``quirks.off()`` for a test about something else.
 
 Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
@@ -542,6 +543,8 @@ class EmulatedEC2:
                 spec.update(self.host_options(ip, index) or {})
             if ip in self.dead_ips:
                 spec["dead"] = self.dead_ips[ip]
+            if self.quirks.sshd_late_s and not spec.get("dead"):
+                spec.setdefault("sshd_delay", self.quirks.sshd_late_s)
             specs.append(spec)
             ids.append(instance.id)
         if not specs:

@@ -16,6 +16,12 @@ Notes / gotchas:
   (e.g. ``.pyenv``) when seen from the controller.
 * All waits are polls bounded in time and count (READY_TIMEOUT,
   STOP_TIMEOUT).
+* ``private`` dirs (``Lab.add_host(private_dirs=...)``): an empty per-host dir bound over a
+  machine path (e.g. ``/var/lib/dpkg``, or ``/usr/local/sbin`` as a layer of stub commands
+  first on PATH), so the host's apt locks or tools are its own, never the machine's.
+* ``sshd_delay``: sshd starts that many seconds after the init, refusing connections until
+  then (an EC2 instance ``running`` while it still boots); such a host is ready once its
+  init is.
 """
 
 from __future__ import annotations
@@ -78,6 +84,9 @@ class Host:
     log_path: Path
     host_key_pub: str
     dead: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # its sessions' env, over the lab's PATH
+    private: dict[str, Path] = field(default_factory=dict)  # machine path -> per-host dir
+    sshd_delay: float = 0.0
     pid: int | None = None  # the `unshare` process (controller's PID namespace)
     init_pid: int | None = None  # PID 1 of the host, as the controller sees it
     lab: "Lab | None" = field(default=None, repr=False)
@@ -150,7 +159,7 @@ class Host:
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         env = {"HOME": "/root", "USER": "root", "LOGNAME": "root",
                "PATH": self.lab.session_path if self.lab else SYSTEM_PATH,
-               "LANG": os.environ.get("LANG", "C.UTF-8")}
+               "LANG": os.environ.get("LANG", "C.UTF-8"), **self.env}
         return subprocess.run(self._nsenter() + argv, capture_output=True,
                               text=True, timeout=timeout, env=env, input=input,
                               check=check)
@@ -262,7 +271,7 @@ class Host:
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Poll (bounded) until the host answers: SSH banner for a normal
         host, an accepted TCP connection for a ``silent`` dead one; other
-        dead modes only wait for the init to be up."""
+        dead modes and a late sshd only wait for the init to be up."""
         deadline = time.monotonic() + timeout
         attempts = int(timeout / 0.02) + 1
         for _ in range(attempts):
@@ -276,7 +285,7 @@ class Host:
             if self.init_pid is not None:
                 if not self._init_done():
                     pass
-                elif self.dead in ("refuse", "blackhole"):
+                elif self.dead in ("refuse", "blackhole") or self.sshd_delay:
                     return
                 elif self.dead == "silent":
                     if _tcp_accepts(self.ip, 22, 0.3):

@@ -165,12 +165,18 @@ class Lab:
 
     def add_host(self, ip: str | None = None, authorized_key: str = "",
                  name: str | None = None, *, dead: bool | str = False,
-                 wait: bool = True, timeout: float = READY_TIMEOUT) -> Host:
+                 wait: bool = True, timeout: float = READY_TIMEOUT,
+                 private_dirs: Iterable[str] = (), env: dict[str, str] | None = None,
+                 sshd_delay: float = 0.0) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
         banner), "refuse" (nothing listens: connection refused), "blackhole"
         (the host drops every outgoing packet: connects time out).
+        ``private_dirs``: absolute paths (existing directories, not under /root or /tmp)
+        over which the host gets an empty directory of its own (``Host.private[path]``).
+        ``env``: its SSH sessions' environment (``PATH`` replaces the lab's).
+        ``sshd_delay``: sshd starts that many seconds after the host (refused until then).
         """
         if dead is True:
             dead = "silent"
@@ -192,11 +198,18 @@ class Lab:
             netns, veth = f"{self.prefix}h{n}", f"{self.prefix}v{n}"
             host_name = name or f"ip-{ip.replace('.', '-')}"
             hdir = self.base_dir / f"h{n}"
+            private = {}
+            for target in private_dirs:
+                if not os.path.isabs(target) or not os.path.isdir(target) or \
+                        target.split("/")[1] in ("root", "tmp", "proc", "sys", "dev"):
+                    raise LabError(f"private dir {target!r}: not an existing machine directory")
+                private[target] = hdir / "private" / target.strip("/").replace("/", "-")
             # reserve the address while we build
             host = Host(name=host_name, ip=ip, netns=netns, veth=veth, dir=hdir,
                         home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
                         log_path=hdir / "sshd.log", host_key_pub="",
-                        dead=dead or None, lab=self)
+                        dead=dead or None, lab=self, private=private, env=dict(env or {}),
+                        sshd_delay=sshd_delay)
             self.hosts[ip] = host
         try:
             self._build(host, authorized_key)

@@ -11,7 +11,8 @@ netguard (session, autouse)
     socket guard: only loopback and 10.77.0.0/16 may be connected to.
 lab (session) -> Lab
     the bridge (10.77.1.1/24) in the current network namespace.
-emulated_hosts (function) -> factory ``make(n=1, *, dead=False) -> HostSet``
+emulated_hosts (function) -> factory ``make(n=1, *, dead=False, **options) -> HostSet``
+    (``options``: more ``Lab.add_host`` kwargs, e.g. ``private_dirs``, ``env``)
     ``HostSet(hosts: list[Host], key_path: Path)``; a fresh ed25519 key pair
     per call (private key 0600 at key_path, public at key_path + ".pub");
     hosts get addresses from 10.77.1.100 up and are removed after the test.
@@ -163,12 +164,12 @@ def emulated_hosts(lab, tmp_path):
     created: list[Host] = []
     calls = 0
 
-    def make(n: int = 1, *, dead: bool | str = False) -> HostSet:
+    def make(n: int = 1, *, dead: bool | str = False, **options) -> HostSet:
         nonlocal calls
         key_path = tmp_path / f"id_ed25519_{calls}"
         calls += 1
         public = make_ed25519_keypair(key_path)
-        hosts = lab.add_hosts([{"authorized_key": public, "dead": dead}
+        hosts = lab.add_hosts([{"authorized_key": public, "dead": dead, **options}
                                for _ in range(n)])
         created.extend(hosts)
         return HostSet(hosts, key_path)

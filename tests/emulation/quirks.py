@@ -15,6 +15,9 @@ while, so `DeleteSecurityGroup` answers `DependencyViolation` (Terraform retries
 - `reuse_ips`: a terminated instance's private IP goes to the next instance launched in its
   subnet (moto frees it only when Python collects the instance), which is a new emulated host
   with a new host key, as on EC2.
+- `sshd_late_s`: an instance's sshd starts about this many seconds after RunInstances
+  returns; until then its address refuses connections (the instance is `running` while it
+  still boots: EC2 User Guide, "Connect to your instance": wait for the status checks).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ class Quirks:
     key_not_found: bool = True
     group_held_s: float = 2.0
     reuse_ips: bool = True
+    sshd_late_s: float = 3.0
     fresh_groups: set[str] = field(default_factory=set)
     fresh_keys: set[str] = field(default_factory=set)
     last_terminate: float = 0.0
@@ -38,7 +42,7 @@ class Quirks:
     def off(self) -> Quirks:
         """moto as it is: every quirk switched off (for tests about something else)."""
         self.group_not_found = self.key_not_found = self.reuse_ips = False
-        self.group_held_s = 0.0
+        self.group_held_s = self.sshd_late_s = 0.0
         return self
 
     def count(self, action: str) -> int:
