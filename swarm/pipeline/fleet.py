@@ -153,6 +153,11 @@ def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list
     sess.report.info(f"launching {count} {role}{'s' if count > 1 else ''} on {stack.provider}")
     nodes = p.create_nodes(stack, role, count)
     sess.flush_notices()
+    if note and cost.fell_back(sess, nodes):
+        # spot had no capacity: the estimate printed before the launch no longer holds
+        again = cost.estimate(sess, role, 0, existing + nodes)
+        if again:
+            sess.report.info(again)
     try:
         ready = p.wait_ready(stack, nodes, READY_TIMEOUT)
     except Exception as e:
