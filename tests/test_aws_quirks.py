@@ -119,7 +119,9 @@ def test_the_headline_flow_twice_on_the_quirky_cloud(workdir, stack_env, emulate
                                                      bridge_target):
     """up master, up workers -n 3, a headless run, down workers, up workers -n 3 again (the
     freed IPs come back with new host keys), a headless run, down: every command exits 0 and
-    no instance, security group or key pair is left."""
+    no instance, security group or key pair is left. An SCP requiring IMDSv2 is on too: every
+    launch asks for it."""
+    emulated_ec2.quirks.require_imdsv2 = True
     ec2 = emulated_ec2.client()
     run = ("run", "-H", bridge_target.url, "-f", "viral_load.py", "--headless", "-u", "6",
            "-r", "6", "-t", "3s")

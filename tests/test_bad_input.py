@@ -85,6 +85,8 @@ CASES = [
          toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nweb_port = 5557\nmaster_port = 5557\n'),
     Case("bad-ttl", UP, 2, ("[ec2] ttl", "'forever'"), ec2_extra='ttl = "forever"\n'),
     Case("ttl-too-long", UP, 2, ("[ec2] ttl", "between 1m and 7d"), ec2_extra='ttl = "30d"\n'),
+    Case("spot-not-a-choice", UP, 2, ("[ec2] spot must be true", '"required"', "'always'"),
+         ec2_extra='spot = "always"\n'),
     Case("reserved-tag", UP, 2, ("reserved prefix",), ec2_extra='tags = { "aws:owner" = "me" }\n'),
     Case("missing-config", ("--config", "nope.toml", "up", "master"), 2, ("nope.toml not found",)),
     # -- EC2 settings that only AWS (moto) can refuse --

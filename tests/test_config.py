@@ -26,7 +26,7 @@ def test_defaults_without_a_file():
     assert (c.locust.files_dir, c.locust.processes, c.locust.web_port, c.locust.master_port) == \
         ("locustfiles", -1, 8089, 5557)
     assert c.local.workers_processes == 1
-    assert c.ec2.ttl == 4 * 3600 and c.ec2.spot is False and c.ec2.connect == "public"
+    assert c.ec2.ttl == 4 * 3600 and c.ec2.spot is schema.Spot.OFF and c.ec2.connect == "public"
     assert c.profiles == {}
 
 
@@ -61,7 +61,8 @@ def test_sections_are_frozen_dataclasses():
     ("[locust]\nextra_args = \"--foo\"\n", ["extra_args must be a list of strings"]),
     ("[ec2]\nttl = \"forever\"\n", ["ttl must be a duration", "'forever'"]),
     ("[ec2]\nttl = \"30d\"\n", ["between 1m and 7d"]),
-    ("[ec2]\nspot = \"yes\"\n", ["spot must be true or false"]),
+    ("[ec2]\nspot = \"yes\"\n", ["[ec2] spot must be true", '"required"', "or false, got 'yes'"]),
+    ("[ec2]\nspot = 1\n", ["[ec2] spot must be true", "got 1"]),
     ("[ec2]\nssh_cidr = \"0.0.0.0/0\"\n", ["whole internet"]),
     ("[ec2]\nssh_cidr = \"::/0\"\n", ["whole internet"]),
     ("[ec2]\nssh_cidr = \"my laptop\"\n", ["CIDR"]),

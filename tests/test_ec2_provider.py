@@ -515,13 +515,15 @@ def test_spot_falls_back_to_on_demand(aws, subnet):
                                          "Message": "no spot capacity"}}, "RunInstances")
 
     provider.ec2.meta.events.register("before-parameter-build.ec2.RunInstances", no_spot)
+    said: list[str] = []
+    provider.progress = said.append
     nodes = provider.create_nodes(stack, "worker", 3)
     assert seen == [True, False]
     assert len(instances(aws, "alpha")) == 3
     assert all(i.get("InstanceLifecycle") != "spot" for i in instances(aws, "alpha"))
     assert all(n.lifecycle == "on-demand" for n in nodes)
-    assert len(provider.notices) == 1 and "on-demand" in provider.notices[0]
-    assert "InsufficientInstanceCapacity" in provider.notices[0]
+    assert len(said) == 1 and "on-demand" in said[0]
+    assert "InsufficientInstanceCapacity" in said[0]
 
 
 def test_spot_when_available_and_other_errors_not_swallowed(aws, subnet):
@@ -533,7 +535,7 @@ def test_spot_when_available_and_other_errors_not_swallowed(aws, subnet):
         raise _client_error("VcpuLimitExceeded", "too many")
 
     provider.ec2.meta.events.register("before-parameter-build.ec2.RunInstances", limit)
-    with pytest.raises(ProviderError, match="limit is reached"):
+    with pytest.raises(ProviderError, match="quota is reached"):
         provider.create_nodes(stack, "worker", 2)
     assert len(instances(aws, "alpha")) == 2 and provider.notices == []
 
@@ -610,13 +612,13 @@ def _client_error(code, message="details here\nsecond line"):
     (NoRegionError(), "no AWS region configured"),
     (_client_error("ExpiredToken"), "credentials expired"),
     (_client_error("RequestExpired"), "credentials expired"),
-    (_client_error("UnauthorizedOperation", "You are not authorized. Encoded authorization failure "
-                   "message: " + "x" * 2000), "not allowed to .*UnauthorizedOperation"),
+    (_client_error("UnauthorizedOperation", "You are not authorized to perform this operation."),
+     "not allowed to .*UnauthorizedOperation.*grant this IAM identity"),
     (_client_error("InvalidAMIID.NotFound"), "AMI not usable .*InvalidAMIID.NotFound.*\\[ec2\\] ami"),
     (_client_error("InvalidAMIID.Malformed"), "AMI not usable"),
     (_client_error("InsufficientInstanceCapacity"), "no capacity"),
-    (_client_error("VcpuLimitExceeded"), "limit is reached.*quota"),
-    (_client_error("InstanceLimitExceeded"), "limit is reached"),
+    (_client_error("VcpuLimitExceeded"), "quota is reached.*details here second line.*quota"),
+    (_client_error("InstanceLimitExceeded"), "quota is reached"),
     (EndpointConnectionError(endpoint_url="https://ec2.xx-nowhere-1.amazonaws.com/"),
      "cannot reach the AWS EC2 endpoint.*region"),
     (_client_error("UnknownRegion"), "cannot reach the AWS EC2 endpoint"),

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm.models import Word
+
 PROVIDERS = ("local", "hosts", "ec2")
 _CANONICAL = "/aws/service/canonical/ubuntu/server/{ver}/stable/current/{arch}/hvm/{disk}/ami-id"
 _AL2023 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
@@ -108,6 +110,26 @@ def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"must be true or false, not {type(v).__name__}")
     return v
+
+
+class Spot(Word):
+    """[ec2] spot: `false`, `true` (spot, on-demand when AWS has no spot capacity) or
+    `"required"` (spot or nothing)."""
+
+    OFF = "off"
+    PREFERRED = "preferred"
+    REQUIRED = "required"
+
+
+def _spot(v: Any) -> Spot:
+    if v is True or v is False:
+        return Spot.PREFERRED if v else Spot.OFF
+    if v == "required":
+        return Spot.REQUIRED
+    raise ValueError(
+        'must be true (spot, else on-demand when AWS has no spot capacity), "required" '
+        f"(spot only) or false, got {v!r}"
+    )
 
 
 def _str_list(v: Any) -> tuple[str, ...]:
@@ -277,7 +299,7 @@ class Ec2Section:
     ssh_user: str | None = key(_nonempty)
     ssh_cidr: str | None = key(_cidr)
     connect: str = key(_choice("public", "private"), "public")
-    spot: bool = key(_bool, False)
+    spot: Spot = key(_spot, Spot.OFF)
     ttl: int = key(parse_ttl, 4 * 3600)
     tags: dict[str, str] = key(_tags, {})
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
-from swarm.models import Node, Role
+from swarm.config.schema import Spot
+from swarm.models import Lifecycle, Node, Role
 from swarm.pipeline.session import Session
 from swarm.providers.ec2.pricing import (
     PriceBook,
@@ -33,20 +35,41 @@ class Spent:
 
 def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | None:
     """'estimated cost: $0.51/h for the stack (1 master + 5 workers, on-demand)'; None where
-    the provider has no prices. `nodes`: the stack as this command has just listed it."""
+    the provider has no prices. `nodes`: the stack as this command has just listed it, each
+    priced as it runs; `count` more of `role` priced as [ec2] spot asks."""
     book = sess.provider.price_book()
     if book is None:
         return None
     cfg = sess.stack.config.ec2
-    lifecycle = "spot" if cfg.spot else "on-demand"
+    planned = Lifecycle.ON_DEMAND if cfg.spot is Spot.OFF else Lifecycle.SPOT
+    types = {Role.MASTER: cfg.master_type, Role.WORKER: cfg.worker_type}
+    counts: Counter[tuple[str, str]] = Counter(
+        (n.instance_type or types[n.role], str(n.lifecycle)) for n in nodes
+    )
+    if count > 0:
+        counts[types[role], str(planned)] += count
+    total, prices = estimate_hourly(book, [(t, lc, k) for (t, lc), k in counts.items()])
+    why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
     masters = sum(n.role == Role.MASTER for n in nodes) + (count if role == Role.MASTER else 0)
     workers = sum(n.role == Role.WORKER for n in nodes) + (count if role == Role.WORKER else 0)
-    items = [(cfg.master_type, lifecycle, masters), (cfg.worker_type, lifecycle, workers)]
-    total, prices = estimate_hourly(book, items)
-    why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
+    by_market: Counter[str] = Counter()
+    for (_, lc), k in counts.items():
+        by_market[lc] += k
+    market = (
+        " + ".join(f"{k} {lc}" for lc, k in sorted(by_market.items()))
+        if len(by_market) > 1
+        else next(iter(by_market), str(planned))
+    )
     return (
         f"estimated cost: {format_rate(total)} for the stack ({masters} master + "
-        f"{workers} workers, {lifecycle})" + (f" ({why})" if why else "")
+        f"{workers} workers, {market})" + (f" ({why})" if why else "")
+    )
+
+
+def fell_back(sess: Session, created: list[Node]) -> bool:
+    """[ec2] spot asked for spot and some of `created` were launched on-demand instead."""
+    return sess.stack.config.ec2.spot is not Spot.OFF and any(
+        n.lifecycle == Lifecycle.ON_DEMAND for n in created
     )
 
 

@@ -161,6 +161,11 @@ def _launch(
     nodes = p.create_nodes(stack, role, count)
     sess.flush_notices()
     board.add([n.id for n in nodes], Phase.LAUNCHING, started)
+    if note and cost.fell_back(sess, nodes):
+        # spot had no capacity: the estimate printed before the launch no longer holds
+        again = cost.estimate(sess, role, 0, existing + nodes)
+        if again:
+            sess.report.info(again)
     try:
         ready = p.wait_ready(stack, nodes, READY_TIMEOUT)
     except Exception as e:

@@ -20,7 +20,8 @@ Hosts are never created for, and tests must never connect to, such IPs.
 
 Quirks: ``quirks`` (see quirks.py) makes the cloud behave as AWS documents rather than as
 moto does (eventual consistency, security groups held after termination, sshd answering
-seconds after the launch); all on by default,
+seconds after the launch: on by default; account policy such as quotas, an SCP or spot
+limits: off until a test switches them on),
 restored by ``reset()``; ``quirks.off()`` for a test about something else.
 
 Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
@@ -148,6 +149,21 @@ def _free_ip(backend: Any, instance: Any) -> None:
         # moto frees them again when it collects the instance: by then the IP may be a live
         # instance's, which that would release too.
         instance._private_ips = set()
+
+
+def _live_instances(region: str) -> list[tuple[str, bool]]:
+    """(instance type, spot?) of the pending and running instances moto holds in `region`."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region or DEFAULT_REGION]
+    for _ in range(5):   # moto serves other calls in other threads: take a snapshot
+        try:
+            return [(i.instance_type, i.lifecycle == "spot") for i in backend.all_instances()
+                    if i.state in ("pending", "running")]
+        except RuntimeError:
+            time.sleep(0.01)
+    raise RuntimeError("moto's instances kept changing while the quirks counted them")
 
 
 def _recording(orig: Callable, record: Callable) -> Callable:
@@ -503,9 +519,11 @@ class EmulatedEC2:
         chosen = None
         with self._lock:
             self.calls.append((service, action, region))
-            quirk = self.quirks.answer(action, params) if service in ("ec2", "") else None
+            quirk = (self.quirks.answer(action, params, region, lambda: _live_instances(region))
+                     if service in ("ec2", "") else None)
             if quirk is not None:
-                return Injection(action, code=quirk[0], status=400,
+                status = 403 if quirk[0] == "UnauthorizedOperation" else 400
+                return Injection(action, code=quirk[0], status=status,
                                  message=quirk[1]).answer(bool(target))
             for inj in self.injections:
                 if inj.matches(action, params):

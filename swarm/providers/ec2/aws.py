@@ -14,12 +14,12 @@ from swarm.providers.ec2.errors import aws_errors, error_code
 T = TypeVar("T")
 
 # Capacity errors: not retried by botocore (below); a spot launch falls back to on-demand.
+# Not quotas (MaxSpotInstanceCountExceeded): a limit reached is said, never paid around.
 SPOT_FALLBACK_CODES = frozenset(
     {
         "InsufficientInstanceCapacity",
         "InsufficientCapacity",
         "SpotMaxPriceTooLow",
-        "MaxSpotInstanceCountExceeded",
         "UnfulfillableCapacity",
         "InsufficientHostCapacity",
     }

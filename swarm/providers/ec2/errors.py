@@ -6,12 +6,19 @@ escapes it (only swarm errors and KeyboardInterrupt do).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from swarm.errors import ProviderError, SwarmError
+from swarm.providers.ec2 import quotas
 
 MAX_DETAIL = 200
+MAX_LINE = 400
+ENCODED = " Encoded authorization failure message: "
+# AWS's text for the old way of asking for more: the quota's page replaces it
+_ADJUSTMENT = re.compile(r"\s*Please visit \S+ to request an adjustment to this limit\.?")
+_DENY = re.compile(r"with an explicit deny in (an? [A-Za-z -]+?)\.?$")
 
 
 def error_code(exc: BaseException) -> str:
@@ -27,24 +34,66 @@ def _one_line(text: str, limit: int = MAX_DETAIL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _message(exc: BaseException) -> str:
+def _aws_message(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        msg = response.get("Error", {}).get("Message")
-        if msg:
-            # UnauthorizedOperation appends a huge encoded blob: keep the readable part.
-            return _one_line(str(msg).split(" Encoded authorization failure message")[0])
-    return _one_line(str(exc))
+        return str(response.get("Error", {}).get("Message") or "")
+    return ""
 
 
-def translate(exc: BaseException, action: str, region: str | None = None) -> ProviderError:
-    """Map one botocore/boto3 exception to a ProviderError with the next step in it."""
+def _message(exc: BaseException, limit: int = MAX_DETAIL) -> str:
+    msg = _aws_message(exc)
+    if msg:
+        # UnauthorizedOperation appends a huge encoded blob: keep the readable part.
+        msg = msg.split(ENCODED.rstrip(": "))[0].removeprefix(
+            "You are not authorized to perform this operation. "
+        )
+        return _one_line(_ADJUSTMENT.sub("", msg), limit)
+    return _one_line(str(exc), limit)
+
+
+def _denied(exc: BaseException) -> tuple[str | None, str | None]:
+    """(the policy an explicit deny came from, the encoded authorization failure message) of
+    an authorization failure; either None where AWS did not say."""
+    readable, _, encoded = _aws_message(exc).partition(ENCODED)
+    deny = _DENY.search(" ".join(readable.split()))
+    return (deny.group(1) if deny else None), (encoded.split()[0] if encoded.strip() else None)
+
+
+def _not_allowed(exc: BaseException, code: str, action: str, where: str) -> str:
+    deny, encoded = _denied(exc)
+    if deny:
+        step = (
+            f"granting permissions does not lift an explicit deny in {deny}; ask whoever "
+            "manages it what it requires"
+        )
+    else:
+        step = (
+            "grant this IAM identity the EC2/SSM permissions swarm needs, or use another "
+            "[ec2] profile"
+        )
+    if encoded:
+        # The one place AWS says which statement denied it: the user needs the whole blob.
+        step += (
+            ", and see which statement denies it with `aws sts decode-authorization-message "
+            f"--encoded-message {encoded} --query DecodedMessage --output text`"
+        )
+    detail = f": {_message(exc, 300)}" if encoded or deny else ""
+    return f"not allowed to {action}{where} ({code}{detail}): {step}"
+
+
+def translate(
+    exc: BaseException, action: str, region: str | None = None, instance_type: str | None = None
+) -> ProviderError:
+    """Map one botocore/boto3 exception to a ProviderError with the next step in it.
+    `instance_type`: of a launch, so a quota error can name its quota."""
     from botocore import exceptions as bx
 
     where = f" in {region}" if region else ""
     code = error_code(exc)
     msg = _message(exc)
     generic = False  # no next step of its own: the text ends with AWS's message
+    limit = MAX_LINE
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         text = (
             f"no AWS credentials found while trying to {action}: run `aws configure` "
@@ -71,6 +120,14 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
             f"AWS credentials expired while trying to {action}: refresh them "
             "(e.g. `aws sso login`) and retry"
         )
+    elif code == "AuthFailure.ServiceLinkedRoleCreationNotPermitted":
+        text = (
+            f"cannot {action}{where} on spot ({code}: {msg}): create the Spot "
+            "service-linked role once per account with `aws iam create-service-linked-role "
+            "--aws-service-name spot.amazonaws.com` (or grant iam:CreateServiceLinkedRole), "
+            "or set [ec2] spot = false"
+        )
+        limit = 2 * MAX_LINE
     elif code in (
         "AuthFailure",
         "InvalidClientTokenId",
@@ -82,10 +139,8 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
             "of [ec2] profile / AWS_PROFILE"
         )
     elif code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
-        text = (
-            f"not allowed to {action}{where} ({code}): grant this IAM identity the EC2/SSM "
-            "permissions swarm needs, or use another [ec2] profile"
-        )
+        text = _not_allowed(exc, code, action, where)
+        limit = len(text)  # one line, however long the encoded message
     elif code.startswith("InvalidAMIID"):
         text = (
             f"AMI not usable{where} ({code}: {msg}): set [ec2] ami to an alias "
@@ -101,11 +156,12 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
             f"AWS has no capacity right now{where} to {action} ({code}): retry later, pick "
             "another [ec2] master_type/worker_type, or a subnet_id in another zone"
         )
-    elif code in ("VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"):
+    elif code in quotas.QUOTA_CODES:
         text = (
-            f"your account's EC2 limit is reached{where} ({code}): terminate other instances, "
-            "ask for fewer nodes, or request a quota increase (Service Quotas console)"
+            f"your account's EC2 quota is reached{where}, so swarm cannot {action} ({code}: "
+            f"{msg}): {quotas.advice(code, instance_type, region)}"
         )
+        limit = 2 * MAX_LINE  # AWS's message (the limit) and the quota's name and page
     elif code in ("InvalidInstanceType", "Unsupported"):
         text = f"{code}{where}: {msg}: pick another [ec2] master_type/worker_type"
     elif code in ("InvalidGroup.NotFound", "InvalidKeyPair.NotFound", "InvalidInstanceID.NotFound"):
@@ -138,14 +194,16 @@ def translate(exc: BaseException, action: str, region: str | None = None) -> Pro
         text = f"unexpected error while trying to {action}{where}: {type(exc).__name__}: {msg}"
         generic = True
     return ProviderError(
-        _one_line(text, 400),
+        _one_line(text, limit),
         code=code or None,
         action=None if generic else text.rsplit(": ", 1)[-1],
     )
 
 
 @contextmanager
-def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
+def aws_errors(
+    action: str, region: str | None = None, instance_type: str | None = None
+) -> Iterator[None]:
     """Run a block of AWS calls; re-raise any botocore failure as a one-line ProviderError."""
     from botocore.exceptions import BotoCoreError, ClientError
     from botocore.parsers import ResponseParserError  # not a BotoCoreError
@@ -155,7 +213,7 @@ def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
     except SwarmError:
         raise
     except (ClientError, BotoCoreError, ResponseParserError) as exc:
-        raise translate(exc, action, region) from exc
+        raise translate(exc, action, region, instance_type) from exc
 
 
 @contextmanager

@@ -20,11 +20,10 @@ from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key
 from swarm.providers.base import Provider, Stack
-from swarm.providers.ec2 import setup, tags
+from swarm.providers.ec2 import market, setup, tags
 from swarm.providers.ec2.aws import (
     JUST_CREATED,
     JUST_CREATED_WAIT_S,
-    SPOT_FALLBACK_CODES,
     AwsClients,
     chunks,
     retry_while,
@@ -37,10 +36,9 @@ from swarm.remote.base import Runner
 
 MAX_COUNT = 500
 LIVE_STATES = ("pending", "running", "stopping", "stopped")  # shutting-down is on its way out
-SPOT_OPTIONS = {
-    "MarketType": "spot",
-    "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
-}
+# IMDSv2 only, on every instance: what AWS recommends and what organizations' SCPs require
+# (a RunInstances without it is denied outright there). Nothing swarm runs reads IMDS.
+METADATA_OPTIONS = {"HttpTokens": "required", "HttpEndpoint": "enabled"}
 
 
 @dataclass(frozen=True)
@@ -189,29 +187,22 @@ class Ec2Provider(AwsClients, Provider):
             KeyName=prep.key_name,
             UserData=setup.ttl_user_data(self.cfg.ttl),
             InstanceInitiatedShutdownBehavior="terminate",
+            MetadataOptions=METADATA_OPTIONS,
             NetworkInterfaces=[nic],
             TagSpecifications=[
                 {"ResourceType": rt, "Tags": tags.tag_list(new_tags)}
                 for rt in ("instance", "volume")
             ],
         )
-        action = f"launch {count} {itype} {role} node(s) for stack {stack.name}"
-        resp = None
-        if self.cfg.spot:
-            try:
-                with aws_errors(action, self.region):
-                    resp = self._run_instances(InstanceMarketOptions=SPOT_OPTIONS, **params)
-            except ProviderError as exc:
-                code = exc.code
-                if code not in SPOT_FALLBACK_CODES:
-                    raise
-                self.notices.append(
-                    f"no spot capacity for {count} {itype} {role} node(s) ({code}); "
-                    "launched them on-demand instead"
-                )
-        if resp is None:
-            with aws_errors(action, self.region):
-                resp = self._run_instances(**params)
+        resp = market.launch(
+            self._run_instances,
+            params,
+            self.cfg.spot,
+            f"{count} {itype} {role} node(s)",
+            f"stack {stack.name}",
+            self.region,
+            self.progress,
+        )
         instances = resp.get("Instances", [])
         try:
             if len(instances) != count:
