@@ -10,10 +10,11 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarm.config.schema import MIN_TTL_S
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
-from swarm.pipeline import cost
+from swarm.pipeline import cost, expiry
 from swarm.pipeline.session import Session, locust_version
 from swarm.remote.base import replace_tree_cmd, tar_bytes
 from swarm.remote.fanout import fan_out
@@ -145,6 +146,7 @@ def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list
     `existing`: the stack's listing this command has just taken."""
     p, stack = sess.provider, sess.stack
     p.check_launch(stack, role, count)  # a bad AMI / instance type: refused, nothing created
+    expiry.check_room(sess, existing, MIN_TTL_S, "a new node needs 10m", margin_s=0)
     note = cost.estimate(sess, role, count, existing)
     if note:
         sess.report.info(note)  # before anything is launched
@@ -179,6 +181,7 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
     env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)  # once: one tar per host was N x the CPU and memory
+    unscheduled: list[str] = []
 
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
@@ -209,6 +212,10 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
                     f"bootstrap failed (exit {res.exit_code}); last lines of "
                     f"{rd}/bootstrap.log:\n    {lines}"
                 )
+            # User data schedules the power-off at boot; make sure it did (else do it now).
+            warning = expiry.ensure_scheduled(r, node)
+            if warning:
+                unscheduled.append(warning)
             # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
             # swarm has exited (closing the runner is not the signal): where hosts share CPUs
             # (VMs on one machine, the lab), 30 imports would slow by seconds the bootstraps,
@@ -222,7 +229,10 @@ def bootstrap(sess: Session, nodes: list[Node]) -> list[HostResult]:
             r.close()
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
-    return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    for warning in unscheduled:
+        sess.report.warn(warning)
+    return results
 
 
 def remove(sess: Session, nodes: list[Node]) -> None:

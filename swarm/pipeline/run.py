@@ -17,7 +17,7 @@ from swarm.locust.argv import STATS_CSV
 from swarm.locust.shell import kill_cmd
 from swarm.locust.stats import Summary, parse_stats_csv
 from swarm.models import HostResult, Node
-from swarm.pipeline import fetch, record
+from swarm.pipeline import expiry, fetch, record
 from swarm.pipeline.follow import Followed, follow
 from swarm.pipeline.judge import CheckResult, saturated
 from swarm.pipeline.plan import RunOptions, plan_run, stack_nodes
@@ -43,6 +43,10 @@ class RunOutcome:
 def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> RunOutcome:
     plan = plan_run(sess, opts)
     master, workers = stack_nodes(sess)
+    if plan.run_s:
+        expiry.check_room(
+            sess, [master, *workers], plan.run_s, f"the run needs {plan.spec.run_time}"
+        )
     runners = {n.id: sess.provider.runner(sess.stack, n) for n in [master, *workers]}
     ctx = RunContext(sess, plan, master, workers, runners)
     try:

@@ -165,12 +165,14 @@ class Lab:
 
     def add_host(self, ip: str | None = None, authorized_key: str = "",
                  name: str | None = None, *, dead: bool | str = False,
+                 power_broken: bool = False,
                  wait: bool = True, timeout: float = READY_TIMEOUT) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
         banner), "refuse" (nothing listens: connection refused), "blackhole"
         (the host drops every outgoing packet: connects time out).
+        ``power_broken``: nothing can schedule a power-off there (power.py).
         """
         if dead is True:
             dead = "silent"
@@ -196,7 +198,7 @@ class Lab:
             host = Host(name=host_name, ip=ip, netns=netns, veth=veth, dir=hdir,
                         home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
                         log_path=hdir / "sshd.log", host_key_pub="",
-                        dead=dead or None, lab=self)
+                        dead=dead or None, power_broken=power_broken, lab=self)
             self.hosts[ip] = host
         try:
             self._build(host, authorized_key)
