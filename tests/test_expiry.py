@@ -151,3 +151,42 @@ def test_bootstrap_warns_when_no_shutdown_can_be_scheduled(workdir, stack_env, e
     (worker,) = instances(emulated_ec2.client(), STACK, "worker")
     assert emulated_ec2.host_for(worker["InstanceId"]).power_calls()[-1].args[:1] == ("-h",)
     ok("down", workdir=workdir, env=stack_env)
+
+
+def test_the_power_off_scripts_on_a_host_with_and_without_logind(emulated_hosts):
+    """swarm's own schedule and check (remote/poweroff.py), run on an emulated host: where
+    `shutdown` fails (no logind) the sleep; poweroff fallback is started and seen alive; a
+    later schedule through `shutdown` replaces it (the sleeper is gone); `only_if_missing`
+    leaves a pending shutdown alone."""
+    from swarm.remote import poweroff
+
+    (host,), _ = emulated_hosts(1)
+    no_logind = "mkdir -p /root/nologind && printf '#!/bin/sh\\nexit 1\\n' >/root/nologind/shutdown" \
+                " && chmod +x /root/nologind/shutdown && PATH=/root/nologind:$PATH; "
+    probe = poweroff.schedule_probe(30)
+    got = probe.parse(host.exec(no_logind + probe.command).stdout)
+    assert got.how == poweroff.PowerOff.FALLBACK and abs(got.at - time.time() - 1800) < 60, got
+    assert host.processes("sleep 1800")
+    probe = poweroff.schedule_probe(90)
+    got = probe.parse(host.exec(probe.command).stdout)
+    assert got.how == poweroff.PowerOff.SYSTEMD and abs(got.at - time.time() - 5400) < 60, got
+    assert not host.processes("sleep 1800; poweroff")                 # the fallback is dropped
+    probe = poweroff.schedule_probe(20, only_if_missing=True)
+    got = probe.parse(host.exec(probe.command).stdout)
+    assert abs(got.at - time.time() - 5400) < 60, got                  # left as it was
+    assert [c.minutes for c in host.power_calls()] == [90]
+    check = poweroff.check_probe()
+    assert check.parse(host.exec(check.command).stdout) == got
+
+
+def test_durations_and_hints():
+    from swarm.pipeline import expiry
+    from swarm.remote import poweroff
+
+    assert expiry.extend_hint(2 * 3600) == "swarm extend 2h10m"        # + 7 min, up to 10 min
+    assert expiry.extend_hint(60) == "swarm extend 10m"
+    assert expiry.left_text(72 * 60 + 10) == "1h12m" and expiry.left_text(3 * 86400) == "3d"
+    assert poweroff.minutes_until(1000 + 61, 1000) == 2 and poweroff.minutes_until(0, 10) == 1
+    assert poweroff.parse("noise\n").how == poweroff.PowerOff.NONE
+    assert poweroff.parse("swarm-poweroff fallback 5000000\n") == poweroff.Scheduled(
+        poweroff.PowerOff.FALLBACK, 5.0)
