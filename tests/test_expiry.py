@@ -190,3 +190,19 @@ def test_durations_and_hints():
     assert poweroff.parse("noise\n").how == poweroff.PowerOff.NONE
     assert poweroff.parse("swarm-poweroff fallback 5000000\n") == poweroff.Scheduled(
         poweroff.PowerOff.FALLBACK, 5.0)
+
+
+def test_no_new_node_when_the_stack_is_about_to_power_off(workdir, stack_env, emulated_ec2):
+    """The stack's expiry (its master's tag, the only state) is 5 minutes away: `up workers`
+    is refused before anything is launched, with the `swarm extend` to run."""
+    ec2 = emulated_ec2.client()
+    ok("up", "master", workdir=workdir, env=stack_env)
+    (master,) = instances(ec2, STACK, "master")
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))
+    ec2.create_tags(Resources=[master["InstanceId"]], Tags=[{"Key": EXPIRES, "Value": soon}])
+    launches = emulated_ec2.call_count("RunInstances")
+    res = swarm("up", "workers", "-n", "1", cwd=workdir, env=stack_env, timeout=60)
+    assert_one_error_line(res, 2, f"a new node needs 7m but stack {STACK} powers off in 5m",
+                          "run `swarm extend 10m` first")
+    assert emulated_ec2.call_count("RunInstances") == launches
+    ok("down", workdir=workdir, env=stack_env)

@@ -56,10 +56,10 @@ def parse_extension(text: str) -> int:
         raise UsageError(f"DURATION {e}") from None
 
 
-def extend_hint(needed_s: float) -> str:
+def extend_hint(needed_s: float, margin_s: float = MARGIN_S) -> str:
     """The `swarm extend` that gives `needed_s` plus the margin, rounded up to 10 minutes."""
     step = 10 * 60
-    want = max(MIN_TTL_S, -(-int(needed_s + MARGIN_S) // step) * step)
+    want = max(MIN_TTL_S, -(-int(needed_s + margin_s) // step) * step)
     return f"swarm extend {duration_text(want)}"
 
 
@@ -76,7 +76,7 @@ def check_room(
     when = f"in {left_text(left)}" if left > 0 else "already"
     raise UsageError(
         f"{what} but stack {sess.stack.name} powers off {when} (at {at_text(expires)}): "
-        f"run `{extend_hint(needed_s)}` first"
+        f"run `{extend_hint(needed_s, margin_s)}` first"
     )
 
 

@@ -10,7 +10,6 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm.config.schema import MIN_TTL_S
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
@@ -146,7 +145,8 @@ def _launch(sess: Session, role: Role, count: int, existing: list[Node]) -> list
     `existing`: the stack's listing this command has just taken."""
     p, stack = sess.provider, sess.stack
     p.check_launch(stack, role, count)  # a bad AMI / instance type: refused, nothing created
-    expiry.check_room(sess, existing, MIN_TTL_S, "a new node needs 10m", margin_s=0)
+    # boot + bootstrap, and systemd refuses logins 5 minutes before the power-off
+    expiry.check_room(sess, existing, expiry.MARGIN_S, "a new node needs 7m", margin_s=0)
     note = cost.estimate(sess, role, count, existing)
     if note:
         sess.report.info(note)  # before anything is launched
