@@ -95,6 +95,14 @@ def order_key(n: Node) -> tuple[float, float, int, str]:
     return (n.launched_at or 0.0, n.created_at or 0.0, n.launch_index, n.id)
 
 
+def stack_expiry(nodes: list[Node]) -> float | None:
+    """When the stack powers off: its master's expiry (without the master the stack is of no
+    use, and an unreachable master keeps its own), else the earliest; None if no node has one."""
+    masters = [n.expires_at for n in nodes if n.role == Role.MASTER and n.expires_at]
+    ends = masters or [n.expires_at for n in nodes if n.expires_at]
+    return min(ends) if ends else None
+
+
 def name_nodes(nodes: list[Node]) -> list[Node]:
     """Number workers by launch order (worker-1 is the oldest) so names are stable."""
     masters = [n for n in nodes if n.role == Role.MASTER]

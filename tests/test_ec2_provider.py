@@ -264,8 +264,11 @@ def test_ttl_user_data_and_shutdown_behaviour(aws, subnet):
     (node,) = provider.create_nodes(stack, "master", 1)
     data = aws.describe_instance_attribute(InstanceId=node.id, Attribute="userData")
     script = base64.b64decode(data["UserData"]["Value"]).decode()
-    assert script.startswith("#!/bin/bash\n")
-    assert "shutdown -h +120 " in script
+    assert script.startswith("#!/bin/sh\n")
+    assert "shutdown -h +120 " in script                   # the first node: the whole TTL
+    assert node.expires_at and abs(node.expires_at - (time.time() + 7200)) < 60
+    (later,) = provider.create_nodes(stack, "worker", 1)
+    assert later.expires_at == node.expires_at              # the stack's, not a new TTL
     behaviour = aws.describe_instance_attribute(InstanceId=node.id,
                                                 Attribute="instanceInitiatedShutdownBehavior")
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"

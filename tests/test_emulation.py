@@ -139,6 +139,30 @@ def test_exec_and_processes_are_per_host(emulated_hosts):
         assert wait_until(lambda: not a.processes("sleep 4321"))
 
 
+def test_power_off_is_a_stub_with_a_private_run(emulated_hosts):
+    """shutdown / poweroff on a host (over SSH, by name and by path) are recorded in the
+    host's own log and never reach this machine; the pending shutdown lives in the host's
+    own /run, as systemd keeps it."""
+    (a, b), key = emulated_hosts(2)
+    sched = "/run/systemd/shutdown/scheduled"
+    with ssh_client(a, key_path=key) as ca:
+        assert run(ca, "shutdown -h +30 'bye'; /sbin/shutdown -h +45; poweroff")[0] == 0
+        code, out, _ = run(ca, f"cat {sched}")
+        assert code == 0 and out.startswith("USEC="), out
+        assert run(ca, "shutdown -c")[0] == 0
+        assert run(ca, f"test -e {sched}")[0] == 1
+        assert run(ca, "touch /run/only-on-a")[0] == 0
+    calls = a.power_calls()
+    assert [(c.name, c.args[:2]) for c in calls] == [
+        ("shutdown", ("-h", "+30")), ("shutdown", ("-h", "+45")), ("poweroff", ()),
+        ("shutdown", ("-c",))]
+    assert abs(calls[0].powers_off_at - time.time() - 30 * 60) < 60
+    assert b.power_calls() == []
+    assert b.exec("test -e /run/only-on-a").returncode == 1
+    assert not os.path.exists("/run/only-on-a") and not os.path.exists(sched)
+    assert a.exec("test -x /usr/sbin/sshd && test -d /run/sshd").returncode == 0
+
+
 def test_hosts_have_no_route_out(emulated_hosts):
     (host,), _ = emulated_hosts(1)
     proc = host.exec("ip route get 8.8.8.8")

@@ -10,7 +10,7 @@ import traceback
 
 import click
 
-from swarm.cli import commands, render, results  # noqa: F401  (they register the commands)
+from swarm.cli import commands, extend, render, results  # noqa: F401  (they register the commands)
 from swarm.cli.app import cli
 from swarm.errors import SwarmError
 

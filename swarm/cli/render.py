@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -16,11 +17,14 @@ from swarm.cli import progress
 from swarm.locust.live import LiveView
 from swarm.locust.stats import Failure, Raised, Summary
 from swarm.models import HostResult, Node
+from swarm.pipeline import expiry
+from swarm.pipeline.cost import format_usd
 from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
 from swarm.pipeline.progress import Board
 from swarm.pipeline.session import Reporter
 from swarm.pipeline.status import Status
 
+ISO = "%Y-%m-%dT%H:%M:%SZ"
 # Off a terminal (CI logs, pipes) rich would squeeze tables into 80 columns.
 err = Console(
     stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
@@ -73,9 +77,14 @@ def node_rows(nodes: Sequence[Node]) -> list[dict[str, Any]]:
             "lifecycle": str(n.lifecycle),
             "uptime_s": round(now - n.launched_at) if n.launched_at else None,
             "expires_in_s": round(n.expires_at - now) if n.expires_at else None,
+            "expires_at": _iso(n.expires_at),
         }
         for n in nodes
     ]
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime(ISO)
 
 
 def nodes_table(title: str, rows: list[dict[str, Any]]) -> Table:
@@ -196,6 +205,8 @@ def status_json(s: Status) -> dict[str, Any]:
         "provider": s.provider,
         "nodes": node_rows(s.nodes),
         "locust": s.locust.to_json() if s.locust else None,
+        "expires_at": _iso(s.expires_at),
+        "expires_in_s": None if s.expires_at is None else round(s.expires_at - time.time()),
     }
     if s.cost:
         data["cost"] = s.cost.to_json()
@@ -208,8 +219,16 @@ def status_view(s: Status) -> RenderableType:
     parts: list[RenderableType] = [
         nodes_table(f"stack {s.stack} ({s.provider})", node_rows(s.nodes))
     ]
+    if s.expires_at is not None:
+        parts.append(
+            f"powers off at {expiry.at_text(s.expires_at, with_date=True)} (in "
+            f"{expiry.left_text(s.expires_at - time.time())}): `swarm extend DURATION` moves "
+            "it to DURATION from now"
+        )
     if s.cost:
-        parts.append(escape(s.cost.text))
+        # the time left is on the line above
+        text = s.cost.text if s.expires_at is None else f"spent so far: {format_usd(s.cost.usd)}"
+        parts.append(escape(text))
     if s.locust:
         parts.append(locust_table(s.locust))
     return Group(*parts)

@@ -149,15 +149,23 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return check
 
 
+# systemd refuses new logins (pam_nologin) 5 minutes before a scheduled shutdown: a stack
+# that powers off sooner than this could not even be bootstrapped or fetched from.
+MIN_TTL_S = 10 * 60
+
+
 def parse_ttl(v: Any) -> int:
-    """'4h', '90m', '1h30m', '2d' -> seconds (at most 7 days, at least one minute)."""
+    """'4h', '90m', '1h30m', '2d' -> seconds (at most 7 days, at least 10 minutes)."""
     m = TTL_RE.match(_str(v).strip()) if isinstance(v, str) else None
     if not m or not any(m.groups()):
         raise ValueError(f"must be a duration like '4h', '90m' or '1h30m', got {v!r}")
     d, h, mi, s = (int(x or 0) for x in m.groups())
     secs = d * 86400 + h * 3600 + mi * 60 + s
-    if not 60 <= secs <= 7 * 86400:
-        raise ValueError(f"must be between 1m and 7d, got {v!r}")
+    if not MIN_TTL_S <= secs <= 7 * 86400:
+        raise ValueError(
+            f"must be between 10m and 7d (systemd refuses new logins 5 minutes before a "
+            f"scheduled shutdown), got {v!r}"
+        )
     return secs
 
 

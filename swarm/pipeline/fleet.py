@@ -14,7 +14,7 @@ from pathlib import Path
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
-from swarm.pipeline import cost
+from swarm.pipeline import cost, expiry
 from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import Session, locust_version
 from swarm.remote.base import replace_tree_cmd, tar_bytes
@@ -151,6 +151,8 @@ def _launch(
     `existing`: the stack's listing this command has just taken."""
     p, stack = sess.provider, sess.stack
     p.check_launch(stack, role, count)  # a bad AMI / instance type: refused, nothing created
+    # boot + bootstrap, and systemd refuses logins 5 minutes before the power-off
+    expiry.check_room(sess, existing, expiry.MARGIN_S, "a new node needs 7m", margin_s=0)
     note = cost.estimate(sess, role, count, existing)
     if note:
         sess.report.info(note)  # before anything is launched
@@ -199,6 +201,7 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)  # once: one tar per host was N x the CPU and memory
+    unscheduled: list[str] = []
 
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
@@ -230,6 +233,10 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
                     f"bootstrap failed (exit {res.exit_code}){_reason(tail.stdout)}; last lines "
                     f"of {rd}/bootstrap.log:\n    {lines}"
                 )
+            # User data schedules the power-off at boot; make sure it did (else do it now).
+            warning = expiry.ensure_scheduled(r, node)
+            if warning:
+                unscheduled.append(warning)
             # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
             # swarm has exited (closing the runner is not the signal): where hosts share CPUs
             # (VMs on one machine, the lab), 30 imports would slow by seconds the bootstraps,
@@ -247,7 +254,10 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
             r.close()
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
-    return fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    for warning in unscheduled:
+        sess.report.warn(warning)
+    return results
 
 
 # What bootstrap.sh's die() writes before the reason: the log's last such line says why.

@@ -26,7 +26,7 @@ from swarm.locust.stats import (
     parse_stats_csv,
 )
 from swarm.models import HostResult, Node
-from swarm.pipeline import fetch, record
+from swarm.pipeline import expiry, fetch, record
 from swarm.pipeline.follow import Followed, follow
 from swarm.pipeline.judge import CheckResult, Judgement, Verdict, saturated
 from swarm.pipeline.plan import RunOptions, plan_run, stack_nodes
@@ -57,6 +57,10 @@ class RunOutcome:
 def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> RunOutcome:
     plan = plan_run(sess, opts)
     master, workers = stack_nodes(sess)
+    if plan.run_s:
+        expiry.check_room(
+            sess, [master, *workers], plan.run_s, f"the run needs {plan.spec.run_time}"
+        )
     runners = {n.id: sess.provider.runner(sess.stack, n) for n in [master, *workers]}
     ctx = RunContext(sess, plan, master, workers, runners)
     try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from swarm.errors import SwarmError
 from swarm.locust.live import LiveView, master_stats_probe, summarize
-from swarm.models import Node, Role
+from swarm.models import Node, Role, stack_expiry
 from swarm.pipeline.cost import Spent, spent_so_far
 from swarm.pipeline.session import Session
 from swarm.providers.ec2.pricing import PriceBook
@@ -19,6 +19,7 @@ class Status:
     nodes: list[Node]
     locust: LiveView | None  # None when the stack has no nodes (or no master)
     cost: Spent | None
+    expires_at: float | None = None  # when the stack powers off (its master's expiry)
 
 
 def live_status(sess: Session) -> LiveView | None:
@@ -44,4 +45,5 @@ def snapshot(sess: Session, book: PriceBook | None) -> Status:
         nodes,
         live_status(sess) if nodes else None,
         spent_so_far(sess, nodes, book),
+        stack_expiry(nodes),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from swarm.config import Config
+from swarm.errors import ProviderError
 from swarm.models import Node, Role
 from swarm.remote.base import Runner
 
@@ -43,6 +44,9 @@ class Provider(abc.ABC):
     # The machine outlives terminate_nodes (hosts; local's directories): the pipeline stops
     # what swarm runs there and removes the remote dir first. EC2 terminates the machine.
     keeps_machines: bool = False
+    # Nodes power themselves off at the stack's expiry (Node.expires_at; EC2's TTL): the
+    # pipeline schedules and moves that power-off over SSH, set_expiry records it.
+    expires: bool = False
 
     def __init__(self, config: Config):
         self.config = config
@@ -88,6 +92,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def runner(self, stack: Stack, node: Node) -> Runner:
         """A Runner that executes commands on `node`."""
+
+    def set_expiry(self, stack: Stack, nodes: list[Node], expires_at: float) -> None:
+        """Record the nodes' new expiry (unix seconds) where the provider keeps its state.
+        Only called where `expires`; default: nowhere to record it."""
+        raise ProviderError(f"the {self.name} provider's nodes have no expiry")
 
     def price_book(self) -> PriceBook | None:
         """Prices of this provider's nodes; None where nodes cost nothing swarm can know."""

@@ -7,6 +7,8 @@ namespace, which
   sshd_config), a per-host home over ``/root`` and a per-host dir over
   ``/tmp``; paths the venv's Python needs that live under ``/root`` or
   ``/tmp`` (e.g. ``/root/.pyenv``) are bound back at the same place first,
+* stubs ``shutdown``/``poweroff`` and gives the host its own /run (power.py): nothing
+  swarm schedules there can power this machine off,
 * sets the hostname (``ip-10-77-1-4`` like EC2),
 * starts ``sshd -D -e`` (its log goes to ``Host.log_path``) and then just
   reaps orphans (``sleep`` + ``wait``), so killing/restarting sshd never
@@ -22,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import power
 from .host import INIT_IDLE, READY_LINE, SSHD, Host, _keygen
 from .proc import _pdeathsig_prefix, _spawn
 
@@ -66,6 +69,7 @@ link set eth0 up
 EOF
 mount --bind {etc_ssh} /etc/ssh
 {private_binds}
+{power}
 {keep_binds}
 mount --rbind {home} /root
 mount --rbind {tmp} /tmp
@@ -155,6 +159,7 @@ def write_host_files(host: Host, authorized_key: str, *, session_path: str, pref
         keep_binds="\n".join(_keep_binds(keep_paths, host.home, host.tmp)),
         home=shlex.quote(str(host.home)), tmp=shlex.quote(str(host.tmp)),
         name=shlex.quote(host.name), service=service, ready=READY_LINE,
+        power="\n".join(power.write_stubs(host.dir, broken=host.power_broken)),
         idle=INIT_IDLE)
     init = host.dir / "init.sh"
     init.write_text(script)

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .power import PowerCall
+from .power import calls as power_calls
 from .proc import (LabError, _alive, _children, _cmdline, _ip_batch, _ns_id, _ppid, _run,
                    _safe_rmtree)
 
@@ -87,6 +89,7 @@ class Host:
     env: dict[str, str] = field(default_factory=dict)  # its sessions' env, over the lab's PATH
     private: dict[str, Path] = field(default_factory=dict)  # machine path -> per-host dir
     sshd_delay: float = 0.0
+    power_broken: bool = False  # stub shutdown fails and /run is read-only (power.py)
     pid: int | None = None  # the `unshare` process (controller's PID namespace)
     init_pid: int | None = None  # PID 1 of the host, as the controller sees it
     lab: "Lab | None" = field(default=None, repr=False)
@@ -185,6 +188,10 @@ class Host:
                 continue
             out.append(pid)
         return sorted(out)
+
+    def power_calls(self) -> list[PowerCall]:
+        """What the host's stub `shutdown`/`poweroff` was asked, oldest first (power.py)."""
+        return power_calls(self.home)
 
     @property
     def known_hosts_line(self) -> str:

@@ -167,7 +167,7 @@ class Lab:
                  name: str | None = None, *, dead: bool | str = False,
                  wait: bool = True, timeout: float = READY_TIMEOUT,
                  private_dirs: Iterable[str] = (), env: dict[str, str] | None = None,
-                 sshd_delay: float = 0.0) -> Host:
+                 sshd_delay: float = 0.0, power_broken: bool = False) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
@@ -177,6 +177,7 @@ class Lab:
         over which the host gets an empty directory of its own (``Host.private[path]``).
         ``env``: its SSH sessions' environment (``PATH`` replaces the lab's).
         ``sshd_delay``: sshd starts that many seconds after the host (refused until then).
+        ``power_broken``: nothing can schedule a power-off there (power.py).
         """
         if dead is True:
             dead = "silent"
@@ -209,7 +210,7 @@ class Lab:
                         home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
                         log_path=hdir / "sshd.log", host_key_pub="",
                         dead=dead or None, lab=self, private=private, env=dict(env or {}),
-                        sshd_delay=sshd_delay)
+                        sshd_delay=sshd_delay, power_broken=power_broken)
             self.hosts[ip] = host
         try:
             self._build(host, authorized_key)

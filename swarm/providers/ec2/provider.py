@@ -18,7 +18,7 @@ from typing import Any
 from swarm import paths
 from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
-from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key
+from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key, stack_expiry
 from swarm.providers.base import Provider, Stack
 from swarm.providers.ec2 import market, setup, tags
 from swarm.providers.ec2.aws import (
@@ -31,7 +31,7 @@ from swarm.providers.ec2.aws import (
 from swarm.providers.ec2.errors import aws_errors, error_code
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc, unix_from_iso
-from swarm.remote import known_hosts
+from swarm.remote import known_hosts, poweroff
 from swarm.remote.base import Runner
 
 MAX_COUNT = 500
@@ -50,6 +50,7 @@ class _Prepared:
 
 class Ec2Provider(AwsClients, Provider):
     name = "ec2"
+    expires = True
     # Seconds between waiter polls (tests may lower it). Instances take ~5-15 s to run and
     # ~30-60 s to terminate: a poll every 5 s overshot by 2.5 s on average, every 2 s by 1 s,
     # for 2-3 more DescribeInstances calls, far below EC2's request limits.
@@ -167,9 +168,10 @@ class Ec2Provider(AwsClients, Provider):
         if stack.name not in self._prepared:
             self.prepare(stack)
         prep = self._prepared[stack.name]
-        now = time.time()
+        # One expiry for the stack: later nodes power off with the master, not a TTL later.
+        expires_at = stack_expiry(self.list_nodes(stack)) or time.time() + self.cfg.ttl
         new_tags = self._tags(
-            stack.name, role, expires_at=iso_utc(now + self.cfg.ttl), ssh_user=self.ssh_user()
+            stack.name, role, expires_at=iso_utc(expires_at), ssh_user=self.ssh_user()
         )
         nic: dict[str, Any] = {
             "DeviceIndex": 0,
@@ -185,7 +187,7 @@ class Ec2Provider(AwsClients, Provider):
             MinCount=count,
             MaxCount=count,
             KeyName=prep.key_name,
-            UserData=setup.ttl_user_data(self.cfg.ttl),
+            UserData=poweroff.user_data(poweroff.minutes_until(expires_at, time.time())),
             InstanceInitiatedShutdownBehavior="terminate",
             MetadataOptions=METADATA_OPTIONS,
             NetworkInterfaces=[nic],
@@ -337,6 +339,22 @@ class Ec2Provider(AwsClients, Provider):
                 code="DependencyViolation",
                 action="run `swarm down` again in a few minutes",
             ) from exc
+
+    def set_expiry(self, stack: Stack, nodes: list[Node], expires_at: float) -> None:
+        """Re-tag the nodes' instances and volumes with the stack's new expiry."""
+        ids = [n.id for n in nodes]
+        with aws_errors(f"tag the new expiry of stack {stack.name}", self.region):
+            found = [
+                i
+                for chunk in chunks(ids)
+                for i in self._describe([{"Name": "instance-id", "Values": chunk}])
+            ]
+            volumes = [
+                m["Ebs"]["VolumeId"] for i in found for m in i.get("BlockDeviceMappings", [])
+            ]
+            tag = tags.tag_list({tags.EXPIRES_AT: iso_utc(expires_at)})
+            for chunk in chunks(ids + volumes):
+                self.ec2.create_tags(Resources=chunk, Tags=tag)
 
     def runner(self, stack: Stack, node: Node) -> Runner:
         from swarm.remote.ssh import SSHRunner  # paramiko: only when a node is reached

@@ -8,7 +8,6 @@ local file.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import stat
 import urllib.request
@@ -25,18 +24,6 @@ from swarm.providers.ec2.tags import STACK_ROLE, stack_filters, tag_list
 CHECKIP_URL = "https://checkip.amazonaws.com"
 # A boto3 client: boto3 ships no types (the stubs are a separate, large package).
 Client = Any
-
-
-def ttl_user_data(ttl: int) -> str:
-    """A first-boot script that powers the instance off (= terminates it) after `ttl` seconds."""
-    minutes = max(1, math.ceil(ttl / 60))
-    return (
-        "#!/bin/bash\n"
-        f"# swarm: power off after the stack's TTL ({ttl}s); shutdown terminates the instance.\n"
-        f"if ! shutdown -h +{minutes} 'swarm TTL reached'; then\n"
-        f"  nohup sh -c 'sleep {minutes * 60}; poweroff' >/dev/null 2>&1 &\n"
-        "fi\n"
-    )
 
 
 # ---- AMI ----
