@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from swarm.models import Node, Role
 from swarm.pipeline.session import Session
 from swarm.providers.ec2.pricing import (
+    PUBLIC_IPV4_USD_PER_HOUR,
     PriceBook,
     estimate_hourly,
     format_rate,
@@ -32,7 +33,8 @@ class Spent:
 
 
 def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | None:
-    """'estimated cost: $0.51/h for the stack (1 master + 5 workers, on-demand)'; None where
+    """'estimated cost: $0.54/h for the stack (1 master + 5 workers, on-demand; 6 public IPv4
+    address(es) at $0.005/h each included)'; None where
     the provider has no prices. `nodes`: the stack as this command has just listed it."""
     book = sess.provider.price_book()
     if book is None:
@@ -42,11 +44,18 @@ def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | 
     masters = sum(n.role == Role.MASTER for n in nodes) + (count if role == Role.MASTER else 0)
     workers = sum(n.role == Role.WORKER for n in nodes) + (count if role == Role.WORKER else 0)
     items = [(cfg.master_type, lifecycle, masters), (cfg.worker_type, lifecycle, workers)]
-    total, prices = estimate_hourly(book, items)
+    public_ips = masters + workers if cfg.connect == "public" else 0
+    total, prices = estimate_hourly(book, items, public_ips)
     why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
+    ipv4 = (
+        f"; {public_ips} public IPv4 address(es) at {format_rate(PUBLIC_IPV4_USD_PER_HOUR)} "
+        "each included"
+        if public_ips
+        else ""
+    )
     return (
         f"estimated cost: {format_rate(total)} for the stack ({masters} master + "
-        f"{workers} workers, {lifecycle})" + (f" ({why})" if why else "")
+        f"{workers} workers, {lifecycle}{ipv4})" + (f" ({why})" if why else "")
     )
 
 
