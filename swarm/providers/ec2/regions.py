@@ -79,7 +79,7 @@ def count_instances(
     out: dict[str, int | str] = {}
     for fut, region in futures.items():
         if not fut.done():
-            out[region] = f"no answer in {SCAN_TIMEOUT_S:.0f}s"
+            out[region] = f"no answer in {SCAN_TIMEOUT_S:g}s"
         elif fut.exception() is not None:
             exc = fut.exception()
             assert exc is not None
