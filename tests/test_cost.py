@@ -156,7 +156,8 @@ def spot_entry(itype: str, az: str, usd: str, minutes_ago: int) -> dict:
 
 def node(nid: str, itype="c5.large", lifecycle="on-demand", launched_at=1_700_000_000.0,
          az="us-east-1a", **fields) -> Node:
-    return Node(id=nid, role=Role.WORKER, name="", launched_at=launched_at, instance_type=itype,
+    fields.setdefault("role", Role.WORKER)
+    return Node(id=nid, name="", launched_at=launched_at, instance_type=itype,
                 lifecycle=Lifecycle(lifecycle), zone=az, **fields)
 
 
@@ -370,7 +371,43 @@ def test_spend_of_nodes_listed_by_the_provider(pricing):
         start = max(n.launched_at for n in nodes)
         total, per_node = spend(book, nodes, now=start + 2.5 * HOUR)
     assert len(nodes) == 2 and all(n.lifecycle == "on-demand" for n in nodes)
-    assert total == pytest.approx(2 * 0.2125, abs=1e-3) and set(per_node) == {n.id for n in nodes}
+    ipv4 = sum(2.5 * cost.PUBLIC_IPV4_USD_PER_HOUR for n in nodes if n.public_ip)
+    assert total == pytest.approx(2 * 0.2125 + ipv4, abs=1e-3) and set(per_node) == {n.id for n in nodes}
+
+
+def test_a_public_ipv4_address_is_charged_with_its_node(book, pricing):
+    """$0.005 per public IPv4 address-hour since Feb 2024: a node with a public address
+    costs that on top of its instance price; one without does not."""
+    pricing[1].add_response("get_products", products_answer(product("c5.large", "0.0850000000")),
+                            products_params("c5.large"))
+    public = node("i-pub", public_ip="54.1.2.3", private_ip="10.0.0.5")
+    private = node("i-priv", private_ip="10.0.0.6")
+    total, per_node = spend(book, [public, private], now=1_700_000_000.0 + 2 * HOUR)
+    assert per_node == {"i-pub": pytest.approx(2 * (0.085 + 0.005)),
+                        "i-priv": pytest.approx(2 * 0.085)}
+    assert total == pytest.approx(4 * 0.085 + 2 * 0.005)
+
+
+def test_the_estimate_counts_public_addresses_only_when_nodes_get_them(book, pricing):
+    from swarm.pipeline.cost import estimate
+    from swarm.pipeline.session import Session
+
+    pricing[1].add_response("get_products", products_answer(product("c5.large", "0.0850000000")),
+                            products_params("c5.large"))
+    total, _ = estimate_hourly(book, [("c5.large", "on-demand", 3)], public_ips=3)
+    assert total == pytest.approx(3 * 0.085 + 3 * 0.005)
+    assert estimate_hourly(book, [("c5.large", "on-demand", 0)], public_ips=2)[0] == pytest.approx(0.01)
+
+    lines = {}
+    for connect in ("public", "private"):
+        provider = make_provider(connect=connect)
+        provider.price_book = lambda: book          # the recorded answers above
+        sess = Session(Stack.from_config(provider.config), provider)
+        lines[connect] = estimate(sess, Role.WORKER, 2, [node("i-m", role=Role.MASTER)])
+    assert lines["public"] == ("estimated cost: $0.27/h for the stack (1 master + 2 workers, "
+                               "on-demand; 3 public IPv4 address(es) at $0.005/h each included)")
+    assert lines["private"] == ("estimated cost: $0.255/h for the stack (1 master + 2 workers, "
+                                "on-demand)")
 
 
 # ---------------------------------------------------------------- formatting

@@ -570,7 +570,7 @@ def test_checkip_never_called_when_ssh_cidr_set(aws, subnet, checkip_calls):
 
 def test_checkip_used_when_ssh_cidr_unset(aws, subnet, monkeypatch):
     monkeypatch.setattr(ec2_setup, "lookup_public_ip", lambda timeout=5.0: "198.51.100.23")
-    provider, stack = make(subnet, ssh_cidr=None)
+    provider, stack = make(subnet, ssh_cidr=None, connect="public")   # private: tests/test_reach.py
     provider.prepare(stack)
     (group,) = groups_of(aws, "alpha")
     ssh = [p for p in group["IpPermissions"] if p["FromPort"] == 22]

@@ -17,7 +17,7 @@ from swarm.cli import render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import RunFailed, SwarmError, UsageError
 from swarm.models import Node, Role
-from swarm.pipeline import access, fleet
+from swarm.pipeline import access, fleet, regions
 from swarm.pipeline import logs as node_logs
 from swarm.pipeline import status as stack_status
 from swarm.pipeline.plan import RunOptions
@@ -164,24 +164,33 @@ def killall(c: Ctx) -> None:
     render.err.print(f"Locust stopped on {len(results)} node(s)")
 
 
+ALL_REGIONS_HELP = "Look for the stack in every region (one API call each, in parallel)."
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh in place every 2 s until Ctrl-C.")
+@click.option("--all-regions", is_flag=True, help=ALL_REGIONS_HELP)
 @pass_ctx
-def status(c: Ctx, as_json: bool, watch: bool) -> None:
+def status(c: Ctx, as_json: bool, watch: bool, all_regions: bool) -> None:
     """The stack's nodes, and Locust's live state when it runs."""
     sess = c.session()
     book = sess.provider.price_book()  # one per command: --watch asks AWS for prices once
+    found = regions.elsewhere(sess, all_regions)  # once per command too
 
     def snapshot() -> stack_status.Status:
-        return stack_status.snapshot(sess, book)
+        return stack_status.snapshot(sess, book, found, all_regions)
 
     if as_json:
         click.echo(json.dumps(render.status_json(snapshot()), indent=2))
         return
     if not watch:
         render.out.print(render.status_view(snapshot()))
+        for line in regions.warnings(sess.stack.name, found):
+            sess.report.warn(line)
         return
+    for line in regions.warnings(sess.stack.name, found):
+        sess.report.warn(line)
     from rich.live import Live
 
     try:
@@ -277,10 +286,28 @@ def ssh(c: Ctx, node: str, command: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("role", required=False, type=click.Choice(["workers"]))
+@click.option("--all-regions", is_flag=True, help=ALL_REGIONS_HELP + " Cleans each one.")
 @pass_ctx
-def down(c: Ctx, role: str | None) -> None:
+def down(c: Ctx, role: str | None, all_regions: bool) -> None:
     """Terminate everything this stack created (or only its workers)."""
-    result = fleet.down(c.session(), Role.WORKER if role else None)
+    sess = c.session()
+    which = Role.WORKER if role else None
+    here = fleet.down(sess, which)
+    _print_down(here)
+    # Nothing here: the stack may well be in another region (every region is asked then).
+    found = regions.elsewhere(sess, all_regions or bool(here.nothing_to_do))
+    if not all_regions:
+        for line in regions.warnings(sess.stack.name, found):
+            sess.report.warn(line)
+        return
+    for region in regions.to_clean(found):
+        sess.report.info(f"stack {sess.stack.name!r} in {region}:")
+        _print_down(fleet.down(regions.session_in(sess, region), which))
+    for line in regions.unanswered(sess.stack.name, found):
+        sess.report.warn(line)
+
+
+def _print_down(result: fleet.DownResult) -> None:
     if result.nothing_to_do:
         render.err.print(result.nothing_to_do)
         return

@@ -210,14 +210,24 @@ def status_json(s: Status) -> dict[str, Any]:
     }
     if s.cost:
         data["cost"] = s.cost.to_json()
+    if s.region:
+        data["region"] = s.region
+    if s.elsewhere:
+        nodes = {o.region: node_rows(o.nodes) for o in s.others}
+        data["other_regions"] = [
+            {**e.to_json(), **({"nodes": nodes[e.region]} if e.region in nodes else {})}
+            for e in s.elsewhere
+        ]
     return data
 
 
 def status_view(s: Status) -> RenderableType:
-    if not s.nodes:
+    if not s.nodes and not s.others:
         return f"stack {s.stack!r} ({s.provider}) has no nodes"
     parts: list[RenderableType] = [
         nodes_table(f"stack {s.stack} ({s.provider})", node_rows(s.nodes))
+        if s.nodes
+        else f"stack {s.stack!r} ({s.provider}, {s.region}) has no nodes"
     ]
     if s.expires_at is not None:
         parts.append(
@@ -231,6 +241,10 @@ def status_view(s: Status) -> RenderableType:
         parts.append(escape(text))
     if s.locust:
         parts.append(locust_table(s.locust))
+    for o in s.others:
+        parts.append(nodes_table(f"stack {o.stack} ({o.provider}, {o.region})", node_rows(o.nodes)))
+        if o.cost:
+            parts.append(escape(o.cost.text))
     return Group(*parts)
 
 

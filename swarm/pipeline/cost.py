@@ -9,6 +9,7 @@ from swarm.config.schema import Spot
 from swarm.models import Lifecycle, Node, Role
 from swarm.pipeline.session import Session
 from swarm.providers.ec2.pricing import (
+    PUBLIC_IPV4_USD_PER_HOUR,
     PriceBook,
     estimate_hourly,
     format_rate,
@@ -34,9 +35,10 @@ class Spent:
 
 
 def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | None:
-    """'estimated cost: $0.51/h for the stack (1 master + 5 workers, on-demand)'; None where
-    the provider has no prices. `nodes`: the stack as this command has just listed it, each
-    priced as it runs; `count` more of `role` priced as [ec2] spot asks."""
+    """'estimated cost: $0.54/h for the stack (1 master + 5 workers, on-demand; 6 public IPv4
+    address(es) at $0.005/h each included)'; None where the provider has no prices. `nodes`:
+    the stack as this command has just listed it, each priced as it runs; `count` more of
+    `role` priced as [ec2] spot asks."""
     book = sess.provider.price_book()
     if book is None:
         return None
@@ -48,10 +50,12 @@ def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | 
     )
     if count > 0:
         counts[types[role], str(planned)] += count
-    total, prices = estimate_hourly(book, [(t, lc, k) for (t, lc), k in counts.items()])
-    why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
     masters = sum(n.role == Role.MASTER for n in nodes) + (count if role == Role.MASTER else 0)
     workers = sum(n.role == Role.WORKER for n in nodes) + (count if role == Role.WORKER else 0)
+    public_ips = masters + workers if cfg.connect == "public" else 0
+    items = [(t, lc, k) for (t, lc), k in counts.items()]
+    total, prices = estimate_hourly(book, items, public_ips)
+    why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))
     by_market: Counter[str] = Counter()
     for (_, lc), k in counts.items():
         by_market[lc] += k
@@ -60,9 +64,15 @@ def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | 
         if len(by_market) > 1
         else next(iter(by_market), str(planned))
     )
+    ipv4 = (
+        f"; {public_ips} public IPv4 address(es) at {format_rate(PUBLIC_IPV4_USD_PER_HOUR)} "
+        "each included"
+        if public_ips
+        else ""
+    )
     return (
         f"estimated cost: {format_rate(total)} for the stack ({masters} master + "
-        f"{workers} workers, {market})" + (f" ({why})" if why else "")
+        f"{workers} workers, {market}{ipv4})" + (f" ({why})" if why else "")
     )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from swarm.errors import SwarmError
 from swarm.locust.live import LiveView, master_stats_probe, summarize
 from swarm.models import Node, Role, stack_expiry
 from swarm.pipeline.cost import Spent, spent_so_far
+from swarm.pipeline.regions import session_in
 from swarm.pipeline.session import Session
+from swarm.providers.base import Elsewhere
 from swarm.providers.ec2.pricing import PriceBook
 
 
@@ -20,6 +22,9 @@ class Status:
     locust: LiveView | None  # None when the stack has no nodes (or no master)
     cost: Spent | None
     expires_at: float | None = None  # when the stack powers off (its master's expiry)
+    region: str | None = None
+    elsewhere: list[Elsewhere] = field(default_factory=list)  # other regions it was found in
+    others: list[Status] = field(default_factory=list)  # --all-regions: each one with nodes
 
 
 def live_status(sess: Session) -> LiveView | None:
@@ -37,8 +42,17 @@ def live_status(sess: Session) -> LiveView | None:
         runner.close()
 
 
-def snapshot(sess: Session, book: PriceBook | None) -> Status:
+def snapshot(
+    sess: Session,
+    book: PriceBook | None,
+    elsewhere: list[Elsewhere] | None = None,
+    everywhere: bool = False,
+) -> Status:
+    """The stack in its region; `elsewhere`: where else it was found (once per command);
+    `everywhere`: each of those regions' nodes too (listed, priced, never reached over SSH)."""
     nodes = sess.nodes()
+    found = elsewhere or []
+    others = [_nodes_in(sess, e.region) for e in found if e.instances] if everywhere else []
     return Status(
         sess.stack.name,
         sess.stack.provider,
@@ -46,4 +60,21 @@ def snapshot(sess: Session, book: PriceBook | None) -> Status:
         live_status(sess) if nodes else None,
         spent_so_far(sess, nodes, book),
         stack_expiry(nodes),
+        sess.provider.region,
+        found,
+        others,
+    )
+
+
+def _nodes_in(sess: Session, region: str) -> Status:
+    there = session_in(sess, region)
+    nodes = there.nodes()
+    return Status(
+        sess.stack.name,
+        sess.stack.provider,
+        nodes,
+        None,
+        spent_so_far(there, nodes),
+        stack_expiry(nodes),
+        region,
     )

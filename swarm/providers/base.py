@@ -37,6 +37,24 @@ class Stack:
         return cls(config.stack.name, config.stack.provider, config)
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """The stack in a region other than the configured one (`Provider.other_regions`)."""
+
+    region: str
+    instances: int | None  # live instances there; None: not known (see `error`)
+    local_state: bool  # this machine keeps the stack's key / known_hosts for that region
+    error: str = ""  # why that region could not be asked
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "region": self.region,
+            "instances": self.instances,
+            "local_state": self.local_state,
+            "error": self.error or None,
+        }
+
+
 class Provider(abc.ABC):
     name: str = ""
     runs_bootstrap: bool = True  # False for local: bootstrap.sh installs system packages
@@ -60,6 +78,15 @@ class Provider(abc.ABC):
     def region(self) -> str | None:
         """The cloud region nodes live in; None where there is none."""
         return None
+
+    def other_regions(self, stack: Stack, everywhere: bool) -> list[Elsewhere]:
+        """Regions other than this provider's where the stack has nodes or local state:
+        where it is cheap to know, or (`everywhere`) every region. Default: none."""
+        return []
+
+    def in_region(self, region: str) -> Provider:
+        """This provider for another region (its `config` says so). Default: itself."""
+        return self
 
     def check_launch(self, stack: Stack, role: Role, count: int) -> None:
         """Refuse (UsageError / ProviderError) a launch that cannot work, before prepare()

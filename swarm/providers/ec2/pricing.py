@@ -36,6 +36,10 @@ DENIED = frozenset(
         "OptInRequired",
     }
 )
+# Every public IPv4 address, attached or not, since 1 Feb 2024 (AWS "New AWS Public IPv4
+# Address Charge", VPC pricing): an instance launched with connect = "public" has one. Not in
+# the Price List's instance prices, so added here.
+PUBLIC_IPV4_USD_PER_HOUR = 0.005
 PRICING_REGION = (
     "us-east-1"  # the Price List API answers only in us-east-1 / ap-south-1 / eu-central-1
 )
@@ -176,12 +180,12 @@ class PriceBook:
 
 
 def estimate_hourly(
-    book: PriceBook, items: list[tuple[str, str, int]]
+    book: PriceBook, items: list[tuple[str, str, int]], public_ips: int = 0
 ) -> tuple[float | None, list[Price]]:
-    """The hourly cost of `items` [(instance_type, lifecycle, count)]: None if any price is
-    unknown."""
+    """The hourly cost of `items` [(instance_type, lifecycle, count)] and `public_ips`
+    public IPv4 addresses: None if any price is unknown."""
     prices: list[Price] = []
-    total: float | None = 0.0
+    total: float | None = public_ips * PUBLIC_IPV4_USD_PER_HOUR
     for itype, lifecycle, count in items:
         if count <= 0:
             continue
@@ -195,8 +199,8 @@ def estimate_hourly(
 def spend(
     book: PriceBook, nodes: list[Node], now: float | None = None
 ) -> tuple[float | None, dict[str, float | None]]:
-    """What each node has cost since it launched (hours × its price); total None if any is
-    unknown."""
+    """What each node has cost since it launched (hours × (its price + its public IPv4
+    address, if it has one)); total None if any is unknown."""
     now = time.time() if now is None else now
     per_node: dict[str, float | None] = {}
     for n in nodes:
@@ -206,7 +210,8 @@ def spend(
             continue
         p = book.price(itype, n.lifecycle, n.zone)
         hours = max(0.0, now - n.launched_at) / 3600.0
-        per_node[n.id] = None if p.usd_per_hour is None else hours * p.usd_per_hour
+        ipv4 = PUBLIC_IPV4_USD_PER_HOUR if n.public_ip else 0.0
+        per_node[n.id] = None if p.usd_per_hour is None else hours * (p.usd_per_hour + ipv4)
     known = [v for v in per_node.values() if v is not None]
     return (sum(known) if len(known) == len(per_node) else None), per_node
 

@@ -9,6 +9,7 @@ The generated private key lives at `key_path(stack)` =
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from swarm import paths
 from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key, stack_expiry
-from swarm.providers.base import Provider, Stack
-from swarm.providers.ec2 import market, setup, tags
+from swarm.providers.base import Elsewhere, Provider, Stack
+from swarm.providers.ec2 import market, regions, setup, tags
 from swarm.providers.ec2.aws import (
     JUST_CREATED,
     JUST_CREATED_WAIT_S,
@@ -68,6 +69,7 @@ class Ec2Provider(AwsClients, Provider):
         # (from a laptop every EC2 call is 50-150 ms, and they are sequential).
         self._subnet: dict[str, Any] | None = None
         self._checked: dict[tuple[str, int], tuple[str, str]] = {}
+        self._role_images: dict[Role, tuple[str, str]] | None = None
 
     # ---- places, users, tags ----
 
@@ -102,12 +104,17 @@ class Ec2Provider(AwsClients, Provider):
         key_file = self.key_path(stack)
         if self.cfg.key_name:
             setup.check_key_file(key_file)
-        cidr = setup.ssh_cidr(self.cfg.ssh_cidr)
+        # connect = "private": the controller is inside the VPC (or reaches it through it),
+        # so the VPC's own range, not this machine's public address (a lookup that is wrong).
+        private = self.cfg.connect == "private" and not self.cfg.ssh_cidr
+        cidr = "" if private else setup.ssh_cidr(self.cfg.ssh_cidr)
         port = self.config.locust.master_port
         with aws_errors(
             f"prepare the security group and key pair of stack {stack.name}", self.region
         ):
             subnet = self._find_subnet()
+            if private:
+                cidr = setup.ssh_cidr(setup.vpc_cidr(self.ec2, subnet["VpcId"]))
             shared = self._tags(stack.name, tags.STACK_ROLE)
             gid = setup.ensure_security_group(
                 self.ec2, stack.name, subnet["VpcId"], cidr, (port, port + 1), shared
@@ -140,7 +147,6 @@ class Ec2Provider(AwsClients, Provider):
         tags.check_user_tags(self.cfg.tags)
         if self.cfg.key_name:
             setup.check_key_file(self.key_path(stack))
-        itype = self.cfg.master_type if role == Role.MASTER else self.cfg.worker_type
         if (role, count) in self._checked:
             return self._checked[role, count]
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
@@ -151,12 +157,27 @@ class Ec2Provider(AwsClients, Provider):
                     f"{subnet['AvailableIpAddressCount']} free addresses for {count} "
                     "nodes: ask for fewer or set a bigger [ec2] subnet_id"
                 )
-            arch = setup.instance_arch(self.ec2, itype, self.region)
-            image_id = setup.resolve_ami(
-                self.ec2, self.client("ssm"), self.cfg.ami, arch, self.region
-            )
-        self._checked[role, count] = itype, image_id
-        return itype, image_id
+            settings = self._images()[role]
+        self._checked[role, count] = settings
+        return settings
+
+    def _images(self) -> dict[Role, tuple[str, str]]:
+        """(instance type, image id) of both roles, whichever this command launches: a typo
+        in worker_type must stop `up master` before it bills a master."""
+        if self._role_images is None:
+            types = {Role.MASTER: self.cfg.master_type, Role.WORKER: self.cfg.worker_type}
+            archs: dict[str, str] = {}
+            for role, itype in types.items():
+                if itype not in archs:
+                    key = f"{role}_type"
+                    archs[itype] = setup.instance_arch(self.ec2, itype, self.region, key)
+            ssm = self.client("ssm")
+            images = {
+                arch: setup.resolve_ami(self.ec2, ssm, self.cfg.ami, arch, self.region)
+                for arch in sorted(set(archs.values()))
+            }
+            self._role_images = {r: (t, images[archs[t]]) for r, t in types.items()}
+        return self._role_images
 
     def _find_subnet(self) -> dict[str, Any]:
         if self._subnet is None:
@@ -375,6 +396,15 @@ class Ec2Provider(AwsClients, Provider):
 
     def price_book(self) -> PriceBook:
         return PriceBook(self)
+
+    def other_regions(self, stack: Stack, everywhere: bool) -> list[Elsewhere]:
+        return regions.elsewhere(
+            self.session, self.region, stack.name, list(LIVE_STATES), everywhere
+        )
+
+    def in_region(self, region: str) -> Ec2Provider:
+        ec2 = dataclasses.replace(self.cfg, region=region)
+        return Ec2Provider(dataclasses.replace(self.config, ec2=ec2), self.session)
 
     # ---- helpers ----
 

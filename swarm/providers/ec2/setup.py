@@ -35,8 +35,11 @@ def ssh_user_for(ami: str, configured: str | None) -> str:
     return AMI_ALIASES[ami][0] if ami in AMI_ALIASES else "ubuntu"
 
 
-def instance_arch(ec2: Client, instance_type: str, region: str) -> str:
-    """'x86_64' or 'arm64' for an instance type (clear error if the type doesn't exist)."""
+def instance_arch(
+    ec2: Client, instance_type: str, region: str, key: str = "master_type / worker_type"
+) -> str:
+    """'x86_64' or 'arm64' for an instance type (clear error, naming the config `key`, if
+    the type doesn't exist)."""
     try:
         types = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
     except Exception as exc:
@@ -45,8 +48,7 @@ def instance_arch(ec2: Client, instance_type: str, region: str) -> str:
         types = []
     if not types:
         raise ProviderError(
-            f"instance type {instance_type!r} does not exist in {region}: fix "
-            "[ec2] master_type / worker_type"
+            f"instance type {instance_type!r} does not exist in {region}: fix [ec2] {key}"
         )
     archs = types[0].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
     return "arm64" if archs and "x86_64" not in archs and "arm64" in archs else "x86_64"
@@ -111,6 +113,11 @@ def find_subnet(ec2: Client, subnet_id: str | None, region: str) -> dict[str, An
     return sorted(subnets, key=lambda s: (s.get("AvailabilityZone", ""), s["SubnetId"]))[0]
 
 
+def vpc_cidr(ec2: Client, vpc_id: str) -> str:
+    """The VPC's primary IPv4 range: where a controller on connect = "private" sits."""
+    return str(ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"])
+
+
 def lookup_public_ip(timeout: float = 5.0) -> str:
     """This machine's public address as AWS sees it (one HTTPS GET, bounded by `timeout`)."""
     try:
@@ -125,7 +132,8 @@ def lookup_public_ip(timeout: float = 5.0) -> str:
 
 
 def ssh_cidr(configured: str | None) -> str:
-    """The network SSH is opened to: [ec2] ssh_cidr, else this machine's address /32 (/128)."""
+    """The network SSH is opened to: [ec2] ssh_cidr (or the VPC's range, for connect =
+    "private"), else this machine's address /32 (/128)."""
     if configured:
         net = ipaddress.ip_network(configured, strict=False)
     else:
