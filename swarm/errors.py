@@ -45,6 +45,12 @@ class RunFailed(SwarmError):
         self.exit_code = exit_code
 
 
+class Interrupted(SwarmError):
+    """Ctrl-C, after swarm has done what it does about it (exit 130)."""
+
+    exit_code = 130
+
+
 class UsageError(SwarmError):
     """Bad input detected before anything was launched (exit 2)."""
 

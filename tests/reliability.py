@@ -3,9 +3,13 @@ exposure, concurrency): a swarm.toml for an EC2 stack in the lab subnet, what mo
 stack, and bounded polling. Everything here observes; nothing here drives swarm in-process."""
 from __future__ import annotations
 
+import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+from tests.helpers import SWARM
 
 # A bootstrap that does what the real one does on an emulated host (the controller's Locust is
 # on the host's PATH already) without its checks, so a stack is up in about a second. Workers
@@ -101,3 +105,22 @@ def locust_pids(host) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def start(args, workdir, env, tmp_path) -> tuple[subprocess.Popen, Path, Path]:
+    """The CLI in the background, output to files (never a full pipe), in its own session."""
+    tag = uuid.uuid4().hex[:6]
+    out, err = tmp_path / f"out-{tag}", tmp_path / f"err-{tag}"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([*SWARM, *args], cwd=workdir, env=env, stdout=o, stderr=e,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc, out, err
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise AssertionError(f"the CLI did not end within {timeout}s")

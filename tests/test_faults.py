@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SWARM, assert_error_line, assert_one_error_line, swarm
-from tests.reliability import (all_instances, ec2_stack, ec2_toml, fast_bootstrap, instances,
+from tests.reliability import (finish, start, all_instances, ec2_stack, ec2_toml, fast_bootstrap, instances,
                                locust_pids, poll)
 
 STACK = "rel"
@@ -40,25 +40,6 @@ def host_of(emulated_ec2, workdir, env, name: str):
     res = swarm("status", "--json", cwd=workdir, env=env)
     ids = {n["name"]: n["id"] for n in json.loads(res.out)["nodes"]}
     return emulated_ec2.host_for(ids[name])
-
-
-def start(args, workdir, env, tmp_path) -> tuple[subprocess.Popen, Path, Path]:
-    """The CLI in the background, output to files (never a full pipe), in its own session."""
-    tag = uuid.uuid4().hex[:6]
-    out, err = tmp_path / f"out-{tag}", tmp_path / f"err-{tag}"
-    with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([*SWARM, *args], cwd=workdir, env=env, stdout=o, stderr=e,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    return proc, out, err
-
-
-def finish(proc: subprocess.Popen, timeout: float) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-        raise AssertionError(f"the CLI did not end within {timeout}s")
 
 
 def latest_run(workdir: Path) -> Path:

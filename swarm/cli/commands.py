@@ -15,11 +15,12 @@ import click
 from swarm import config
 from swarm.cli import render
 from swarm.cli.app import Ctx, cli, pass_ctx
-from swarm.errors import RunFailed, SwarmError, UsageError
+from swarm.errors import Interrupted, RunFailed, SwarmError, UsageError
 from swarm.models import Node, Role
 from swarm.pipeline import access, fleet, regions
 from swarm.pipeline import logs as node_logs
 from swarm.pipeline import status as stack_status
+from swarm.pipeline.judge import Verdict
 from swarm.pipeline.plan import RunOptions
 from swarm.pipeline.run import killall as kill_everywhere
 from swarm.pipeline.run import run as start_run
@@ -152,6 +153,11 @@ def run(
         mark = "[green]pass[/green]" if ch.ok else "[red]FAIL[/red]"
         render.err.print(f"check {ch.check}: {mark} (actual {ch.actual_shown})")
     verdict = outcome.judgement
+    if verdict.verdict == Verdict.INTERRUPTED:
+        stats = "partial results" if outcome.summary else "no statistics yet; logs"
+        raise Interrupted(
+            f"interrupted: the load is stopped on every node; {stats} in {outcome.results_dir}"
+        )
     if verdict.exit_code:
         raise RunFailed(f"the run failed: {verdict.why}", verdict.exit_code)
 

@@ -9,10 +9,11 @@ import threading
 import traceback
 
 import click
+from rich.markup import escape
 
 from swarm.cli import commands, extend, render, results  # noqa: F401  (they register the commands)
 from swarm.cli.app import cli
-from swarm.errors import SwarmError
+from swarm.errors import Interrupted, SwarmError
 
 
 def _interrupted() -> int:
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (click.exceptions.Abort, KeyboardInterrupt):
         return _interrupted()
+    except Interrupted as e:
+        render.err.print(escape(str(e)))
+        return e.exit_code
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code

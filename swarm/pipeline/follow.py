@@ -24,6 +24,7 @@ class Followed:
     cpu_peaks: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak %
     missing: list[str] = field(default_factory=list)  # workers that dropped out
     error: SwarmError | None = None  # why following stopped early
+    interrupted: bool = False  # Ctrl-C: the load was stopped before its end
 
 
 class CpuSampler:

@@ -168,6 +168,10 @@ class Judgement:
     why: str  # for a FAIL: what failed, in one clause
 
     @classmethod
+    def interrupted(cls) -> Judgement:
+        return cls(Verdict.INTERRUPTED, 130, "interrupted (Ctrl-C)")
+
+    @classmethod
     def of(
         cls,
         locust_exit: int,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from swarm import __version__
-from swarm.errors import LocustError, UsageError
+from swarm.errors import Interrupted, LocustError, UsageError
 from swarm.locust.argv import EXCEPTIONS_CSV, FAILURES_CSV, STATS_CSV
 from swarm.locust.shell import kill_cmd
 from swarm.locust.stats import (
@@ -71,11 +71,41 @@ def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -
         if not plan.spec.headless:
             return outcome
         # headless: follow the run, then bring everything back, even after a failure
-        followed = follow(ctx)
+        try:
+            followed = follow(ctx)
+        except KeyboardInterrupt:
+            try:
+                return _finish(ctx, _stop_load(ctx), outcome, results_root)
+            except KeyboardInterrupt:
+                names = ", ".join(n.name for n in ctx.nodes)
+                raise Interrupted(
+                    f"interrupted again: Locust may still run on {names}: "
+                    "stop it with `swarm killall`"
+                ) from None
         return _finish(ctx, followed, outcome, results_root)
     finally:
         for r in runners.values():
             r.close()
+
+
+def _stop_load(ctx: RunContext) -> Followed:
+    """Ctrl-C during a headless run: stop the test everywhere, then bring back what it did.
+    The master first: on SIGTERM Locust tells its workers to quit (they send their last
+    figures) and writes its files; then the workers, whatever is left of them."""
+    sess = ctx.sess
+    sess.report.warn(
+        "interrupted: stopping the load on every node and fetching what it did "
+        "(Ctrl-C again to leave it running)"
+    )
+
+    def stop(node: Node) -> None:
+        ctx.runners[node.id].run(kill_cmd(ctx.rd), timeout=30)
+
+    for group in ([ctx.master], ctx.workers):
+        for res in fan_out(group, stop, what="stop", raise_on_error=False):
+            if not res.ok:
+                sess.report.warn(f"could not stop Locust on {res.node.name}: {res.error}")
+    return Followed(interrupted=True)
 
 
 def _finish(
@@ -108,17 +138,23 @@ def _finish(
         outcome.summary = replace(outcome.summary, workers_cpu=peaks)
         outcome.checks = [c.evaluate(outcome.summary) for c in ctx.plan.checks]
     outcome.saturated = saturated(outcome.cpu_peaks)
-    outcome.judgement = Judgement.of(
-        outcome.exit_code,
-        outcome.checks,
-        broken=error is not None or outcome.summary is None,
-        failures=outcome.summary.total.failures if outcome.summary else 0,
-        raised=sum(e.count for e in outcome.raised),
+    outcome.judgement = (
+        Judgement.interrupted()
+        if followed.interrupted
+        else Judgement.of(
+            outcome.exit_code,
+            outcome.checks,
+            broken=error is not None or outcome.summary is None,
+            failures=outcome.summary.total.failures if outcome.summary else 0,
+            raised=sum(e.count for e in outcome.raised),
+        )
     )
     try:
         record.write(out, run_record(ctx, outcome, ended_at))
     except OSError as e:
         raise fetch.cannot_save(out, e) from e
+    if followed.interrupted:
+        return outcome  # the CLI says where the partial results are
     if error is not None:
         raise LocustError(
             f"{error} (logs and any partial results are in {out})", code=error.code
