@@ -200,6 +200,21 @@ def stats_url_cmd(web_port: int, path: str = "/stats/requests") -> str:
     )
 
 
+def stop_test_cmd(web_port: int, timeout_s: int = 20) -> str:
+    """Stop the test through the master's API (POST /stop), on the master: Locust's stop tells
+    the workers to stop and returns once they all have, so their last figures are in (SIGTERM
+    alone gives them half a second). Bounded; says nothing, fails quietly."""
+    url = shlex.quote(f"http://127.0.0.1:{web_port}/stop")
+    py = (
+        "import sys,urllib.request;"
+        f"urllib.request.urlopen(sys.argv[1],data=b'',timeout={timeout_s}).read()"
+    )
+    return (
+        f"if command -v curl >/dev/null 2>&1; then curl -fsS -X POST --max-time {timeout_s} "
+        f"{url} >/dev/null 2>&1; else python3 -c {shlex.quote(py)} {url} >/dev/null 2>&1; fi; true"
+    )
+
+
 def wait_workers_cmd(rd: str, web_port: int, expected: int, timeout_s: float) -> str:
     """Wait ON the master until `expected` workers are connected or Locust has exited (bounded
     by timeout_s): one SSH exec polling locally every 0.1 s, instead of one exec per poll.

@@ -16,7 +16,7 @@ from typing import TypeVar
 from swarm import __version__
 from swarm.errors import Interrupted, LocustError, UsageError
 from swarm.locust.argv import EXCEPTIONS_CSV, FAILURES_CSV, STATS_CSV
-from swarm.locust.shell import kill_cmd
+from swarm.locust.shell import kill_cmd, stop_test_cmd
 from swarm.locust.stats import (
     Failure,
     Raised,
@@ -90,16 +90,19 @@ def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -
 
 def _stop_load(ctx: RunContext) -> Followed:
     """Ctrl-C during a headless run: stop the test everywhere, then bring back what it did.
-    The master first: on SIGTERM Locust tells its workers to quit (they send their last
-    figures) and writes its files; then the workers, whatever is left of them."""
+    The master first: its API's stop returns once every worker has stopped and sent its last
+    figures; then SIGTERM, on which it writes its files; then the workers, whatever is left."""
     sess = ctx.sess
     sess.report.warn(
         "interrupted: stopping the load on every node and fetching what it did "
         "(Ctrl-C again to leave it running)"
     )
 
+    web_port = sess.stack.config.locust.web_port
+
     def stop(node: Node) -> None:
-        ctx.runners[node.id].run(kill_cmd(ctx.rd), timeout=30)
+        first = f"{stop_test_cmd(web_port)}; " if node is ctx.master else ""
+        ctx.runners[node.id].run(first + kill_cmd(ctx.rd), timeout=60)
 
     for group in ([ctx.master], ctx.workers):
         for res in fan_out(group, stop, what="stop", raise_on_error=False):
