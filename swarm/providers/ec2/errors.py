@@ -15,8 +15,9 @@ MAX_DETAIL = 200
 
 
 def error_code(exc: BaseException) -> str:
-    """The AWS error code of a ClientError ('' for anything else)."""
-    response = getattr(exc, "response", None)
+    """The AWS error code of a ClientError, or of a WaiterError's last answer ('' for
+    anything else)."""
+    response = getattr(exc, "response", None) or getattr(exc, "last_response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code") or "")
     return ""
