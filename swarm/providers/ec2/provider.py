@@ -142,8 +142,8 @@ class Ec2Provider(AwsClients, Provider):
         if (role, count) in self._checked:
             return self._checked[role, count]
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
-            self._find_placement().with_room(count)
             arch = setup.instance_arch(self.ec2, itype, self.region)
+            self._find_placement().with_room(count)
             image_id = setup.resolve_ami(
                 self.ec2, self.client("ssm"), self.cfg.ami, arch, self.region
             )
