@@ -4,7 +4,8 @@ moto is instantly consistent. AWS is not ("Eventual consistency in the Amazon EC
 EC2 API reference): a resource just created may be "not found" by the next call that uses it,
 and a security group stays held by the network interfaces of terminated instances for a
 while, so `DeleteSecurityGroup` answers `DependencyViolation` (Terraform retries that for
-5 minutes). Each quirk has a switch; `EmulatedEC2` turns them all on by default.
+5 minutes). Each quirk has a switch; `EmulatedEC2` turns the consistency, held-group and
+IP-reuse ones on by default; the per-zone ones are set by the tests about zones.
 
 - `group_not_found`: the first call that uses a just-created security group
   (AuthorizeSecurityGroupIngress, RunInstances) answers `InvalidGroup.NotFound`.
@@ -19,16 +20,16 @@ while, so `DeleteSecurityGroup` answers `DependencyViolation` (Terraform retries
   just-launched instance by id (`InstanceId.N`) answers `InvalidInstanceID.NotFound`; a
   DescribeInstances naming it in an `instance-id` filter gets an answer without it (AWS
   filters answer with what they find, never NotFound). Once per instance, so flows stay
-  fast ("Eventual consistency in the Amazon EC2 API": "If you get
-  InvalidInstanceID.NotFound right after RunInstances, retry with backoff").
+  fast (AWS, "Eventual consistency in the Amazon EC2 API": a call right after RunInstances
+  may not find the instance yet; retry with exponential backoff).
 - `no_capacity` = {(zone, instance type)}: RunInstances in that zone (its subnet's) answers
   `InsufficientInstanceCapacity` (HTTP 500, a server error) with AWS's text naming the zones
-  that have the type ("Error codes for the Amazon EC2 API"; "Troubleshoot instance launch
-  issues: Insufficient instance capacity"). Off unless a test sets it.
+  that have the type ("Error codes for the Amazon EC2 API": a server error; "Troubleshoot
+  Amazon EC2 instance launch issues": insufficient instance capacity). Off unless set.
 - `unsupported` = {(zone, instance type)}: RunInstances there answers `Unsupported` ("Your
-  requested instance type (…) is not supported in your requested Availability Zone (…)",
-  "Troubleshoot instance launch issues: Instance type not supported in the Availability
-  Zone"), and DescribeInstanceTypeOfferings (availability-zone) leaves the pair out, as AWS's
+  requested instance type (…) is not supported in your requested Availability Zone (…)", as
+  EC2 answers it; AWS's advice: DescribeInstanceTypeOfferings to find the zones that offer
+  the type), and DescribeInstanceTypeOfferings (availability-zone) leaves the pair out, as AWS's
   does, unless `offerings_agree` is False (a test of RunInstances' own refusal). moto
   already leaves out what AWS does not offer (us-east-1e has no c5). Off unless set.
 """

@@ -153,15 +153,15 @@ def run_instances(ec2: Client, **params: Any) -> Any:
 def run_in_zones(
     ec2: Client,
     params: dict[str, Any],
-    subnets: tuple[Subnet, ...],
     placement: Placement,
     region: str,
     say: Callable[[str], None],
 ) -> tuple[Any, Subnet]:
-    """RunInstances in the first of `subnets` whose zone takes it -> (answer, subnet).
+    """RunInstances in the first subnet with room whose zone takes it -> (answer, subnet).
     One ClientToken per zone: the same token with other parameters is refused
     (IdempotentParameterMismatch), and a zone's refusal launched nothing."""
-    itype = params["InstanceType"]
+    itype, count = params["InstanceType"], params["MinCount"]
+    subnets = placement.with_room(count)
     tried: list[str] = []
     for i, sub in enumerate(subnets):
         nic = {**params["NetworkInterfaces"][0], "SubnetId": sub.id}
@@ -186,13 +186,12 @@ def run_in_zones(
                 )
                 say(f"{what} {sub.zone} ({code}); trying {subnets[i + 1].zone}")
                 continue
+            advice = "retry later, or pick another [ec2] master_type/worker_type"
             raise ProviderError(
-                f"no zone of {region} has {itype} capacity for {params['MinCount']} node(s) "
-                f"right now (tried "
-                f"{', '.join(tried)}): retry later, or pick another [ec2] master_type/"
-                "worker_type",
+                f"no zone of {region} has {itype} capacity for {count} node(s) right now "
+                f"(tried {', '.join(tried)}): {advice}",
                 code=code,
-                action="retry later, or pick another [ec2] master_type/worker_type",
+                action=advice,
             ) from exc
     raise ProviderError(f"no subnet to launch {itype} in: set [ec2] subnet_id")
 

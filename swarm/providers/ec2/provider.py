@@ -164,14 +164,7 @@ class Ec2Provider(AwsClients, Provider):
         """RunInstances in the first zone that takes it (no other with [ec2] subnet_id);
         says which zone that was."""
         placement = self._find_placement()
-        resp, subnet = launch.run_in_zones(
-            self.ec2,
-            params,
-            placement.with_room(params["MinCount"]),
-            placement,
-            self.region,
-            self.progress,
-        )
+        resp, subnet = launch.run_in_zones(self.ec2, params, placement, self.region, self.progress)
         role = tags.tag_dict({"Tags": params["TagSpecifications"][0]["Tags"]}).get(tags.ROLE)
         self.progress(f"launched {params['MinCount']} {role} node(s) in {subnet.zone}")
         return resp
