@@ -24,22 +24,32 @@ def session(subnet_id, tmp_path):
 def test_a_failure_while_waiting_terminates_everything_that_call_launched(aws, subnet, tmp_path):
     sess = session(subnet, tmp_path)
 
-    launched = []
+    launched, seen = [], []
 
     def mark(**kw):
         launched.append(True)
 
+    def still_pending(parsed, **kw):
+        # moto's instances run at once: the first look after the launch sees them pending
+        if launched and not seen:
+            seen.append("pending")
+            for r in parsed.get("Reservations", []):
+                for i in r["Instances"]:
+                    i["State"] = {"Code": 0, "Name": "pending"}
+
     def waiter_breaks(**kw):
-        # Only the first wait after the launch breaks, so the clean-up can still look.
-        if len(launched) == 1:
-            launched.append(True)
+        # Only the wait after that look breaks, so the clean-up can still look.
+        if seen == ["pending"]:
+            seen.append("broken")
             raise WaiterError(name="InstanceRunning", reason="injected", last_response={})
 
     events = sess.provider.ec2.meta.events
     events.register("after-call.ec2.RunInstances", mark)
+    events.register("after-call.ec2.DescribeInstances", still_pending)
     events.register("before-call.ec2.DescribeInstances", waiter_breaks)
     with pytest.raises(ProviderError, match="did not reach 'running'"):
         fleet.up_master(sess)
+    assert seen == ["pending", "broken"]
     assert instances(aws, "alpha", LIVE) == []
     assert len(instances(aws, "alpha", ["terminated", "shutting-down"])) == 1
 

@@ -75,6 +75,7 @@ def node_rows(nodes: Sequence[Node]) -> list[dict[str, Any]]:
             "private_ip": n.private_ip,
             "public_ip": n.public_ip,
             "lifecycle": str(n.lifecycle),
+            "zone": n.zone,
             "uptime_s": round(now - n.launched_at) if n.launched_at else None,
             "expires_in_s": round(n.expires_at - now) if n.expires_at else None,
             "expires_at": _iso(n.expires_at),

@@ -19,10 +19,12 @@ moto then hands out random IPs) get no host and are listed in ``skipped``.
 Hosts are never created for, and tests must never connect to, such IPs.
 
 Quirks: ``quirks`` (see quirks.py) makes the cloud behave as AWS documents rather than as
-moto does (eventual consistency, security groups held after termination, sshd answering
-seconds after the launch: on by default; account policy such as quotas, an SCP or spot
-limits: off until a test switches them on),
-restored by ``reset()``; ``quirks.off()`` for a test about something else.
+moto does (eventual consistency, security groups held after termination, reused IPs,
+sshd answering seconds after the launch: on by default; per-zone capacity and account
+policy such as quotas, an SCP or spot limits: off until a test sets them), restored by
+``reset()``; ``quirks.off()`` for a test about something else. ``make_subnets(zones)``
+puts the default VPC in the lab (one default subnet per zone), for launches without a
+subnet_id.
 
 Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
 matching calls with an AWS-shaped error (or a raw body, e.g. an HTML 500)
@@ -47,7 +49,7 @@ from typing import Any, Callable
 
 from .host import Host
 from .lab import Lab
-from .quirks import Quirks
+from .quirks import EMPTY, SERVER_ERRORS, Place, Quirks
 
 DEFAULT_REGION = "us-east-1"
 # A Canonical Ubuntu image moto knows in every region (moto's default AMIs
@@ -81,6 +83,7 @@ def _current_emulator() -> "EmulatedEC2 | None":
 
 def _install_hooks() -> None:
     global _hook_users
+    from moto.ec2.models.instance_types import InstanceTypeOfferingBackend
     from moto.ec2.models.instances import InstanceBackend
     from moto.ec2.models.key_pairs import KeyPairBackend
     from moto.ec2.models.security_groups import SecurityGroupBackend
@@ -96,6 +99,21 @@ def _install_hooks() -> None:
                 (KeyPairBackend, "import_key_pair", lambda q, r: q.created_key(r.key_name))):
             _originals[name] = (cls, getattr(cls, name))
             setattr(cls, name, _recording(getattr(cls, name), record))
+        orig_offerings = InstanceTypeOfferingBackend.describe_instance_type_offerings
+        _originals["describe_instance_type_offerings"] = (InstanceTypeOfferingBackend,
+                                                          orig_offerings)
+
+        def describe_instance_type_offerings(self, location_type=None, filters=None):
+            found = orig_offerings(self, location_type, filters)
+            emulator = _current_emulator()
+            if emulator is None or location_type != "availability-zone":
+                return found
+            return [o for o in found
+                    if emulator.quirks.offered(o.get("Location"), o.get("InstanceType"))]
+
+        describe_instance_type_offerings.__wrapped__ = orig_offerings  # type: ignore[attr-defined]
+        InstanceTypeOfferingBackend.describe_instance_type_offerings = (
+            describe_instance_type_offerings)
         orig_run = InstanceBackend.run_instances
         orig_terminate = InstanceBackend.terminate_instances
         _originals["run_instances"] = orig_run
@@ -105,6 +123,7 @@ def _install_hooks() -> None:
             reservation = orig_run(self, *args, **kwargs)
             emulator = _current_emulator()
             if emulator is not None:
+                emulator.quirks.launched([i.id for i in reservation.instances])
                 emulator._on_launch(self, reservation.instances)
             return reservation
 
@@ -136,7 +155,8 @@ def _remove_hooks() -> None:
         if _hook_users == 0:
             InstanceBackend.run_instances = _originals.pop("run_instances")
             InstanceBackend.terminate_instances = _originals.pop("terminate_instances")
-            for name in ("create_security_group", "create_key_pair", "import_key_pair"):
+            for name in ("create_security_group", "create_key_pair", "import_key_pair",
+                         "describe_instance_type_offerings"):
                 cls, orig = _originals.pop(name)
                 setattr(cls, name, orig)
 
@@ -260,6 +280,14 @@ class Injection:
                 f"<Code>{self.code}</Code><Message>{msg}</Message></Error></Errors>"
                 f"<RequestID>{uuid.uuid4()}</RequestID></Response>").encode()
         return status, [("Content-Type", "text/xml")], body
+
+
+def _empty_answer(action: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """A successful EC2 answer that found nothing (DescribeInstances: no reservations)."""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response '
+            'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><reservationSet/></{action}Response>")
+    return "200 OK", [("Content-Type", "text/xml")], body.encode()
 
 
 def public_key_of(key_pair: Any) -> str:
@@ -420,6 +448,32 @@ class EmulatedEC2:
         return ec2.create_subnet(VpcId=vpc_id, CidrBlock=str(subnet),
                                  AvailabilityZone=az or f"{self.region}a")["Subnet"]["SubnetId"]
 
+    def make_subnets(self, zones: tuple[str, ...] = ("a", "b")) -> dict[str, str]:
+        """A default VPC in the lab: the /16 around the lab subnet, made the region's default
+        VPC (moto's own loses the flag), with one default subnet per zone, the lab subnet
+        split between them (/25s for two zones), so instances in any of them get hosts.
+        `zones`: suffixes of the region ("a" -> us-east-1a). -> zone -> subnet id."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+
+        ec2 = self.client("ec2")
+        subnet = self.lab.subnet
+        vpc_cidr = subnet.supernet(new_prefix=16) if subnet.prefixlen > 16 else subnet
+        vpc_id = ec2.create_vpc(CidrBlock=str(vpc_cidr))["Vpc"]["VpcId"]
+        bits = max(1, (len(zones) - 1).bit_length())
+        made: dict[str, str] = {}
+        for suffix, cidr in zip(zones, subnet.subnets(prefixlen_diff=bits)):
+            zone = f"{self.region}{suffix}"
+            made[zone] = ec2.create_subnet(VpcId=vpc_id, CidrBlock=str(cidr),
+                                           AvailabilityZone=zone)["Subnet"]["SubnetId"]
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][self.region]
+        for vpc in backend.vpcs.values():
+            vpc.is_default = vpc.id == vpc_id
+        for per_zone in backend.subnets.values():
+            for sub in per_zone.values():
+                sub.default_for_az = sub.id in made.values()
+        return made
+
     def make_dead(self, ip: str, mode: str | bool = "silent") -> None:
         """The instance that will get ``ip`` gets a dead host (see
         ``Lab.add_host``: silent / refuse / blackhole)."""
@@ -519,10 +573,14 @@ class EmulatedEC2:
         chosen = None
         with self._lock:
             self.calls.append((service, action, region))
-            quirk = (self.quirks.answer(action, params, region, lambda: _live_instances(region))
+            quirk = (self.quirks.answer(action, params, region, lambda: _live_instances(region),
+                                        self._place(region))
                      if service in ("ec2", "") else None)
             if quirk is not None:
-                status = 403 if quirk[0] == "UnauthorizedOperation" else 400
+                if quirk[0] == EMPTY:
+                    return _empty_answer(action)
+                status = (403 if quirk[0] == "UnauthorizedOperation"
+                          else 500 if quirk[0] in SERVER_ERRORS else 400)
                 return Injection(action, code=quirk[0], status=status,
                                  message=quirk[1]).answer(bool(target))
             for inj in self.injections:
@@ -536,6 +594,28 @@ class EmulatedEC2:
         if chosen.delay:
             time.sleep(chosen.delay)
         return None if chosen.code is None and chosen.body is None else chosen.answer(bool(target))
+
+    def _place(self, region: str) -> Place:
+        """Subnet zones and offered zones as moto's backend of `region` knows them."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+        from moto.ec2.models.instance_types import INSTANCE_TYPE_OFFERINGS
+
+        region = region or self.region
+
+        def zone_of(subnet_id: str) -> str | None:
+            try:
+                return ec2_backends[DEFAULT_ACCOUNT_ID][region].get_subnet(
+                    subnet_id).availability_zone
+            except Exception:  # noqa: BLE001 - moto answers InvalidSubnetID itself
+                return None
+
+        def offered(itype: str) -> list[str]:
+            return sorted(o["Location"]
+                          for o in INSTANCE_TYPE_OFFERINGS["availability-zone"].get(region, [])
+                          if o.get("InstanceType") == itype)
+
+        return Place(zone_of, offered)
 
     # -- hooks -----------------------------------------------------------------
 

@@ -4,7 +4,9 @@ moto is instantly consistent. AWS is not ("Eventual consistency in the Amazon EC
 EC2 API reference): a resource just created may be "not found" by the next call that uses it,
 and a security group stays held by the network interfaces of terminated instances for a
 while, so `DeleteSecurityGroup` answers `DependencyViolation` (Terraform retries that for
-5 minutes). Each quirk has a switch; `EmulatedEC2` turns these on by default:
+5 minutes). Each quirk has a switch; `EmulatedEC2` turns the consistency, held-group,
+IP-reuse and late-sshd ones on by default; the per-zone and account-policy ones are set
+by the tests about them:
 
 - `group_not_found`: the first call that uses a just-created security group
   (AuthorizeSecurityGroupIngress, RunInstances) answers `InvalidGroup.NotFound`.
@@ -18,6 +20,22 @@ while, so `DeleteSecurityGroup` answers `DependencyViolation` (Terraform retries
 - `sshd_late_s`: an instance's sshd starts about this many seconds after RunInstances
   returns; until then its address refuses connections (the instance is `running` while it
   still boots: EC2 User Guide, "Connect to your instance": wait for the status checks).
+- `instance_not_found`: the first DescribeInstances or TerminateInstances naming a
+  just-launched instance by id (`InstanceId.N`) answers `InvalidInstanceID.NotFound`; a
+  DescribeInstances naming it in an `instance-id` filter gets an answer without it (AWS
+  filters answer with what they find, never NotFound). Once per instance, so flows stay
+  fast (AWS, "Eventual consistency in the Amazon EC2 API": a call right after RunInstances
+  may not find the instance yet; retry with exponential backoff).
+- `no_capacity` = {(zone, instance type)}: RunInstances in that zone (its subnet's) answers
+  `InsufficientInstanceCapacity` (HTTP 500, a server error) with AWS's text naming the zones
+  that have the type ("Error codes for the Amazon EC2 API": a server error; "Troubleshoot
+  Amazon EC2 instance launch issues": insufficient instance capacity). Off unless set.
+- `unsupported` = {(zone, instance type)}: RunInstances there answers `Unsupported` ("Your
+  requested instance type (…) is not supported in your requested Availability Zone (…)", as
+  EC2 answers it; AWS's advice: DescribeInstanceTypeOfferings to find the zones that offer
+  the type), and DescribeInstanceTypeOfferings (availability-zone) leaves the pair out, as AWS's
+  does, unless `offerings_agree` is False (a test of RunInstances' own refusal). moto
+  already leaves out what AWS does not offer (us-east-1e has no c5). Off unless set.
 
 Account policy, off by default (switched on by the tests about them), each answering as AWS
 does ("Error codes for the Amazon EC2 API", EC2 API reference):
@@ -49,6 +67,18 @@ ACCOUNT = "123456789012"   # moto's account
 # (instance type, spot?) of the account's pending and running instances in the call's region
 Fleet = Callable[[], "list[tuple[str, bool]]"]
 
+# A code of ours, not AWS's: the call succeeds with nothing found (a filter that misses).
+EMPTY = "(empty answer)"
+# Codes EC2 sends as HTTP 500 (server errors); the rest of the quirks' codes are 400s.
+SERVER_ERRORS = frozenset({"InsufficientInstanceCapacity"})
+
+
+@dataclass(frozen=True)
+class Place:
+    """What the emulator knows of where a launch goes: a subnet's zone, a type's zones."""
+    zone_of: Callable[[str], "str | None"]
+    offered: Callable[[str], "list[str]"]   # zones of the region offering an instance type
+
 
 @dataclass
 class Quirks:
@@ -61,6 +91,12 @@ class Quirks:
     require_imdsv2: bool = False
     max_spot: int | None = None
     spot_role_missing: bool = False
+
+    instance_not_found: bool = True
+    no_capacity: set[tuple[str, str]] = field(default_factory=set)
+    unsupported: set[tuple[str, str]] = field(default_factory=set)
+    offerings_agree: bool = True
+    fresh_instances: set[str] = field(default_factory=set)
     fresh_groups: set[str] = field(default_factory=set)
     fresh_keys: set[str] = field(default_factory=set)
     last_terminate: float = 0.0
@@ -72,8 +108,9 @@ class Quirks:
         self.group_not_found = self.key_not_found = self.reuse_ips = False
         self.group_held_s = self.sshd_late_s = 0.0
         self.require_imdsv2 = self.spot_role_missing = False
-        self.group_held_s = 0.0
         self.vcpu_limit = self.max_spot = None
+        self.instance_not_found = False
+        self.no_capacity, self.unsupported = set(), set()
         return self
 
     def count(self, action: str) -> int:
@@ -93,6 +130,15 @@ class Quirks:
             with self._lock:
                 self.fresh_keys.add(name)
 
+    def launched(self, instance_ids: list[str]) -> None:
+        if self.instance_not_found:
+            with self._lock:
+                self.fresh_instances.update(instance_ids)
+
+    def offered(self, zone: str, instance_type: str) -> bool:
+        """Whether DescribeInstanceTypeOfferings lists the pair (moto listed it)."""
+        return not self.offerings_agree or (zone, instance_type) not in self.unsupported
+
     def terminated(self) -> None:
         with self._lock:
             self.last_terminate = time.monotonic()
@@ -100,10 +146,12 @@ class Quirks:
     # -- what a call gets instead of moto's answer --
 
     def answer(self, action: str, params: dict[str, str], region: str = "",
-               fleet: Fleet = list) -> tuple[str, str] | None:
-        """(code, message) of the AWS error this call gets, or None to let moto serve it."""
+               fleet: Fleet = list, place: Place | None = None) -> tuple[str, str] | None:
+        """(code, message) of the AWS error this call gets (code EMPTY: an answer that found
+        nothing), or None to let moto serve it."""
         with self._lock:
-            got = self._policy(action, params, region) or self._answer(action, params)
+            got = (self._policy(action, params, region) or self._answer(action, params)
+                   or self._capacity(action, params, place))
             if got is None and action == "RunInstances":
                 got = self._quota(params, fleet)
             if got is not None:
@@ -154,10 +202,47 @@ class Quirks:
             name = params["KeyName"]
             self.fresh_keys.discard(name)
             return "InvalidKeyPair.NotFound", f"The key pair '{name}' does not exist"
+        if action in ("DescribeInstances", "TerminateInstances") and self.fresh_instances:
+            named = {v for k, v in params.items() if k.startswith("InstanceId.")}
+            filtered = {v for k, v in params.items() if k.startswith("Filter.")
+                        and ".Value." in k
+                        and params.get(k.split(".Value.")[0] + ".Name") == "instance-id"}
+            fresh = (named | filtered) & self.fresh_instances
+            if fresh:
+                self.fresh_instances -= fresh
+                if named & fresh:
+                    return ("InvalidInstanceID.NotFound",
+                            f"The instance ID '{sorted(named & fresh)[0]}' does not exist")
+                return EMPTY, f"instance-id filter on just-launched {', '.join(sorted(fresh))}"
         if action == "DeleteSecurityGroup" and self.group_held_s > 0:
             if time.monotonic() - self.last_terminate < self.group_held_s:
                 return ("DependencyViolation",
                         f"resource {params.get('GroupId', '?')} has a dependent object")
+        return None
+
+    def _capacity(self, action: str, params: dict[str, str],
+                  place: Place | None) -> tuple[str, str] | None:
+        if action != "RunInstances" or place is None or not (self.no_capacity or self.unsupported):
+            return None
+        itype = params.get("InstanceType", "m1.small")
+        subnet = params.get("SubnetId") or params.get("NetworkInterface.1.SubnetId")
+        zone = (place.zone_of(subnet) if subnet else None) or params.get(
+            "Placement.AvailabilityZone")
+        if zone is None:
+            return None
+        refused = {z for z, t in self.no_capacity | self.unsupported if t == itype}
+        others = ", ".join(z for z in place.offered(itype) if z != zone and z not in refused)
+        if (zone, itype) in self.unsupported:
+            return ("Unsupported",
+                    f"Your requested instance type ({itype}) is not supported in your requested "
+                    f"Availability Zone ({zone}). Please retry your request by not specifying "
+                    f"an Availability Zone or choosing {others}.")
+        if (zone, itype) in self.no_capacity:
+            return ("InsufficientInstanceCapacity",
+                    f"We currently do not have sufficient {itype} capacity in the Availability "
+                    f"Zone you requested ({zone}). Our system will be working on provisioning "
+                    f"additional capacity. You can currently get {itype} capacity by not "
+                    f"specifying an Availability Zone in your request or choosing {others}.")
         return None
 
 

@@ -22,8 +22,9 @@ _DENY = re.compile(r"with an explicit deny in (an? [A-Za-z -]+?)\.?$")
 
 
 def error_code(exc: BaseException) -> str:
-    """The AWS error code of a ClientError ('' for anything else)."""
-    response = getattr(exc, "response", None)
+    """The AWS error code of a ClientError, or of a WaiterError's last answer ('' for
+    anything else)."""
+    response = getattr(exc, "response", None) or getattr(exc, "last_response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code") or "")
     return ""

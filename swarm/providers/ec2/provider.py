@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,14 @@ from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key, stack_expiry
 from swarm.providers.base import Elsewhere, Provider, Stack
-from swarm.providers.ec2 import market, regions, setup, tags
+from swarm.providers.ec2 import launch, market, regions, setup, tags
 from swarm.providers.ec2.aws import (
-    JUST_CREATED,
-    JUST_CREATED_WAIT_S,
     AwsClients,
     chunks,
     retry_while,
 )
 from swarm.providers.ec2.errors import aws_errors, error_code
+from swarm.providers.ec2.launch import Placement
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc, unix_from_iso
 from swarm.remote import known_hosts, poweroff
@@ -44,7 +42,6 @@ METADATA_OPTIONS = {"HttpTokens": "required", "HttpEndpoint": "enabled"}
 
 @dataclass(frozen=True)
 class _Prepared:
-    subnet_id: str
     group_id: str
     key_name: str
 
@@ -67,7 +64,7 @@ class Ec2Provider(AwsClients, Provider):
         self._created_by: str | None = None
         # One command checks a launch, then prepares and makes it: look each thing up once
         # (from a laptop every EC2 call is 50-150 ms, and they are sequential).
-        self._subnet: dict[str, Any] | None = None
+        self._placement: Placement | None = None
         self._checked: dict[tuple[str, int], tuple[str, str]] = {}
         self._role_images: dict[Role, tuple[str, str]] | None = None
 
@@ -112,19 +109,19 @@ class Ec2Provider(AwsClients, Provider):
         with aws_errors(
             f"prepare the security group and key pair of stack {stack.name}", self.region
         ):
-            subnet = self._find_subnet()
+            vpc_id = self._find_placement().vpc_id  # one group per VPC: good in every zone
             if private:
-                cidr = setup.ssh_cidr(setup.vpc_cidr(self.ec2, subnet["VpcId"]))
+                cidr = setup.ssh_cidr(setup.vpc_cidr(self.ec2, vpc_id))
             shared = self._tags(stack.name, tags.STACK_ROLE)
             gid = setup.ensure_security_group(
-                self.ec2, stack.name, subnet["VpcId"], cidr, (port, port + 1), shared
+                self.ec2, stack.name, vpc_id, cidr, (port, port + 1), shared
             )
             if self.cfg.key_name:
                 setup.check_user_key(self.ec2, self.cfg.key_name, key_file, self.region)
                 key_name = self.cfg.key_name
             else:
                 key_name = setup.ensure_key_pair(self.ec2, stack.name, key_file, shared)
-        self._prepared[stack.name] = _Prepared(subnet["SubnetId"], gid, key_name)
+        self._prepared[stack.name] = _Prepared(gid, key_name)
 
     def list_nodes(self, stack: Stack, role: Role | None = None) -> list[Node]:
         filters = tags.stack_filters(stack.name, role)
@@ -134,7 +131,7 @@ class Ec2Provider(AwsClients, Provider):
         return sorted(nodes, key=order_key)
 
     def check_launch(self, stack: Stack, role: Role, count: int) -> None:
-        """Role, count, tags, subnet room, instance type and AMI: everything a launch needs,
+        """Role, count, tags, zones and subnet room, instance type and AMI: what a launch needs,
         checked before anything is created (the pipeline calls it before prepare)."""
         self._launch_settings(stack, role, count)
 
@@ -150,14 +147,8 @@ class Ec2Provider(AwsClients, Provider):
         if (role, count) in self._checked:
             return self._checked[role, count]
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
-            subnet = self._find_subnet()
-            if int(subnet.get("AvailableIpAddressCount", count)) < count:
-                raise ProviderError(
-                    f"subnet {subnet['SubnetId']} has only "
-                    f"{subnet['AvailableIpAddressCount']} free addresses for {count} "
-                    "nodes: ask for fewer or set a bigger [ec2] subnet_id"
-                )
-            settings = self._images()[role]
+            settings = self._images()[role]  # a typo in a type: said before any zone is
+            self._find_placement().with_room(count)
         self._checked[role, count] = settings
         return settings
 
@@ -179,10 +170,24 @@ class Ec2Provider(AwsClients, Provider):
             self._role_images = {r: (t, images[archs[t]]) for r, t in types.items()}
         return self._role_images
 
-    def _find_subnet(self) -> dict[str, Any]:
-        if self._subnet is None:
-            self._subnet = setup.find_subnet(self.ec2, self.cfg.subnet_id, self.region)
-        return self._subnet
+    def _find_placement(self) -> Placement:
+        if self._placement is None:
+            types = (self.cfg.master_type, self.cfg.worker_type)
+            self._placement = launch.find_placement(
+                self.ec2, self.cfg.subnet_id, self.region, types
+            )
+            for line in self._placement.skipped:
+                self.progress(line)
+        return self._placement
+
+    def _launch_in_zones(self, **params: Any) -> Any:
+        """RunInstances in the first zone that takes it (no other with [ec2] subnet_id);
+        says which zone that was."""
+        placement = self._find_placement()
+        resp, subnet = launch.run_in_zones(self.ec2, params, placement, self.region, self.progress)
+        role = tags.tag_dict({"Tags": params["TagSpecifications"][0]["Tags"]}).get(tags.ROLE)
+        self.progress(f"launched {params['MinCount']} {role} node(s) in {subnet.zone}")
+        return resp
 
     def create_nodes(self, stack: Stack, role: Role, count: int) -> list[Node]:
         itype, image_id = self._launch_settings(stack, role, count)
@@ -196,7 +201,6 @@ class Ec2Provider(AwsClients, Provider):
         )
         nic: dict[str, Any] = {
             "DeviceIndex": 0,
-            "SubnetId": prep.subnet_id,
             "Groups": [prep.group_id],
             "DeleteOnTermination": True,
         }
@@ -218,7 +222,7 @@ class Ec2Provider(AwsClients, Provider):
             ],
         )
         resp = market.launch(
-            self._run_instances,
+            self._launch_in_zones,
             params,
             self.cfg.spot,
             f"{count} {itype} {role} node(s)",
@@ -241,26 +245,29 @@ class Ec2Provider(AwsClients, Provider):
                     )
             return [self._node(inst, new_tags) for inst in instances]
         except BaseException:
-            self._terminate_quietly([i["InstanceId"] for i in instances])
+            if instances:
+                self.notices.append(
+                    launch.terminate_quietly(self.ec2, [i["InstanceId"] for i in instances])
+                )
             raise
 
     def wait_ready(self, stack: Stack, nodes: list[Node], timeout: float) -> list[Node]:
         ids = list(dict.fromkeys(n.id for n in nodes))
         if not ids:
             return []
-        states = self._wait("instance_running", ids, timeout)
-        if states is not None:
-            raise ProviderError(
-                f"{len(ids)} instance(s) of stack {stack.name} did not reach "
-                f"'running' within {timeout:.0f}s ({states}): check the EC2 console, "
-                "or retry"
-            )
-        with aws_errors(f"describe the new instances of stack {stack.name}", self.region):
-            found = {
-                i["InstanceId"]: self._node(i)
-                for chunk in chunks(ids)
-                for i in self._describe([{"Name": "instance-id", "Values": chunk}])
-            }
+        describe = f"describe the new instances of stack {stack.name}"
+        with aws_errors(describe, self.region):
+            found = {i["InstanceId"]: self._node(i) for i in launch.describe_ids(self.ec2, ids)}
+        if any(n.state != NodeState.RUNNING for n in found.values()) or len(found) < len(ids):
+            states = self._wait("instance_running", ids, timeout)
+            if states is not None:
+                raise ProviderError(
+                    f"{len(ids)} instance(s) of stack {stack.name} did not reach "
+                    f"'running' within {timeout:.0f}s ({states}): check the EC2 console, "
+                    "or retry"
+                )
+            with aws_errors(describe, self.region):
+                found = {i["InstanceId"]: self._node(i) for i in launch.describe_ids(self.ec2, ids)}
         missing = [i for i in ids if i not in found]
         if missing:
             raise ProviderError(f"instance(s) {', '.join(missing)} vanished while starting: retry")
@@ -271,11 +278,7 @@ class Ec2Provider(AwsClients, Provider):
         if not ids:
             return
         with aws_errors(f"terminate instances of stack {stack.name}", self.region):
-            found = [
-                i
-                for chunk in chunks(ids)
-                for i in self._describe([{"Name": "instance-id", "Values": chunk}])
-            ]
+            found = launch.describe_ids(self.ec2, ids)
             foreign = [
                 i["InstanceId"] for i in found if tags.tag_dict(i).get(tags.STACK) != stack.name
             ]
@@ -286,7 +289,7 @@ class Ec2Provider(AwsClients, Provider):
                 )
             live = [i["InstanceId"] for i in found if i["State"]["Name"] != "terminated"]
             for chunk in chunks(live):
-                self._terminate_chunk(chunk)
+                launch.terminate(self.ec2, chunk)
         # Their addresses go to the next instances, with new host keys: forget theirs.
         known_hosts.forget(
             self.state_dir(stack) / "known_hosts", [n.ssh.host for n in nodes if n.ssh is not None]
@@ -408,67 +411,12 @@ class Ec2Provider(AwsClients, Provider):
 
     # ---- helpers ----
 
-    def _run_instances(self, **params: Any) -> Any:
-        """One launch, whatever the retries: the same ClientToken makes EC2 apply it once.
-        The group and key pair made a moment ago may not be found yet: retried (bounded)."""
-        token = uuid.uuid4().hex
-        return retry_while(
-            lambda: self.ec2.run_instances(ClientToken=token, **params),
-            JUST_CREATED,
-            JUST_CREATED_WAIT_S,
-        )
-
     def _describe(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         pages = self.ec2.get_paginator("describe_instances").paginate(Filters=filters)
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     def _wait(self, waiter_name: str, ids: list[str], timeout: float) -> str | None:
-        """Run a bounded waiter; None when it passed, else a short 'id state, …' summary."""
-        from botocore.exceptions import ClientError, WaiterError
-
-        delay = max(0.01, min(self.poll_delay, timeout / 2)) if timeout > 0 else self.poll_delay
-        attempts = max(1, int(timeout / delay) + 1)
-        action = f"wait for {len(ids)} instance(s) to be {waiter_name.split('_')[1]}"
-        with aws_errors(action, self.region):
-            try:
-                for chunk in chunks(ids):
-                    self.ec2.get_waiter(waiter_name).wait(
-                        InstanceIds=chunk, WaiterConfig={"Delay": delay, "MaxAttempts": attempts}
-                    )
-                return None
-            except WaiterError as exc:
-                last = exc.last_response or {}
-                if last.get("Error", {}).get("Code") not in (None, "InvalidInstanceID.NotFound"):
-                    raise ClientError(last, "DescribeInstances") from exc
-            found = self._describe([{"Name": "instance-id", "Values": ids[:100]}])
-        return ", ".join(f"{i['InstanceId']} {i['State']['Name']}" for i in found) or "not found"
-
-    def _terminate_chunk(self, ids: list[str]) -> None:
-        """TerminateInstances; an error is fine if the instances are on their way out anyway
-        (another `swarm down` or `up` terminated them a moment ago)."""
-        try:
-            self.ec2.terminate_instances(InstanceIds=ids)
-        except Exception:
-            going = {
-                i["InstanceId"]
-                for i in self._describe([{"Name": "instance-id", "Values": ids}])
-                if i["State"]["Name"] in ("shutting-down", "terminated")
-            }
-            if not set(ids) <= going:
-                raise
-
-    def _terminate_quietly(self, ids: list[str]) -> None:
-        if not ids:
-            return
-        try:
-            self.ec2.terminate_instances(InstanceIds=ids)
-            self.notices.append(f"terminated the {len(ids)} instance(s) of the failed launch")
-        except Exception as exc:  # noqa: BLE001 - report, keep the original error
-            why = " ".join(str(exc).split())[:200]
-            self.notices.append(
-                f"could not terminate {', '.join(ids)} after a failed launch ({why}); "
-                "terminate them yourself (they carry the swarm:stack tag)"
-            )
+        return launch.wait(self.ec2, waiter_name, ids, timeout, self.poll_delay, self.region)
 
     def _node(self, inst: dict[str, Any], fallback_tags: dict[str, str] | None = None) -> Node:
         """EC2's words become swarm's records here, at the edge."""

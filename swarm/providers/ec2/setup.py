@@ -1,4 +1,5 @@
-"""EC2 launch settings: AMI, subnet, security group, key pair, TTL user data, public IP.
+"""EC2 launch settings: AMI, security group, key pair, TTL user data, public IP (the subnets
+and zones are launch.py's).
 
 Plain functions over a boto3 EC2/SSM client; callers wrap them in `aws_errors(...)`.
 Shared resources are found by tags (`swarm:stack`, `swarm:role = "stack"`), never by a
@@ -91,26 +92,6 @@ def resolve_ami(ec2: Client, ssm: Client, ami: str, arch: str, region: str) -> s
 
 
 # ---- network ----
-
-
-def find_subnet(ec2: Client, subnet_id: str | None, region: str) -> dict[str, Any]:
-    """The configured subnet, else the default VPC's default subnet (first zone by name)."""
-    if subnet_id:
-        return ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]
-    vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
-    if not vpcs:
-        raise ProviderError(f"region {region} has no default VPC; set [ec2] subnet_id")
-    subnets = ec2.describe_subnets(
-        Filters=[
-            {"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
-            {"Name": "default-for-az", "Values": ["true"]},
-        ]
-    )["Subnets"]
-    if not subnets:
-        raise ProviderError(
-            f"the default VPC of {region} has no default subnet; set [ec2] subnet_id"
-        )
-    return sorted(subnets, key=lambda s: (s.get("AvailabilityZone", ""), s["SubnetId"]))[0]
 
 
 def vpc_cidr(ec2: Client, vpc_id: str) -> str:
