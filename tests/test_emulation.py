@@ -437,6 +437,7 @@ def test_ec2_ssm_ubuntu_params_are_seeded(emulated_ec2, ec2_env):
 
 def test_ec2_dead_instances_and_outside_subnet(emulated_ec2, ec2_env):
     _, subnet_id = ec2_env
+    emulated_ec2.quirks.sshd_late_s = 0  # about dead hosts, not booting ones
     emulated_ec2.make_dead("10.77.1.5", "refuse")
     ec2 = emulated_ec2.client("ec2")
     insts = ec2.run_instances(ImageId="ami-785db401", MinCount=2, MaxCount=2,
@@ -458,6 +459,7 @@ def test_ec2_dead_instances_and_outside_subnet(emulated_ec2, ec2_env):
 
 def test_ec2_parallel_launches_and_host_options(emulated_ec2, ec2_env):
     _, subnet_id = ec2_env
+    emulated_ec2.quirks.sshd_late_s = 0  # about launches, not booting hosts
     seen = []
 
     def options(ip, index):
