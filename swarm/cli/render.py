@@ -211,6 +211,8 @@ def status_json(s: Status) -> dict[str, Any]:
     }
     if s.cost:
         data["cost"] = s.cost.to_json()
+    if s.ports:
+        data["ports"] = {"master": s.ports.port, "web": s.ports.web, "bind": s.ports.bind}
     if s.region:
         data["region"] = s.region
     if s.elsewhere:
@@ -240,6 +242,10 @@ def status_view(s: Status) -> RenderableType:
         # the time left is on the line above
         text = s.cost.text if s.expires_at is None else f"spent so far: {format_usd(s.cost.usd)}"
         parts.append(escape(text))
+    if s.ports and s.ports.bind:  # local: ports of its own, on this machine
+        parts.append(
+            f"master on {s.ports.bind}:{s.ports.port}, web UI http://127.0.0.1:{s.ports.web}"
+        )
     if s.locust:
         parts.append(locust_table(s.locust))
     for o in s.others:

@@ -98,7 +98,7 @@ def _stop_load(ctx: RunContext) -> Followed:
         "(Ctrl-C again to leave it running)"
     )
 
-    web_port = sess.stack.config.locust.web_port
+    web_port = sess.ports.web
 
     def stop(node: Node) -> None:
         first = f"{stop_test_cmd(web_port)}; " if node is ctx.master else ""

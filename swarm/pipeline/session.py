@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from swarm.errors import UsageError
 from swarm.models import Node, Role, name_nodes
 from swarm.pipeline.progress import Board
 from swarm.providers import get_provider
-from swarm.providers.base import Provider, Stack
+from swarm.providers.base import MasterPorts, Provider, Stack
 
 
 class Reporter:
@@ -78,6 +79,11 @@ class Session:
         sess = cls(stack, provider, report or Silent())
         provider.progress = sess.report.info
         return sess
+
+    @functools.cached_property
+    def ports(self) -> MasterPorts:
+        """Where the stack's master listens (on local: this stack's own free ports)."""
+        return self.provider.master_ports(self.stack)
 
     @property
     def remote_dir(self) -> str:

@@ -10,7 +10,7 @@ from swarm.models import Node, Role, stack_expiry
 from swarm.pipeline.cost import Spent, spent_so_far
 from swarm.pipeline.regions import session_in
 from swarm.pipeline.session import Session
-from swarm.providers.base import Elsewhere
+from swarm.providers.base import Elsewhere, MasterPorts
 from swarm.providers.ec2.pricing import PriceBook
 
 
@@ -25,6 +25,7 @@ class Status:
     region: str | None = None
     elsewhere: list[Elsewhere] = field(default_factory=list)  # other regions it was found in
     others: list[Status] = field(default_factory=list)  # --all-regions: each one with nodes
+    ports: MasterPorts | None = None  # where its master listens (None: no master)
 
 
 def live_status(sess: Session) -> LiveView | None:
@@ -34,7 +35,7 @@ def live_status(sess: Session) -> LiveView | None:
         return None
     runner = sess.provider.runner(sess.stack, masters[0])
     try:
-        probe = master_stats_probe(sess.remote_dir, sess.stack.config.locust.web_port)
+        probe = master_stats_probe(sess.remote_dir, sess.ports.web)
         return summarize(probe.parse(runner.run(probe.command, timeout=20, check=False).stdout))
     except SwarmError as e:
         return LiveView.unreachable(str(e))
@@ -63,6 +64,7 @@ def snapshot(
         sess.provider.region,
         found,
         others,
+        sess.ports if any(n.role == Role.MASTER for n in nodes) else None,
     )
 
 
