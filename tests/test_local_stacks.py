@@ -57,3 +57,28 @@ def test_two_local_stacks_with_default_ports_never_meet(workdir, cli_env, target
     finally:
         for env in (env_a, env_b):
             swarm("down", cwd=workdir, env=env)
+
+
+def test_an_argument_locust_refuses_is_exit_2_and_leaves_no_orphan_worker(
+        workdir, cli_env, local_toml, target, tmp_path):
+    """The master exits at once (argparse); its workers would retry for minutes and join the
+    next master on the port. They are stopped, and the user gets Locust's own words."""
+    from tests.helpers import processes_under
+
+    local_toml()
+    assert swarm("up", "master", cwd=workdir, env=cli_env).code == 0
+    assert swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env).code == 0
+    try:
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "2",
+                    "-t", "3s", "--", "--bogus-flag", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 2, res.err
+        assert res.err_lines[-1] == ("error: Locust refused its arguments: unrecognized "
+                                     "arguments: --bogus-flag"), res.err
+        left = [p for p in processes_under(tmp_path / "state") if "locust" in p]
+        assert left == [], left
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "2",
+                    "-t", "2s", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 0, res.err
+        assert "2 of 2 worker process(es) connected" in res.err, res.err
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)
