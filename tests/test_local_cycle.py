@@ -292,3 +292,22 @@ def test_a_failing_run_says_why_it_failed(workdir, cli_env, local_toml, target):
         assert "fail" in res.out and "verdict" in res.out, res.out
     finally:
         swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_cpu_is_named_by_node_for_every_worker_and_the_master(workdir, cli_env, local_toml,
+                                                              target):
+    """On local every worker has this machine's hostname, so Locust's worker ids map to no
+    node: run.json names each worker node (all of them) and the master, never an id."""
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env)
+    try:
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "4",
+                    "-t", "7s", "--check", "cpu<101%", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 0, res.err
+        record = json.loads(next((workdir / "results" / "t").glob("*/run.json")).read_text())
+        assert sorted(record["workers_cpu_peak"]) == ["worker-1", "worker-2"], record
+        assert isinstance(record["master_cpu_peak"], float), record
+        assert record["summary"]["workers_cpu"].keys() == {"master", "worker-1", "worker-2"}
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)

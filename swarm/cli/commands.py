@@ -130,13 +130,20 @@ def run(
         render.out.print(render.failures_table(outcome.failures))
     if outcome.raised:
         render.out.print(render.raised_table(outcome.raised))
-    if outcome.saturated:
-        hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(outcome.saturated.items()))
+    hot_workers = {k: v for k, v in outcome.saturated.items() if k != "master"}
+    if hot_workers:
+        hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(hot_workers.items()))
         n_workers = len(sess.nodes(Role.WORKER))
         more = max(n_workers + 1, n_workers * 2)
         render.err.print(
             f"[yellow]![/yellow] saturated: {hot} above 90% CPU: the swarm itself may "
             f"be the bottleneck; add workers: swarm up workers -n {more}"
+        )
+    if "master" in outcome.saturated:
+        render.err.print(
+            f"[yellow]![/yellow] saturated: master ({outcome.saturated['master']:.0f}%) above "
+            "90% CPU: it aggregates every worker's figures and may skew them; give it a "
+            "bigger [ec2] master_type (or fewer worker processes)"
         )
     if outcome.missing:
         render.err.print(

@@ -21,15 +21,16 @@ END_GRACE_S = 180  # after the run time: Locust stopping, writing its files
 
 @dataclass
 class Followed:
-    cpu_peaks: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak %
+    cpu_peaks: dict[str, float] = field(default_factory=dict)  # node (master too) -> peak %
     missing: list[str] = field(default_factory=list)  # workers that dropped out
     error: SwarmError | None = None  # why following stopped early
     interrupted: bool = False  # Ctrl-C: the load was stopped before its end
 
 
 class CpuSampler:
-    """Peak CPU per worker node, from /proc on the hosts themselves. (Locust's own figure comes
-    every 10 s and its first sample is always 0.)"""
+    """Peak CPU per node, the master's too (a saturated master skews every figure), from
+    /proc on the hosts themselves. (Locust's own figure comes every 10 s, its first sample is
+    always 0, and it names workers by an id that maps to a node only where hostnames differ.)"""
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -41,7 +42,8 @@ class CpuSampler:
         def one(node: Node) -> CpuSample | None:
             return self.ctx.ask(node, probe, timeout=15)
 
-        for res in fan_out(self.ctx.workers, one, what="cpu sample", raise_on_error=False):
+        nodes = [self.ctx.master, *self.ctx.workers]
+        for res in fan_out(nodes, one, what="cpu sample", raise_on_error=False):
             now: CpuSample | None = res.value if res.ok else None
             if now is None:
                 continue
@@ -90,8 +92,8 @@ def _follow(ctx: RunContext, got: Followed) -> None:
             if i % CPU_EVERY == 0 and view.state.active:
                 sampler.sample(got.cpu_peaks)
             for w in view.workers:
-                key = w.node or str(w.id)
-                got.cpu_peaks[key] = max(got.cpu_peaks.get(key, 0.0), float(w.cpu or 0))
+                if w.node:  # an id swarm cannot map to a node is no node's figure
+                    got.cpu_peaks[w.node] = max(got.cpu_peaks.get(w.node, 0.0), float(w.cpu or 0))
             if view.state.active:
                 ctx.workers_seen = min(ctx.workers_seen, view.workers_connected)
                 missing.update(view.missing)

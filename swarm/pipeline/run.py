@@ -46,7 +46,7 @@ class RunOutcome:
     workers_expected: int = 0
     workers_seen: int = 0
     skipped: list[HostResult] = field(default_factory=list)
-    saturated: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak CPU %
+    saturated: dict[str, float] = field(default_factory=dict)  # node -> peak CPU % (master too)
     cpu_peaks: dict[str, float] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # workers that dropped out
     judgement: Judgement = Judgement(Verdict.PASS, 0, "")
@@ -206,7 +206,14 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         skipped_workers=[r.node.name for r in outcome.skipped],
         saturated_workers=outcome.saturated,
         missing_workers=outcome.missing,
-        workers_cpu_peak={k: round(v, 1) for k, v in outcome.cpu_peaks.items()},
+        workers_cpu_peak={
+            k: round(v, 1) for k, v in outcome.cpu_peaks.items() if k != ctx.master.name
+        },
+        master_cpu_peak=(
+            round(outcome.cpu_peaks[ctx.master.name], 1)
+            if ctx.master.name in outcome.cpu_peaks
+            else None
+        ),
         checks=outcome.checks,
         summary=outcome.summary,
     )
