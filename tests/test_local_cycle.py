@@ -311,3 +311,29 @@ def test_cpu_is_named_by_node_for_every_worker_and_the_master(workdir, cli_env, 
         assert record["summary"]["workers_cpu"].keys() == {"master", "worker-1", "worker-2"}
     finally:
         swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_a_run_shows_its_progress_and_killall_says_what_it_stopped(workdir, cli_env,
+                                                                    local_toml, target):
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    try:
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "3",
+                    "-t", "15s", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 0, res.err
+        lines = [ln for ln in res.err_lines if ln.startswith("• running ")]
+        # off a terminal: one line at the start, then one every 10 s
+        assert 2 <= len(lines) <= 3, res.err
+        assert re.fullmatch(r"• running 0:\d\d of 0:15 \(0:\d\d left\): \d+ users, [\d.]+ rps, "
+                            r"[\d.]+ % failures, 1 of 1 workers", lines[-1]), lines
+        assert swarm("run", "-H", target.url, "-f", "viral_load.py", "-u", "1", cwd=workdir,
+                     env=cli_env).code == 0
+        res = swarm("killall", cwd=workdir, env=cli_env)
+        assert res.err_lines[-1] == ("stopped Locust on master, worker-1 (2 node(s); the "
+                                     "machines stay up)"), res.err
+        res = swarm("killall", cwd=workdir, env=cli_env)
+        assert res.err_lines[-1] == ("no Locust test was running (2 node(s); the machines "
+                                     "stay up)"), res.err
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)

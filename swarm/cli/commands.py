@@ -174,7 +174,12 @@ def run(
 def killall(c: Ctx) -> None:
     """Stop Locust everywhere; keep the machines."""
     results = kill_everywhere(c.session())
-    render.err.print(f"Locust stopped on {len(results)} node(s)")
+    ran = [r.node.name for r in results if r.value]
+    idle = [r.node.name for r in results if not r.value]
+    said = f"stopped Locust on {', '.join(ran)}" if ran else "no Locust test was running"
+    if ran and idle:
+        said += f"; nothing ran on {', '.join(idle)}"
+    render.err.print(f"{said} ({len(results)} node(s); the machines stay up)")
 
 
 ALL_REGIONS_HELP = "Look for the stack in every region (one API call each, in parallel)."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -43,6 +43,11 @@ class ConsoleReporter(Reporter):
     def phases(self) -> Iterator[Board]:
         with progress.shown(err) as board:
             yield board
+
+    @contextmanager
+    def running(self) -> Iterator[Callable[[str], None]]:
+        with progress.live_line(err) as say:
+            yield say
 
 
 def or_dash(x: Any, fmt: str = "{}") -> str:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from swarm import __version__
 from swarm.errors import Interrupted, LocustError, UsageError
 from swarm.locust.argv import EXCEPTIONS_CSV, FAILURES_CSV, STATS_CSV
-from swarm.locust.shell import kill_cmd, stop_test_cmd
+from swarm.locust.shell import kill_cmd, running_cmd, stop_test_cmd
 from swarm.locust.stats import (
     Failure,
     Raised,
@@ -225,10 +225,12 @@ def killall(sess: Session) -> list[HostResult]:
         raise UsageError(f"stack {sess.stack.name!r} has no nodes")
     rd = sess.remote_dir
 
-    def kill(node: Node) -> None:
+    def kill(node: Node) -> bool:
+        """-> whether a Locust test ran there (the warm Locust is left: it runs no test)."""
         r = sess.provider.runner(sess.stack, node)
         try:
-            r.run(kill_cmd(rd), timeout=60)
+            out = r.run(f"{running_cmd(rd)}; {kill_cmd(rd)} >/dev/null", timeout=60).stdout
+            return out.strip().splitlines()[:1] == ["yes"]
         finally:
             r.close()
 

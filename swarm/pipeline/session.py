@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -36,6 +36,12 @@ class Reporter:
             yield board
         finally:
             board.close()
+
+    @contextmanager
+    def running(self) -> Iterator[Callable[[str], None]]:
+        """A line the block keeps replacing with how a run goes (called about once a second;
+        the reporter decides how often to show it). Here: not shown."""
+        yield lambda _text: None
 
 
 class Silent(Reporter):
