@@ -337,3 +337,24 @@ def test_a_run_shows_its_progress_and_killall_says_what_it_stopped(workdir, cli_
                                      "stay up)"), res.err
     finally:
         swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_status_names_cpu_by_node_while_a_test_runs(workdir, cli_env, local_toml, target):
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env)
+    try:
+        # UI mode with --autostart: the test runs until killall
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "-u", "4", "-r", "4",
+                    "--", "--autostart", cwd=workdir, env=cli_env)
+        assert res.code == 0, res.err
+        poll(lambda: target.total() > 20, timeout=60, what="the load to arrive")
+        got = json.loads(swarm("status", "--json", cwd=workdir, env=cli_env).out)
+        assert sorted(got["cpu"]) == ["master", "worker-1", "worker-2"], got
+        text = swarm("status", cwd=workdir, env=cli_env).out
+        assert re.search(r"CPU +│ master \d+%, worker-1 \d+%, worker-2 \d+%", text), text
+        for w in got["locust"]["workers"]:
+            assert str(w["id"]) not in text, text  # Locust's ids map to no node here
+    finally:
+        swarm("killall", cwd=workdir, env=cli_env)
+        swarm("down", cwd=workdir, env=cli_env)

@@ -178,7 +178,7 @@ def raised_table(raised: Sequence[Raised], limit: int = 5) -> Table:
     return t
 
 
-def locust_table(view: LiveView) -> Table:
+def locust_table(view: LiveView, cpu: dict[str, float] | None = None) -> Table:
     t = Table(title="Locust", title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value")
@@ -200,8 +200,14 @@ def locust_table(view: LiveView) -> Table:
     t.add_row("rps", f"{view.total_rps:.1f}")
     t.add_row("fail ratio", f"{view.fail_ratio * 100:.2f}%")
     t.add_row("p95", "-" if p95 is None else f"{p95:.0f} ms")
-    cpus = ", ".join(f"{escape(str(w.node or w.id))} {w.cpu or 0:.0f}%" for w in view.workers)
-    t.add_row("worker CPU", cpus or "-")
+    if cpu:  # swarm's own samples, by node
+        t.add_row("CPU", ", ".join(f"{escape(n)} {pct:.0f}%" for n, pct in sorted(cpu.items())))
+    else:  # Locust's figure, where its worker ids map to nodes
+        named = [w for w in view.workers if w.node]
+        t.add_row(
+            "worker CPU",
+            ", ".join(f"{escape(str(w.node))} {w.cpu or 0:.0f}%" for w in named) or "-",
+        )
     return t
 
 
@@ -216,6 +222,8 @@ def status_json(s: Status) -> dict[str, Any]:
     }
     if s.cost:
         data["cost"] = s.cost.to_json()
+    if s.cpu:
+        data["cpu"] = dict(sorted(s.cpu.items()))
     if s.ports:
         data["ports"] = {"master": s.ports.port, "web": s.ports.web, "bind": s.ports.bind}
     if s.region:
@@ -252,7 +260,7 @@ def status_view(s: Status) -> RenderableType:
             f"master on {s.ports.bind}:{s.ports.port}, web UI http://127.0.0.1:{s.ports.web}"
         )
     if s.locust:
-        parts.append(locust_table(s.locust))
+        parts.append(locust_table(s.locust, s.cpu))
     for o in s.others:
         parts.append(nodes_table(f"stack {o.stack} ({o.provider}, {o.region})", node_rows(o.nodes)))
         if o.cost:
