@@ -8,6 +8,12 @@ from pathlib import Path
 import platformdirs
 
 
+def scaffold_dir() -> Path:
+    """What `swarm init` writes into a project (locustfiles/, bootstrap/), shipped in the
+    package so it is there wherever swarm is installed."""
+    return Path(__file__).parent / "data" / "scaffold"
+
+
 def state_dir() -> Path:
     """SWARM_STATE_DIR, else the platform's user state dir (~/.local/state/swarm)."""
     env = os.environ.get("SWARM_STATE_DIR")

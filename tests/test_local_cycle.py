@@ -292,3 +292,69 @@ def test_a_failing_run_says_why_it_failed(workdir, cli_env, local_toml, target):
         assert "fail" in res.out and "verdict" in res.out, res.out
     finally:
         swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_cpu_is_named_by_node_for_every_worker_and_the_master(workdir, cli_env, local_toml,
+                                                              target):
+    """On local every worker has this machine's hostname, so Locust's worker ids map to no
+    node: run.json names each worker node (all of them) and the master, never an id."""
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env)
+    try:
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "4",
+                    "-t", "7s", "--check", "cpu<101%", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 0, res.err
+        record = json.loads(next((workdir / "results" / "t").glob("*/run.json")).read_text())
+        assert sorted(record["workers_cpu_peak"]) == ["worker-1", "worker-2"], record
+        assert isinstance(record["master_cpu_peak"], float), record
+        assert record["summary"]["workers_cpu"].keys() == {"master", "worker-1", "worker-2"}
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_a_run_shows_its_progress_and_killall_says_what_it_stopped(workdir, cli_env,
+                                                                    local_toml, target):
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env)
+    try:
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "--headless", "-u", "3",
+                    "-t", "15s", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 0, res.err
+        lines = [ln for ln in res.err_lines if ln.startswith("• running ")]
+        # off a terminal: one line at the start, then one every 10 s
+        assert 2 <= len(lines) <= 3, res.err
+        assert re.fullmatch(r"• running 0:\d\d of 0:15 \(0:\d\d left\): \d+ users, [\d.]+ rps, "
+                            r"[\d.]+ % failures, 1 of 1 workers", lines[-1]), lines
+        assert swarm("run", "-H", target.url, "-f", "viral_load.py", "-u", "1", cwd=workdir,
+                     env=cli_env).code == 0
+        res = swarm("killall", cwd=workdir, env=cli_env)
+        assert res.err_lines[-1] == ("stopped Locust on master, worker-1 (2 node(s); the "
+                                     "machines stay up)"), res.err
+        res = swarm("killall", cwd=workdir, env=cli_env)
+        assert res.err_lines[-1] == ("no Locust test was running (2 node(s); the machines "
+                                     "stay up)"), res.err
+    finally:
+        swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_status_names_cpu_by_node_while_a_test_runs(workdir, cli_env, local_toml, target):
+    local_toml()
+    swarm("up", "master", cwd=workdir, env=cli_env)
+    swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env)
+    try:
+        # UI mode with --autostart: the test runs until killall
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "-u", "4", "-r", "4",
+                    "--", "--autostart", cwd=workdir, env=cli_env)
+        assert res.code == 0, res.err
+        poll(lambda: target.total() > 20, timeout=60, what="the load to arrive")
+        got = json.loads(swarm("status", "--json", cwd=workdir, env=cli_env).out)
+        assert sorted(got["cpu"]) == ["master", "worker-1", "worker-2"], got
+        text = swarm("status", cwd=workdir, env=cli_env).out
+        assert re.search(r"CPU +│ master \d+%, worker-1 \d+%, worker-2 \d+%", text), text
+        for w in got["locust"]["workers"]:
+            assert str(w["id"]) not in text, text  # Locust's ids map to no node here
+    finally:
+        swarm("killall", cwd=workdir, env=cli_env)
+        swarm("down", cwd=workdir, env=cli_env)

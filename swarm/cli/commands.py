@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from swarm import config
+from swarm import config, paths
 from swarm.cli import render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import Interrupted, RunFailed, SwarmError, UsageError
@@ -130,13 +130,20 @@ def run(
         render.out.print(render.failures_table(outcome.failures))
     if outcome.raised:
         render.out.print(render.raised_table(outcome.raised))
-    if outcome.saturated:
-        hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(outcome.saturated.items()))
+    hot_workers = {k: v for k, v in outcome.saturated.items() if k != "master"}
+    if hot_workers:
+        hot = ", ".join(f"{name} ({cpu:.0f}%)" for name, cpu in sorted(hot_workers.items()))
         n_workers = len(sess.nodes(Role.WORKER))
         more = max(n_workers + 1, n_workers * 2)
         render.err.print(
             f"[yellow]![/yellow] saturated: {hot} above 90% CPU: the swarm itself may "
             f"be the bottleneck; add workers: swarm up workers -n {more}"
+        )
+    if "master" in outcome.saturated:
+        render.err.print(
+            f"[yellow]![/yellow] saturated: master ({outcome.saturated['master']:.0f}%) above "
+            "90% CPU: it aggregates every worker's figures and may skew them; give it a "
+            "bigger [ec2] master_type (or fewer worker processes)"
         )
     if outcome.missing:
         render.err.print(
@@ -167,7 +174,12 @@ def run(
 def killall(c: Ctx) -> None:
     """Stop Locust everywhere; keep the machines."""
     results = kill_everywhere(c.session())
-    render.err.print(f"Locust stopped on {len(results)} node(s)")
+    ran = [r.node.name for r in results if r.value]
+    idle = [r.node.name for r in results if not r.value]
+    said = f"stopped Locust on {', '.join(ran)}" if ran else "no Locust test was running"
+    if ran and idle:
+        said += f"; nothing ran on {', '.join(idle)}"
+    render.err.print(f"{said} ({len(results)} node(s); the machines stay up)")
 
 
 ALL_REGIONS_HELP = "Look for the stack in every region (one API call each, in parallel)."
@@ -261,16 +273,19 @@ def logs(c: Ctx, node: str, bootstrap: bool, follow: bool) -> None:
 def ui(c: Ctx, port: int | None) -> None:
     """Reach the master's web UI through an SSH tunnel (holds until Ctrl-C)."""
     sess = c.session()
-    here = access.ui_url_here(sess)
+    here = access.ui_url_here(sess, port)
     if here:
-        # Local: the master already listens on this machine's loopback.
+        # Local: the master already listens on this machine's loopback, at that port.
         render.out.print(here)
-        render.err.print("local provider: the web UI is on this machine; no tunnel needed")
+        render.err.print(
+            f"{sess.stack.provider} provider: the web UI already listens on this machine at "
+            f"{here}: no tunnel needed (--port N forwards another port to it)"
+        )
         return
     tunnel = access.open_ui(sess, port)
     stop = threading.Event()
     render.out.print(tunnel.url, soft_wrap=True)
-    render.err.print("tunnel to the master's web UI open; Ctrl-C to close")
+    render.err.print(f"forwarding {tunnel.url} to the master's web UI; Ctrl-C to close")
     try:
         forward(tunnel.runner, tunnel.listener, tunnel.web_port, stop, render.err.print)
     except KeyboardInterrupt:
@@ -324,12 +339,27 @@ def _print_down(result: fleet.DownResult) -> None:
 
 @cli.command()
 def init() -> None:
-    """Write ./swarm.toml from the documented example (never overwrites)."""
+    """Write ./swarm.toml from the documented example, and locustfiles/ and bootstrap/ where
+    missing (never overwrites)."""
     target = Path("swarm.toml")
     if target.exists():
         raise SwarmError("swarm.toml already exists here; not overwriting it")
     shutil.copyfile(config.example_path(), target)
-    render.err.print("wrote swarm.toml: every key is documented in it")
+    wrote = ["swarm.toml (every key documented)"]
+    for name in ("locustfiles", "bootstrap"):
+        if not Path(name).exists():
+            shutil.copytree(
+                paths.scaffold_dir() / name, name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+            files = sorted(p.name for p in Path(name).iterdir())
+            wrote.append(f"{name}/ ({', '.join(files)})")
+    render.err.print(f"wrote {'; '.join(wrote)}")
+    render.err.print(
+        "next:\n"
+        "  python -m swarm.demo.target --port 8080     # a demo target API, in another terminal\n"
+        "  swarm up master && swarm up workers -n 2\n"
+        "  swarm run -H http://127.0.0.1:8080 -f viral_load.py --headless -u 20 -t 30s"
+    )
 
 
 @cli.command()

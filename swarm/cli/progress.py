@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console, RenderableType
@@ -19,6 +19,7 @@ from rich.table import Table
 from swarm.pipeline.progress import Board, NodePhase, Phase, stuck_line
 
 STUCK_AFTER_S = 30.0
+LIVE_EVERY_S = (2.0, 10.0)  # a run's progress line: on a terminal, in a log
 MAX_TICKS = 1000  # the "still waiting" ticker's bound in count (its wait is STUCK_AFTER_S)
 STYLE = {
     Phase.LAUNCHING: "cyan",
@@ -99,3 +100,29 @@ def _live(console: Console) -> Iterator[Board]:
             yield board
         finally:
             board.close()
+
+
+@contextmanager
+def live_line(console: Console) -> Iterator[Callable[[str], None]]:
+    """A run's progress: on a terminal one line replaced every 2 s (gone when the block
+    ends); in a log a line every 10 s."""
+    every = LIVE_EVERY_S[0] if console.is_terminal else LIVE_EVERY_S[1]
+    last = [float("-inf")]
+    if not console.is_terminal:
+
+        def log(text: str) -> None:
+            if time.monotonic() - last[0] >= every:
+                last[0] = time.monotonic()
+                console.print(f"[dim]•[/dim] {escape(text)}")
+
+        yield log
+        return
+    live = Live("", console=console, auto_refresh=False, transient=True)
+    with live:
+
+        def show(text: str) -> None:
+            if time.monotonic() - last[0] >= every:
+                last[0] = time.monotonic()
+                live.update(f"[dim]•[/dim] {escape(text)}", refresh=True)
+
+        yield show

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -43,6 +43,11 @@ class ConsoleReporter(Reporter):
     def phases(self) -> Iterator[Board]:
         with progress.shown(err) as board:
             yield board
+
+    @contextmanager
+    def running(self) -> Iterator[Callable[[str], None]]:
+        with progress.live_line(err) as say:
+            yield say
 
 
 def or_dash(x: Any, fmt: str = "{}") -> str:
@@ -173,7 +178,7 @@ def raised_table(raised: Sequence[Raised], limit: int = 5) -> Table:
     return t
 
 
-def locust_table(view: LiveView) -> Table:
+def locust_table(view: LiveView, cpu: dict[str, float] | None = None) -> Table:
     t = Table(title="Locust", title_justify="left", show_header=False)
     t.add_column("what")
     t.add_column("value")
@@ -195,8 +200,14 @@ def locust_table(view: LiveView) -> Table:
     t.add_row("rps", f"{view.total_rps:.1f}")
     t.add_row("fail ratio", f"{view.fail_ratio * 100:.2f}%")
     t.add_row("p95", "-" if p95 is None else f"{p95:.0f} ms")
-    cpus = ", ".join(f"{escape(str(w.node or w.id))} {w.cpu or 0:.0f}%" for w in view.workers)
-    t.add_row("worker CPU", cpus or "-")
+    if cpu:  # swarm's own samples, by node
+        t.add_row("CPU", ", ".join(f"{escape(n)} {pct:.0f}%" for n, pct in sorted(cpu.items())))
+    else:  # Locust's figure, where its worker ids map to nodes
+        named = [w for w in view.workers if w.node]
+        t.add_row(
+            "worker CPU",
+            ", ".join(f"{escape(str(w.node))} {w.cpu or 0:.0f}%" for w in named) or "-",
+        )
     return t
 
 
@@ -211,6 +222,10 @@ def status_json(s: Status) -> dict[str, Any]:
     }
     if s.cost:
         data["cost"] = s.cost.to_json()
+    if s.cpu:
+        data["cpu"] = dict(sorted(s.cpu.items()))
+    if s.ports:
+        data["ports"] = {"master": s.ports.port, "web": s.ports.web, "bind": s.ports.bind}
     if s.region:
         data["region"] = s.region
     if s.elsewhere:
@@ -240,8 +255,12 @@ def status_view(s: Status) -> RenderableType:
         # the time left is on the line above
         text = s.cost.text if s.expires_at is None else f"spent so far: {format_usd(s.cost.usd)}"
         parts.append(escape(text))
+    if s.ports and s.ports.bind:  # local: ports of its own, on this machine
+        parts.append(
+            f"master on {s.ports.bind}:{s.ports.port}, web UI http://127.0.0.1:{s.ports.web}"
+        )
     if s.locust:
-        parts.append(locust_table(s.locust))
+        parts.append(locust_table(s.locust, s.cpu))
     for o in s.others:
         parts.append(nodes_table(f"stack {o.stack} ({o.provider}, {o.region})", node_rows(o.nodes)))
         if o.cost:

@@ -32,11 +32,11 @@ def _free_port() -> int:
 
 
 def demo_files_dir() -> Path:
-    """./locustfiles in a checkout, else the copy next to the package source."""
+    """./locustfiles where it has the demo's file, else the copy shipped in the package."""
     here = Path("locustfiles")
     if (here / "viral_load.py").is_file():
         return here.resolve()
-    return Path(__file__).resolve().parent.parent.parent / "locustfiles"
+    return paths.scaffold_dir() / "locustfiles"
 
 
 def _demo_stack_name() -> str:

@@ -48,6 +48,7 @@ class RunSpec:
     master_port: int
     web_port: int
     extra_args: tuple[str, ...] = ()
+    master_bind: str | None = None  # None: every interface (workers on other machines)
 
 
 def _locustfiles(locustfile: str) -> str:
@@ -61,6 +62,7 @@ def master_argv(spec: RunSpec) -> list[str]:
         "--master",
         "--master-bind-port",
         str(spec.master_port),
+        *(["--master-bind-host", spec.master_bind] if spec.master_bind else []),
         "-H",
         spec.host,
         # The UI is reached through an SSH tunnel (or loopback locally), never an open port.

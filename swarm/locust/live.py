@@ -153,6 +153,7 @@ class LiveView:
     locustfile: str | None = None
     host: str | None = None
     error: str | None = None  # the master could not be asked
+    processes: dict[str, int] = field(default_factory=dict)  # worker node -> Locust processes
 
     @classmethod
     def unreachable(cls, error: str) -> LiveView:
@@ -202,6 +203,7 @@ def summarize(stats: MasterStats) -> LiveView:
         workers=workers,
         locustfile=meta.locustfile,
         host=meta.host,
+        processes=dict(meta.processes),
     )
 
 

@@ -169,11 +169,13 @@ def cpu_probe(rd: str) -> Probe[CpuSample | None]:
 def cpu_sample_cmd(rd: str) -> str:
     """CPU ticks used so far by the Locust process group started here, the tick rate and the
     host's uptime: two samples give the group's CPU share. One awk over /proc, no per-pid forks.
+    Through cat: awk given the files would stop at the first process that exits meanwhile
+    (and print nothing: the sample was lost, the node left out of the peaks).
     (Locust's own figure comes every 10 s and its first sample is always 0.)"""
     awk = '{ sub(/.*\\) /, ""); if ($3 == g) t += $12 + $13 } END { print t + 0 }'
     return (
         f'(cd {shlex.quote(rd)} 2>/dev/null && p=$(cat locust.pid 2>/dev/null) && [ -n "$p" ] && '
-        f'echo $(awk -v g="$p" {shlex.quote(awk)} /proc/[0-9]*/stat 2>/dev/null) '
+        f'echo $(cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$p" {shlex.quote(awk)}) '
         "$(getconf CLK_TCK) $(cut -d' ' -f1 /proc/uptime)) || echo none"
     )
 

@@ -32,7 +32,8 @@ class EndpointStats:
 class Summary:
     endpoints: list[EndpointStats]
     total: EndpointStats
-    workers_cpu: dict[str, float] = field(default_factory=dict)  # peak CPU % per worker
+    # peak CPU % per node, the master's too (the name is run.json's since it had only workers)
+    workers_cpu: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         def row(e: EndpointStats) -> dict[str, Any]:

@@ -29,13 +29,15 @@ class UiTunnel:
         self.runner.close()
 
 
-def ui_url_here(sess: Session) -> str | None:
-    """The UI's URL when the master runs on this machine (no tunnel needed), else None."""
+def ui_url_here(sess: Session, port: int | None) -> str | None:
+    """The UI's URL when the master listens on this machine at the port asked for (no
+    tunnel needed), else None."""
     if not sess.nodes(Role.MASTER):
         raise UsageError(f"stack {sess.stack.name!r} has no master: run `swarm up master` first")
-    return (
-        None if sess.provider.can_ssh else f"http://127.0.0.1:{sess.stack.config.locust.web_port}"
-    )
+    web_port = sess.ports.web
+    if sess.provider.can_ssh or port not in (None, web_port):
+        return None
+    return f"http://127.0.0.1:{web_port}"
 
 
 def open_ui(sess: Session, port: int | None) -> UiTunnel:
@@ -54,7 +56,7 @@ def open_ui(sess: Session, port: int | None) -> UiTunnel:
             f"cannot listen on localhost:{local_port} ({e.strerror}): choose another with --port"
         ) from e
     listener.listen(16)
-    return UiTunnel(runner, listener, local_port, sess.stack.config.locust.web_port)
+    return UiTunnel(runner, listener, local_port, sess.ports.web)
 
 
 def ssh_argv(sess: Session, name: str, command: list[str]) -> list[str]:

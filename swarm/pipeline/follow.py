@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from swarm.errors import LocustError, RemoteError, SwarmError
-from swarm.locust.live import master_stats_probe, summarize
+from swarm.locust.live import LiveView, master_stats_probe, summarize
 from swarm.locust.shell import CpuSample, cpu_probe, wait_exit_cmd
 from swarm.models import Node
 from swarm.pipeline.start import RunContext
@@ -21,15 +21,16 @@ END_GRACE_S = 180  # after the run time: Locust stopping, writing its files
 
 @dataclass
 class Followed:
-    cpu_peaks: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak %
+    cpu_peaks: dict[str, float] = field(default_factory=dict)  # node (master too) -> peak %
     missing: list[str] = field(default_factory=list)  # workers that dropped out
     error: SwarmError | None = None  # why following stopped early
     interrupted: bool = False  # Ctrl-C: the load was stopped before its end
 
 
 class CpuSampler:
-    """Peak CPU per worker node, from /proc on the hosts themselves. (Locust's own figure comes
-    every 10 s and its first sample is always 0.)"""
+    """Peak CPU per node, the master's too (a saturated master skews every figure), from
+    /proc on the hosts themselves. (Locust's own figure comes every 10 s, its first sample is
+    always 0, and it names workers by an id that maps to a node only where hostnames differ.)"""
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -41,7 +42,8 @@ class CpuSampler:
         def one(node: Node) -> CpuSample | None:
             return self.ctx.ask(node, probe, timeout=15)
 
-        for res in fan_out(self.ctx.workers, one, what="cpu sample", raise_on_error=False):
+        nodes = [self.ctx.master, *self.ctx.workers]
+        for res in fan_out(nodes, one, what="cpu sample", raise_on_error=False):
             now: CpuSample | None = res.value if res.ok else None
             if now is None:
                 continue
@@ -73,39 +75,56 @@ def _follow(ctx: RunContext, got: Followed) -> None:
     deadline_s = run_s + END_GRACE_S
     web_port = ctx.plan.spec.web_port
     sampler = CpuSampler(ctx)
-    end = time.monotonic() + deadline_s
-    run_end = time.monotonic() + run_s if run_s else end
-    last_note = time.monotonic()
+    started = time.monotonic()
+    end = started + deadline_s
+    run_end = started + run_s if run_s else end
     missing: set[str] = set()
     try:
-        for i in range(int(deadline_s / POLL_S) + 12):
-            wait_s = min(END_WAIT_S, end - time.monotonic()) if time.monotonic() >= run_end else 0
-            wait = wait_exit_cmd(ctx.rd, wait_s) if wait_s > 0 else ""
-            stats = ctx.ask(
-                ctx.master, master_stats_probe(ctx.rd, web_port, wait=wait), timeout=20 + wait_s
-            )
-            if not stats.running:
-                break
-            view = summarize(stats)
-            if i % CPU_EVERY == 0 and view.state.active:
-                sampler.sample(got.cpu_peaks)
-            for w in view.workers:
-                key = w.node or str(w.id)
-                got.cpu_peaks[key] = max(got.cpu_peaks.get(key, 0.0), float(w.cpu or 0))
-            if view.state.active:
-                ctx.workers_seen = min(ctx.workers_seen, view.workers_connected)
-                missing.update(view.missing)
-            if time.monotonic() - last_note > 10 and view.state.active:
-                last_note = time.monotonic()
-                ctx.sess.report.info(
-                    f"running: {view.users} users, {view.total_rps:.1f} rps, "
-                    f"{view.workers_connected} workers"
-                )
-            if time.monotonic() > end:
-                raise LocustError(
-                    f"the run did not end within {deadline_s:.0f}s: stop it with `swarm killall`"
-                )
-            if not wait:
-                time.sleep(max(0.0, min(POLL_S, run_end - time.monotonic())))
+        with ctx.sess.report.running() as say:
+            for i in range(int(deadline_s / POLL_S) + 12):
+                now = time.monotonic()
+                wait_s = min(END_WAIT_S, end - now) if now >= run_end else 0
+                wait = wait_exit_cmd(ctx.rd, wait_s) if wait_s > 0 else ""
+                probe = master_stats_probe(ctx.rd, web_port, wait=wait)
+                stats = ctx.ask(ctx.master, probe, timeout=20 + wait_s)
+                if not stats.running:
+                    break
+                view = summarize(stats)
+                if i % CPU_EVERY == 0 and view.state.active:
+                    sampler.sample(got.cpu_peaks)
+                for w in view.workers:
+                    if w.node:  # an id swarm cannot map to a node is no node's figure
+                        peak = max(got.cpu_peaks.get(w.node, 0.0), float(w.cpu or 0))
+                        got.cpu_peaks[w.node] = peak
+                if view.state.active:
+                    ctx.workers_seen = min(ctx.workers_seen, view.workers_connected)
+                    missing.update(view.missing)
+                    say(progress_line(view, time.monotonic() - started, run_s))
+                if time.monotonic() > end:
+                    raise LocustError(
+                        f"the run did not end within {deadline_s:.0f}s: stop it with "
+                        "`swarm killall`"
+                    )
+                if not wait:
+                    time.sleep(max(0.0, min(POLL_S, run_end - time.monotonic())))
     finally:
         got.missing = sorted(missing)
+
+
+def progress_line(view: LiveView, elapsed_s: float, run_s: float) -> str:
+    """'running 0:42 of 5:00 (4:18 left): 100 users, 212.4 rps, 0.5 % failures, 6 of 6
+    workers'"""
+    left = _clock(max(0.0, run_s - elapsed_s))
+    when = f"{_clock(elapsed_s)} of {_clock(run_s)} ({left} left)" if run_s else _clock(elapsed_s)
+    return (
+        f"running {when}: {view.users} users, {view.total_rps:.1f} rps, "
+        f"{view.fail_ratio * 100:.1f} % failures, "
+        f"{view.workers_connected} of {view.workers_expected} workers"
+    )
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"

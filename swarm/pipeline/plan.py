@@ -135,9 +135,10 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         run_time=run_time,
         headless=opts.headless,
         expect_workers=0,
-        master_port=cfg.locust.master_port,
-        web_port=cfg.locust.web_port,
+        master_port=sess.ports.port,
+        web_port=sess.ports.web,
         extra_args=tuple(cfg.locust.extra_args) + tuple(opts.extra_args),
+        master_bind=sess.ports.bind,
     )
     return Plan(ship, spec, checks, opts.profile, opts.require_all)
 

@@ -52,6 +52,7 @@ class RunRecord:
     saturated_workers: dict[str, float]
     missing_workers: list[str]
     workers_cpu_peak: dict[str, float]
+    master_cpu_peak: float | None
     checks: list[CheckResult]
     summary: Summary | None
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 from swarm import __version__
 from swarm.errors import Interrupted, LocustError, UsageError
 from swarm.locust.argv import EXCEPTIONS_CSV, FAILURES_CSV, STATS_CSV
-from swarm.locust.shell import kill_cmd, stop_test_cmd
+from swarm.locust.shell import kill_cmd, running_cmd, stop_test_cmd
 from swarm.locust.stats import (
     Failure,
     Raised,
@@ -46,7 +46,7 @@ class RunOutcome:
     workers_expected: int = 0
     workers_seen: int = 0
     skipped: list[HostResult] = field(default_factory=list)
-    saturated: dict[str, float] = field(default_factory=dict)  # node (or worker id) -> peak CPU %
+    saturated: dict[str, float] = field(default_factory=dict)  # node -> peak CPU % (master too)
     cpu_peaks: dict[str, float] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # workers that dropped out
     judgement: Judgement = Judgement(Verdict.PASS, 0, "")
@@ -98,7 +98,7 @@ def _stop_load(ctx: RunContext) -> Followed:
         "(Ctrl-C again to leave it running)"
     )
 
-    web_port = sess.stack.config.locust.web_port
+    web_port = sess.ports.web
 
     def stop(node: Node) -> None:
         first = f"{stop_test_cmd(web_port)}; " if node is ctx.master else ""
@@ -206,7 +206,14 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         skipped_workers=[r.node.name for r in outcome.skipped],
         saturated_workers=outcome.saturated,
         missing_workers=outcome.missing,
-        workers_cpu_peak={k: round(v, 1) for k, v in outcome.cpu_peaks.items()},
+        workers_cpu_peak={
+            k: round(v, 1) for k, v in outcome.cpu_peaks.items() if k != ctx.master.name
+        },
+        master_cpu_peak=(
+            round(outcome.cpu_peaks[ctx.master.name], 1)
+            if ctx.master.name in outcome.cpu_peaks
+            else None
+        ),
         checks=outcome.checks,
         summary=outcome.summary,
     )
@@ -218,10 +225,12 @@ def killall(sess: Session) -> list[HostResult]:
         raise UsageError(f"stack {sess.stack.name!r} has no nodes")
     rd = sess.remote_dir
 
-    def kill(node: Node) -> None:
+    def kill(node: Node) -> bool:
+        """-> whether a Locust test ran there (the warm Locust is left: it runs no test)."""
         r = sess.provider.runner(sess.stack, node)
         try:
-            r.run(kill_cmd(rd), timeout=60)
+            out = r.run(f"{running_cmd(rd)}; {kill_cmd(rd)} >/dev/null", timeout=60).stdout
+            return out.strip().splitlines()[:1] == ["yes"]
         finally:
             r.close()
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ from swarm.errors import UsageError
 from swarm.models import Node, Role, name_nodes
 from swarm.pipeline.progress import Board
 from swarm.providers import get_provider
-from swarm.providers.base import Provider, Stack
+from swarm.providers.base import MasterPorts, Provider, Stack
 
 
 class Reporter:
@@ -35,6 +36,12 @@ class Reporter:
             yield board
         finally:
             board.close()
+
+    @contextmanager
+    def running(self) -> Iterator[Callable[[str], None]]:
+        """A line the block keeps replacing with how a run goes (called about once a second;
+        the reporter decides how often to show it). Here: not shown."""
+        yield lambda _text: None
 
 
 class Silent(Reporter):
@@ -78,6 +85,11 @@ class Session:
         sess = cls(stack, provider, report or Silent())
         provider.progress = sess.report.info
         return sess
+
+    @functools.cached_property
+    def ports(self) -> MasterPorts:
+        """Where the stack's master listens (on local: this stack's own free ports)."""
+        return self.provider.master_ports(self.stack)
 
     @property
     def remote_dir(self) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TypeVar
 
-from swarm.errors import LocustError, RemoteError
+from swarm.errors import LocustError, RemoteError, UsageError
 from swarm.locust.argv import master_argv, worker_argv
 from swarm.locust.live import (
     MasterStats,
@@ -17,7 +17,7 @@ from swarm.locust.live import (
     master_stats_probe,
     write_meta_cmd,
 )
-from swarm.locust.shell import HostFacts, start_cmd, stop_probe, wait_workers_cmd
+from swarm.locust.shell import HostFacts, kill_cmd, start_cmd, stop_probe, wait_workers_cmd
 from swarm.models import HostResult, Node, Probe, Role
 from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
@@ -129,6 +129,17 @@ def start(ctx: RunContext) -> None:
     sess.report.info(f"{ctx.workers_seen} of {expected} worker process(es) connected")
 
 
+def stop_workers(ctx: RunContext) -> None:
+    """Stop the workers this run started (by pid file); a worker that cannot be reached is
+    left to `swarm killall`."""
+    fan_out(
+        ctx.workers,
+        lambda n: ctx.runners[n.id].run(kill_cmd(ctx.rd), timeout=60),
+        what="stop",
+        raise_on_error=False,
+    )
+
+
 def wait_for_workers(
     ctx: RunContext, expected: int, timeout: float = WORKERS_TIMEOUT
 ) -> MasterStats:
@@ -142,10 +153,23 @@ def wait_for_workers(
         return last
     runner = ctx.runners[ctx.master.id]
     if not last.running:
-        log = runner.run(f"tail -n 5 {shlex.quote(ctx.rd)}/locust.log", timeout=20, check=False)
+        # Its workers would retry for minutes, then join the next master on that port.
+        stop_workers(ctx)
+        q = shlex.quote(ctx.rd)
+        got = runner.run(
+            f"cat {q}/locust.exit 2>/dev/null; echo @@; tail -n 5 {q}/locust.log",
+            timeout=20,
+            check=False,
+        )
+        code, _, log = got.stdout.partition("@@")
+        lines = log.strip().splitlines()
+        said = lines[-1] if lines else "no log"
+        if code.strip() == "2" and "error:" in said:
+            # argparse: Locust refused an argument (a --passthrough one, or [locust] extra_args)
+            raise UsageError(f"Locust refused its arguments: {said.split('error:', 1)[1].strip()}")
         raise LocustError(
-            f"the Locust master exited before the workers connected: "
-            f"{log.stdout.strip().splitlines()[-1:] or 'no log'}"
+            f"the Locust master exited before the workers connected (its workers are stopped): "
+            f"{said}"
         )
     raise LocustError(
         f"only {last.worker_count} of {expected} worker process(es) "

@@ -55,6 +55,17 @@ class Elsewhere:
         }
 
 
+@dataclass(frozen=True)
+class MasterPorts:
+    """Where the stack's master listens: workers connect to `port`, its web UI and API are on
+    `web` (always its loopback); `bind`: the address workers reach it on (None: every
+    interface, as workers on other machines need)."""
+
+    port: int
+    web: int
+    bind: str | None = None
+
+
 class Provider(abc.ABC):
     name: str = ""
     runs_bootstrap: bool = True  # False for local: bootstrap.sh installs system packages
@@ -87,6 +98,11 @@ class Provider(abc.ABC):
     def in_region(self, region: str) -> Provider:
         """This provider for another region (its `config` says so). Default: itself."""
         return self
+
+    def master_ports(self, stack: Stack) -> MasterPorts:
+        """The stack's master ports. Default: [locust] master_port and web_port (each stack
+        has machines of its own)."""
+        return MasterPorts(self.config.locust.master_port, self.config.locust.web_port)
 
     def check_launch(self, stack: Stack, role: Role, count: int) -> None:
         """Refuse (UsageError / ProviderError) a launch that cannot work, before prepare()

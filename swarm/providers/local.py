@@ -2,19 +2,25 @@
 
 The stack's nodes are recorded in <state>/local/<stack>/nodes.json (a flock guards updates);
 each node has its own directory, which plays the part of a host's home.
+
+Stacks share this machine, so they must not share ports: a worker of one stack would join
+another's master. Unless [locust] names ports of its own, each stack's master gets free ports
+when it is created (kept in its record) and binds to the loopback only.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from swarm import paths
+from swarm.config.schema import LocustSection
 from swarm.models import Lifecycle, Node, NodeState, Role
-from swarm.providers.base import Provider, Stack
+from swarm.providers.base import MasterPorts, Provider, Stack
 from swarm.providers.records import records
 from swarm.remote.local import LocalRunner
 
@@ -45,6 +51,31 @@ class LocalProvider(Provider):
         with records(self._dir(stack), write=False) as recs:
             return [self._node(r) for r in recs if role is None or r["role"] == role]
 
+    def master_ports(self, stack: Stack) -> MasterPorts:
+        with records(self._dir(stack), write=False) as recs:
+            got = next(
+                (r["ports"] for r in recs if r["role"] == Role.MASTER and "ports" in r), None
+            )
+        if got is None:
+            port, web = self.config.locust.master_port, self.config.locust.web_port
+        else:
+            port, web = int(got["master"]), int(got["web"])
+        return MasterPorts(port, web, bind="127.0.0.1")
+
+    def _ports_for_new_master(self) -> dict[str, int]:
+        cfg, default = self.config.locust, LocustSection()
+        if (cfg.master_port, cfg.web_port) != (default.master_port, default.web_port):
+            return {"master": cfg.master_port, "web": cfg.web_port}  # the user's choice
+        socks = [socket.socket() for _ in range(2)]
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            master, web = (int(s.getsockname()[1]) for s in socks)
+        finally:
+            for s in socks:
+                s.close()
+        return {"master": master, "web": web}
+
     def create_nodes(self, stack: Stack, role: Role, count: int) -> list[Node]:
         now = time.time()
         new: list[dict[str, Any]] = [
@@ -55,6 +86,9 @@ class LocalProvider(Provider):
             }
             for i in range(count)
         ]
+        if role == Role.MASTER:
+            for rec in new:
+                rec["ports"] = self._ports_for_new_master()
         with records(self._dir(stack), write=True) as recs:
             for rec in new:
                 (self._dir(stack) / rec["id"]).mkdir(mode=0o700)

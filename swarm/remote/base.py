@@ -50,7 +50,7 @@ class SshTarget:
 
 
 class Tunnel(Protocol):
-    """A byte stream to a port on the node (an SSH direct-tcpip channel)."""
+    """A byte stream to a port on the node (an SSH direct-tcpip channel, or a socket)."""
 
     def recv(self, n: int) -> bytes: ...
     def sendall(self, data: bytes) -> None: ...
@@ -124,7 +124,8 @@ class Runner(abc.ABC):
         return None
 
     def open_tunnel(self, remote_port: int, origin: tuple[str, int]) -> Tunnel:
-        """A stream to the node's loopback `remote_port` (the web UI). Default: none."""
+        """A stream to the node's loopback `remote_port` (the web UI). Default: none; the
+        local and SSH runners have one."""
         raise RemoteError(f"{self.label}: no tunnel to this node (it is on this machine)")
 
 

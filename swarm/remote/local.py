@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from swarm.errors import SSH_TIMEOUT, RemoteError
-from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink
+from swarm.remote.base import DEFERRED, HELD_UNTIL_EXIT, Runner, Sink, Tunnel
 
 
 class LocalRunner(Runner):
@@ -90,3 +91,12 @@ class LocalRunner(Runner):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
         self._streams.clear()
+
+    def open_tunnel(self, remote_port: int, origin: tuple[str, int]) -> Tunnel:
+        """The node is this machine: its loopback port, directly (`swarm ui --port N`)."""
+        try:
+            return socket.create_connection(("127.0.0.1", remote_port), timeout=10)
+        except OSError as e:
+            raise RemoteError(
+                f"{self.label}: nothing answers on 127.0.0.1:{remote_port} ({e.strerror or e})"
+            ) from e
