@@ -20,7 +20,7 @@ from swarm.models import HostResult, Node
 from swarm.pipeline import expiry
 from swarm.pipeline.cost import format_usd
 from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
-from swarm.pipeline.progress import Board
+from swarm.pipeline.progress import Board, span_text
 from swarm.pipeline.session import Reporter
 from swarm.pipeline.status import Status
 
@@ -55,16 +55,7 @@ def or_dash(x: Any, fmt: str = "{}") -> str:
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    sign = "-" if s < 0 else ""
-    s = abs(s)
-    if s >= 3600:
-        return f"{sign}{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s >= 60:
-        return f"{sign}{s // 60}m{s % 60:02d}s"
-    return f"{sign}{s}s"
+    return "-" if seconds is None else span_text(seconds)
 
 
 def node_rows(nodes: Sequence[Node]) -> list[dict[str, Any]]:

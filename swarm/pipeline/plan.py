@@ -127,6 +127,7 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         raise UsageError("headless runs need a run time: -t 5m (or a --profile with run_time)")
     checks = [parse_check(c) for c in opts.checks] or checks_from_table(cfg.checks)
     ship, rel = resolve_locustfile(cfg.resolve(cfg.locust.files_dir), opts.locustfile)
+    ports = sess.ports
     spec = RunSpec(
         locustfile=rel,
         host=host,
@@ -135,10 +136,10 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         run_time=run_time,
         headless=opts.headless,
         expect_workers=0,
-        master_port=sess.ports.port,
-        web_port=sess.ports.web,
+        master_port=ports.port,
+        web_port=ports.web,
         extra_args=tuple(cfg.locust.extra_args) + tuple(opts.extra_args),
-        master_bind=sess.ports.bind,
+        master_bind=ports.bind,
     )
     return Plan(ship, spec, checks, opts.profile, opts.require_all)
 

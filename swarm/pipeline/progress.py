@@ -107,11 +107,18 @@ def stuck_line(rows: Sequence[NodePhase], now: float | None = None, limit: int =
     """'still waiting: worker-2 bootstrapping for 1m30s, …' for the stuck rows."""
     now = time.monotonic() if now is None else now
     ordered = sorted(rows, key=lambda r: -r.waited(now))
-    parts = [f"{r.label} {r.phase} for {_span(r.waited(now))}" for r in ordered[:limit]]
+    parts = [f"{r.label} {r.phase} for {span_text(r.waited(now))}" for r in ordered[:limit]]
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return f"still waiting: {', '.join(parts)}{more}"
 
 
-def _span(seconds: float) -> str:
+def span_text(seconds: float) -> str:
+    """45s, 3m05s, 1h02m (negative with a sign): the one way swarm writes a span of time."""
     s = int(seconds)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    sign = "-" if s < 0 else ""
+    s = abs(s)
+    if s >= 3600:
+        return f"{sign}{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{sign}{s // 60}m{s % 60:02d}s"
+    return f"{sign}{s}s"

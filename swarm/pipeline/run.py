@@ -31,7 +31,7 @@ from swarm.pipeline.follow import Followed, follow
 from swarm.pipeline.judge import CheckResult, Judgement, Verdict, saturated
 from swarm.pipeline.plan import RunOptions, plan_run, stack_nodes
 from swarm.pipeline.session import Session, locust_version
-from swarm.pipeline.start import RunContext, start
+from swarm.pipeline.start import RunContext, start, stop_workers
 from swarm.remote.fanout import fan_out
 
 T = TypeVar("T")
@@ -98,16 +98,16 @@ def _stop_load(ctx: RunContext) -> Followed:
         "(Ctrl-C again to leave it running)"
     )
 
-    web_port = sess.ports.web
-
-    def stop(node: Node) -> None:
-        first = f"{stop_test_cmd(web_port)}; " if node is ctx.master else ""
-        ctx.runners[node.id].run(first + kill_cmd(ctx.rd), timeout=60)
-
-    for group in ([ctx.master], ctx.workers):
-        for res in fan_out(group, stop, what="stop", raise_on_error=False):
-            if not res.ok:
-                sess.report.warn(f"could not stop Locust on {res.node.name}: {res.error}")
+    stop_master = f"{stop_test_cmd(sess.ports.web)}; {kill_cmd(ctx.rd)}"
+    results = fan_out(
+        [ctx.master],
+        lambda n: ctx.runners[n.id].run(stop_master, timeout=60),
+        what="stop",
+        raise_on_error=False,
+    )
+    for res in results + stop_workers(ctx):
+        if not res.ok:
+            sess.report.warn(f"could not stop Locust on {res.node.name}: {res.error}")
     return Followed(interrupted=True)
 
 

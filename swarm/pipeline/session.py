@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import threading
 from collections.abc import Callable, Iterator
@@ -19,7 +18,8 @@ from swarm.providers.base import MasterPorts, Provider, Stack
 
 class Reporter:
     """Progress for a person: the CLI renders it; the pipeline never prints.
-    This base shows nothing (for library use and tests); the CLI's overrides all three."""
+    This base shows nothing (for library use and tests); the CLI's ConsoleReporter overrides
+    every method."""
 
     def info(self, msg: str) -> None:
         pass
@@ -86,9 +86,10 @@ class Session:
         provider.progress = sess.report.info
         return sess
 
-    @functools.cached_property
+    @property
     def ports(self) -> MasterPorts:
-        """Where the stack's master listens (on local: this stack's own free ports)."""
+        """Where the stack's master listens (on local: this stack's own free ports, kept with
+        its master: asked each time, so a master created meanwhile is seen)."""
         return self.provider.master_ports(self.stack)
 
     @property

@@ -129,10 +129,10 @@ def start(ctx: RunContext) -> None:
     sess.report.info(f"{ctx.workers_seen} of {expected} worker process(es) connected")
 
 
-def stop_workers(ctx: RunContext) -> None:
+def stop_workers(ctx: RunContext) -> list[HostResult]:
     """Stop the workers this run started (by pid file); a worker that cannot be reached is
-    left to `swarm killall`."""
-    fan_out(
+    left to `swarm killall` (its result says why)."""
+    return fan_out(
         ctx.workers,
         lambda n: ctx.runners[n.id].run(kill_cmd(ctx.rd), timeout=60),
         what="stop",

@@ -34,9 +34,10 @@ class Status:
     cpu: dict[str, float] = field(default_factory=dict)  # node -> CPU % while Locust runs
 
 
-def live_status(sess: Session) -> LiveView | None:
-    """The stack's Locust as its master sees it; None when there is no master."""
-    masters = sess.nodes(Role.MASTER)
+def live_status(sess: Session, nodes: list[Node]) -> LiveView | None:
+    """The stack's Locust as its master sees it; None when there is no master. `nodes`: the
+    stack as this command has just listed it (on EC2 a listing is an API call)."""
+    masters = [n for n in nodes if n.role == Role.MASTER]
     if not masters:
         return None
     runner = sess.provider.runner(sess.stack, masters[0])
@@ -82,7 +83,7 @@ def snapshot(
     """The stack in its region; `elsewhere`: where else it was found (once per command);
     `everywhere`: each of those regions' nodes too (listed, priced, never reached over SSH)."""
     nodes = sess.nodes()
-    live = live_status(sess) if nodes else None
+    live = live_status(sess, nodes)
     cpu = node_cpu(sess, nodes, live.processes) if live and live.running else {}
     found = elsewhere or []
     others = [_nodes_in(sess, e.region) for e in found if e.instances] if everywhere else []
@@ -96,7 +97,7 @@ def snapshot(
         sess.provider.region,
         found,
         others,
-        sess.ports if any(n.role == Role.MASTER for n in nodes) else None,
+        sess.ports if live is not None else None,
         cpu,
     )
 
