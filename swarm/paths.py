@@ -20,6 +20,13 @@ def state_dir() -> Path:
     return Path(env) if env else Path(platformdirs.user_state_dir("swarm"))
 
 
+def cache_dir() -> Path:
+    """SWARM_CACHE_DIR, else the platform's user cache dir (~/.cache/swarm): what can be made
+    again (the offline wheelhouses)."""
+    env = os.environ.get("SWARM_CACHE_DIR")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("swarm"))
+
+
 def stack_dir(provider: str, stack: str, create: bool = False) -> Path:
     d = state_dir() / provider / stack
     if create:

@@ -16,7 +16,11 @@ no route, so nothing the command does can leave the machine.  Emulated hosts
 * the command gets ``SWARM_LAB=<namespace name>`` and
   ``SWARM_LAB_REGISTRY=<dir>`` in its environment;
 * without root or without ``ip netns`` it runs the command directly and says
-  so in one line.
+  so in one line;
+* first, outside the lab (where the package index is reachable), it fills a cache with
+  swarm's offline wheelhouse for this machine's system Python (``swarm wheelhouse``, as a
+  bare emulated host finds Python) and passes its dir as ``SWARM_TEST_WHEELHOUSE_CACHE``; when
+  that fails it says why in one line and the tests needing it skip (fail under CI).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ GRACE = 20.0  # seconds between forwarding a signal and SIGKILL
 DEFAULT_TIMEOUT = float(os.environ.get("SWARM_LAB_TIMEOUT", "3600"))
 SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 WAKEUPS = SIGNALS | {signal.SIGCHLD}  # SIGCHLD: reap re-parented orphans at once
+REPO = Path(__file__).resolve().parent.parent
+# What a bare emulated host's sessions get (tests/emulation/host.py SYSTEM_PATH).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def log(msg: str) -> None:
@@ -88,9 +95,28 @@ def lab_unavailable_reason() -> str | None:
     return None
 
 
-def run_plain(cmd: list[str]) -> int:
+def prepare_wheelhouse() -> dict[str, str]:
+    """The offline wheelhouse the tests install bare hosts from, made (or found cached) with
+    swarm's own code before the command enters a namespace with no route out."""
+    cache = os.environ.get("SWARM_TEST_WHEELHOUSE_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "swarm-tests")
+    env = dict(os.environ, SWARM_CACHE_DIR=cache, PATH=SYSTEM_PATH, PYTHONPATH=str(REPO))
     try:
-        proc = subprocess.Popen(cmd)
+        proc = subprocess.run([sys.executable, "-m", "swarm", "wheelhouse"], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"no offline wheelhouse for the tests: {exc}")
+        return {}
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        log(f"no offline wheelhouse for the tests: {why}")
+        return {}
+    return {"SWARM_TEST_WHEELHOUSE_CACHE": cache}
+
+
+def run_plain(cmd: list[str], env: dict[str, str]) -> int:
+    try:
+        proc = subprocess.Popen(cmd, env=env)
     except OSError as exc:
         log(f"cannot run {cmd[0]}: {exc}")
         return 127
@@ -257,11 +283,12 @@ def main(argv: list[str]) -> int:
     if parsed is None:
         return usage()
     timeout, cmd = parsed
+    base_env = {**os.environ, **prepare_wheelhouse()}
 
     reason = lab_unavailable_reason()
     if reason is not None:
         log(f"{reason}: running the command directly, WITHOUT a lab network namespace")
-        return run_plain(cmd)
+        return run_plain(cmd, base_env)
 
     name = f"swarmlab-{os.getpid()}"
     if Path("/run/netns", name).exists():
@@ -282,7 +309,7 @@ def main(argv: list[str]) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, WAKEUPS)
             log(f"cannot create a network namespace ({proc.stderr.strip()}): running the "
                 f"command directly, WITHOUT a lab network namespace")
-            return run_plain(cmd)
+            return run_plain(cmd, base_env)
         created = True
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
                        capture_output=True, timeout=20)
@@ -290,7 +317,7 @@ def main(argv: list[str]) -> int:
         for sub in ("netns", "dirs"):
             (registry / sub).mkdir()
         set_subreaper()
-        env = dict(os.environ, SWARM_LAB=name, SWARM_LAB_REGISTRY=str(registry))
+        env = dict(base_env, SWARM_LAB=name, SWARM_LAB_REGISTRY=str(registry))
         try:
             child = subprocess.Popen(
                 ["ip", "netns", "exec", name] + cmd, env=env,

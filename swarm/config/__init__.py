@@ -154,6 +154,11 @@ def _cross_checks(cfg: Config, where: Where) -> None:
         raise ConfigError(
             f"{where('hosts', None)}provider 'hosts' needs [hosts] master = \"user@host\""
         )
+    if cfg.bootstrap.wheelhouse and not cfg.bootstrap.offline:
+        raise ConfigError(
+            f"{where('bootstrap', 'wheelhouse')}[bootstrap] wheelhouse is only used with "
+            "offline = true: set it too, or drop wheelhouse"
+        )
     if bool(cfg.ec2.key_name) != bool(cfg.ec2.key_file):
         raise ConfigError(
             f"{where('ec2', 'key_name' if cfg.ec2.key_name else 'key_file')}"

@@ -271,6 +271,10 @@ class BootstrapSection:
     script: str = key(_nonempty, "bootstrap.sh")
     remote_dir: str = key(_nonempty, "swarm")
     ssh_timeout: int = key(_int(1, 3600), 300)
+    # Install Locust from a wheelhouse shipped by swarm, never from the network (private
+    # subnets without internet); `wheelhouse`: a prepared one instead of swarm's cache.
+    offline: bool = key(_bool, False)
+    wheelhouse: str | None = key(_nonempty)
 
 
 @dataclass(frozen=True)

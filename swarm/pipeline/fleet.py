@@ -14,10 +14,10 @@ from pathlib import Path
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
-from swarm.pipeline import cost, expiry
+from swarm.pipeline import cost, expiry, wheelhouse
 from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import Session, locust_version
-from swarm.remote.base import replace_tree_cmd, tar_bytes
+from swarm.remote.base import Result, replace_tree_cmd, tar_bytes
 from swarm.remote.fanout import fan_out
 
 MAX_WORKERS = 500
@@ -125,6 +125,10 @@ def scale_workers(sess: Session, n: int) -> UpResult:
 
 
 def _launch_and_bootstrap(sess: Session, role: Role, count: int, nodes: list[Node]) -> UpResult:
+    if sess.provider.runs_bootstrap:  # offline: can the nodes be installed? before a launch
+        cfg = sess.stack.config
+        script = check_bootstrap_dir(sess) / cfg.bootstrap.script
+        wheelhouse.check(cfg, locust_version(), script)
     with sess.report.phases() as board:
         result = UpResult(created=_launch(sess, role, count, nodes, board))
         if sess.provider.runs_bootstrap:
@@ -199,6 +203,10 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     bdir = check_bootstrap_dir(sess)
     rd = sess.remote_dir
     env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
+    wheels = None
+    if cfg.bootstrap.offline:
+        env["SWARM_OFFLINE"] = "1"
+        wheels = wheelhouse.Wheelhouses(cfg, env["SWARM_LOCUST_VERSION"], sess.report.info)
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)  # once: one tar per host was N x the CPU and memory
     unscheduled: list[str] = []
@@ -213,19 +221,28 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
             )
             # One exec: unpack, then run the script. $PWD: rd may be relative to the login dir,
             # and the script runs inside it.
-            res = r.run(
+            cmd = (
                 f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
-                f'cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR="$PWD" '
-                f"bash {script} >bootstrap.log 2>&1",
+                f'cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR="$PWD" bash {script}'
+            )
+            if wheels is not None:
+                # Offline: the script says which Python it would install with (and which
+                # wheelhouse the node has) before the wheelhouse for it is sent.
+                probe = r.run(f"{cmd} --probe", timeout=120, check=False, stdin=payload)
+                _check_unpacked(probe, rd)
+                if not probe.ok:
+                    raise RemoteError(
+                        f"bootstrap failed (exit {probe.exit_code})"
+                        f"{_reason(probe.stdout) or ': ' + probe.tail(3)}"
+                    )
+                wheels.ship(r, wheelhouse.parse_probe(probe.stdout), rd)
+            res = r.run(
+                f"{cmd} >bootstrap.log 2>&1",
                 timeout=BOOTSTRAP_TIMEOUT,
                 check=False,
                 stdin=payload,
             )
-            if res.exit_code == UPLOAD_FAILED:
-                raise RemoteError(
-                    f"unpacking bootstrap/ in {rd} failed: "
-                    f"{res.stderr.strip().splitlines()[-1:] or 'no output'}"
-                )
+            _check_unpacked(res, rd)
             if not res.ok:
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
                 lines = tail.stdout.strip().replace("\n", "\n    ")
@@ -255,6 +272,8 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
     results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    if wheels is not None and wheels.summary():
+        sess.report.info(wheels.summary())
     for warning in unscheduled:
         sess.report.warn(warning)
     return results
@@ -262,6 +281,14 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
 
 # What bootstrap.sh's die() writes before the reason: the log's last such line says why.
 FAILED_MARK = "bootstrap FAILED: "
+
+
+def _check_unpacked(res: Result, rd: str) -> None:
+    if res.exit_code == UPLOAD_FAILED:
+        raise RemoteError(
+            f"unpacking bootstrap/ in {rd} failed: "
+            f"{res.stderr.strip().splitlines()[-1:] or 'no output'}"
+        )
 
 
 def _reason(log: str) -> str:

@@ -146,12 +146,17 @@ def _exclude(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return info
 
 
-def tar_bytes(local_dir: Path) -> bytes:
-    """The contents of local_dir as one gzip'd tar (paths relative to it)."""
+def tar_bytes(local_dir: Path, *, level: int = 1, extra: dict[str, bytes] | None = None) -> bytes:
+    """The contents of local_dir (plus `extra` files: name -> bytes) as one gzip'd tar (paths
+    relative to it). level 0 for what is compressed already (wheels): stored, still gzip."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=level) as tar:
         for child in sorted(Path(local_dir).iterdir()):
             tar.add(child, arcname=child.name, filter=_exclude)
+        for name, data in (extra or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

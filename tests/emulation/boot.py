@@ -69,6 +69,7 @@ link set eth0 up
 EOF
 mount --bind {etc_ssh} /etc/ssh
 {private_binds}
+{hidden}
 {power}
 {keep_binds}
 mount --rbind {home} /root
@@ -110,7 +111,7 @@ def _keep_binds(keep_paths: list[Path], home: Path, tmp: Path) -> list[str]:
 
 
 def write_host_files(host: Host, authorized_key: str, *, session_path: str, prefixlen: int,
-                     keep_paths: list[Path]) -> Path:
+                     keep_paths: list[Path], hide_paths: list[Path] = ()) -> Path:
     """Create the host's directories, authorized key, host key, sshd_config and
     init script; returns the init script's path."""
     for d in (host.dir, host.home, host.tmp, host.etc_ssh):
@@ -156,6 +157,8 @@ def write_host_files(host: Host, authorized_key: str, *, session_path: str, pref
     script = _INIT.format(
         ip=host.ip, prefixlen=prefixlen, extra_ip=extra_ip,
         etc_ssh=shlex.quote(str(host.etc_ssh)), private_binds="\n".join(private_binds),
+        hidden="\n".join(f"mount -t tmpfs -o size=64k,mode=0755 swarm-bare {shlex.quote(str(p))}"
+                         for p in hide_paths),
         keep_binds="\n".join(_keep_binds(keep_paths, host.home, host.tmp)),
         home=shlex.quote(str(host.home)), tmp=shlex.quote(str(host.tmp)),
         name=shlex.quote(host.name), service=service, ready=READY_LINE,

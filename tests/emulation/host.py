@@ -90,6 +90,7 @@ class Host:
     private: dict[str, Path] = field(default_factory=dict)  # machine path -> per-host dir
     sshd_delay: float = 0.0
     power_broken: bool = False  # stub shutdown fails and /run is read-only (power.py)
+    bare: bool = False  # only the system's PATH and Python: the lab's venv is hidden (lab.py)
     pid: int | None = None  # the `unshare` process (controller's PID namespace)
     init_pid: int | None = None  # PID 1 of the host, as the controller sees it
     lab: "Lab | None" = field(default=None, repr=False)
@@ -161,7 +162,7 @@ class Host:
         namespaces), as root, cwd /root, PATH = venv bin + system PATH."""
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         env = {"HOME": "/root", "USER": "root", "LOGNAME": "root",
-               "PATH": self.lab.session_path if self.lab else SYSTEM_PATH,
+               "PATH": self.lab.session_path if self.lab and not self.bare else SYSTEM_PATH,
                "LANG": os.environ.get("LANG", "C.UTF-8"), **self.env}
         return subprocess.run(self._nsenter() + argv, capture_output=True,
                               text=True, timeout=timeout, env=env, input=input,

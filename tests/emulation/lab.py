@@ -167,7 +167,8 @@ class Lab:
                  name: str | None = None, *, dead: bool | str = False,
                  wait: bool = True, timeout: float = READY_TIMEOUT,
                  private_dirs: Iterable[str] = (), env: dict[str, str] | None = None,
-                 sshd_delay: float = 0.0, power_broken: bool = False) -> Host:
+                 sshd_delay: float = 0.0, power_broken: bool = False,
+                 bare: bool = False) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
@@ -178,6 +179,9 @@ class Lab:
         ``env``: its SSH sessions' environment (``PATH`` replaces the lab's).
         ``sshd_delay``: sshd starts that many seconds after the host (refused until then).
         ``power_broken``: nothing can schedule a power-off there (power.py).
+        ``bare``: a machine without swarm's or the lab's Python: its sessions get only the
+        system PATH, and the lab's venv (and its base Python, unless that is the system's)
+        are hidden under empty tmpfs mounts; only the system's Python is left to find.
         """
         if dead is True:
             dead = "silent"
@@ -210,7 +214,7 @@ class Lab:
                         home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
                         log_path=hdir / "sshd.log", host_key_pub="",
                         dead=dead or None, lab=self, private=private, env=dict(env or {}),
-                        sshd_delay=sshd_delay, power_broken=power_broken)
+                        sshd_delay=sshd_delay, power_broken=power_broken, bare=bare)
             self.hosts[ip] = host
         try:
             self._build(host, authorized_key)
@@ -225,9 +229,11 @@ class Lab:
         return host
 
     def _build(self, host: Host, authorized_key: str) -> None:
-        init = write_host_files(host, authorized_key, session_path=self.session_path,
+        init = write_host_files(host, authorized_key,
+                                session_path=SYSTEM_PATH if host.bare else self.session_path,
                                 prefixlen=self.subnet.prefixlen,
-                                keep_paths=self._keep_paths)
+                                keep_paths=[] if host.bare else self._keep_paths,
+                                hide_paths=self._bare_hidden() if host.bare else [])
 
         self._register_netns(host.netns)
         _ip_batch([f"netns add {host.netns}",
@@ -239,6 +245,15 @@ class Lab:
             pass
 
         start_init(host, init)
+
+    def _bare_hidden(self) -> list[Path]:
+        """What a bare host must not see: the venv, and the Python it was made from, unless
+        that is the system's own (/usr: the bare host's Python then). Paths under /root and
+        /tmp are the host's own already."""
+        system = {Path("/"), Path("/usr"), Path("/usr/local")}
+        base = Path(sys.base_prefix).resolve()
+        hidden = [self.venv.resolve()] + ([base] if base not in system else [])
+        return [p for p in hidden if p.is_dir() and p.parts[1:2] not in (("root",), ("tmp",))]
 
     def add_hosts(self, specs: Iterable[dict], timeout: float = READY_TIMEOUT) -> list[Host]:
         """Create several hosts, then wait for all of them (faster than one by

@@ -11,8 +11,16 @@
 #   SWARM_SKIP_LIMITS     set to 1 to leave /etc/security alone
 #   SWARM_APT_LOCK_TIMEOUT  seconds to wait for apt/dpkg locks held by another process
 #                         (default 600; swarm's tests shorten it)
+#   SWARM_OFFLINE         1: install Locust from the wheelhouse only (pip --no-index), never
+#                         apt/dnf or the network ([bootstrap] offline = true)
+#   SWARM_WHEELHOUSE      default: <remote_dir>/wheelhouse (swarm ships it there)
 # Output: a timestamped log on stdout; <remote_dir>/locust-path holds the
 # absolute path of the locust executable to use.
+#
+# `bootstrap.sh --probe` changes nothing: it prints one line
+# `swarm-probe python=… version=… machine=… libc=… wheelhouse=…` (the Python the install
+# would use, and the digest of the wheelhouse already here), from which swarm picks the
+# wheelhouse to ship; without a usable Python in offline mode it fails as the install would.
 set -euo pipefail
 # The caller keeps stdout as the log; tool errors (pip, apt) belong there too.
 exec 2>&1
@@ -45,8 +53,12 @@ case "$ROLE" in master | worker | unset) ;; *) die "SWARM_ROLE must be master or
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REMOTE_DIR="${SWARM_REMOTE_DIR:-$(dirname "$SCRIPT_DIR")}"
 VENV="$REMOTE_DIR/venv"
+OFFLINE="${SWARM_OFFLINE:-0}"
+WHEELHOUSE="${SWARM_WHEELHOUSE:-$REMOTE_DIR/wheelhouse}"
 mkdir -p "$REMOTE_DIR"
-log "bootstrap start role=$ROLE stack=$STACK locust=$VERSION remote_dir=$REMOTE_DIR user=$(id -un)"
+PROBE=0
+if [ "${1:-}" = "--probe" ]; then PROBE=1; fi
+[ "$PROBE" = 1 ] || log "bootstrap start role=$ROLE stack=$STACK locust=$VERSION remote_dir=$REMOTE_DIR user=$(id -un)"
 
 # Runs a command as root: directly when we are root, else via passwordless
 # sudo. -n because over SSH there is nobody to type a password; without it
@@ -92,6 +104,55 @@ record_locust() {
     log "using locust $VERSION at $1"
 }
 
+# --- the Python to install with --------------------------------------------
+# Locust 2.4x needs Python >= 3.11, newer than the default python3 on
+# Ubuntu 22.04 (3.10) and Amazon Linux 2023 (3.9). Offline, the venv is made --without-pip
+# and pip comes from the wheelhouse, so a Python without ensurepip (Ubuntu's python3 without
+# python3-venv) will do.
+usable_python() {
+    local mods="sys, venv, ensurepip"
+    if [ "$OFFLINE" = 1 ]; then mods="sys, venv"; fi
+    "$1" -c "import $mods; sys.exit(sys.version_info < (3, 11))" >/dev/null 2>&1
+}
+find_python() {
+    local py
+    for py in python3.13 python3.12 python3.11 python3; do
+        if command -v "$py" >/dev/null 2>&1 && usable_python "$py"; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+NO_PYTHON_OFFLINE="no Python >= 3.11 on this node (python3.13, python3.12, python3.11, python3), and offline mode installs no system packages: use an image with Python 3.11+ (ubuntu-24.04 has 3.12) or set [bootstrap] offline = false"
+
+if [ "$PROBE" = 1 ]; then
+    STEP="probe"
+    if [ "$OFFLINE" = 1 ]; then
+        PYTHON="$(find_python)" || die "$NO_PYTHON_OFFLINE"
+    else
+        PYTHON="$(find_python)" || PYTHON=""
+    fi
+    facts=""
+    if [ -n "$PYTHON" ]; then
+        # The wheel tags' parts: glibc's version from the C library itself; musl has no such
+        # call, its ldd says "Version 1.2.4".
+        facts="$("$PYTHON" -c 'import os, platform, sys
+try:
+    libc = "glibc-" + os.confstr("CS_GNU_LIBC_VERSION").split()[1]
+except (ValueError, OSError, AttributeError, IndexError):
+    libc = "other"
+print("version=%d.%d machine=%s libc=%s" % (sys.version_info[:2] + (platform.machine(), libc)))')"
+        case "$facts" in *libc=other)
+            musl="$(ldd 2>&1 | sed -n 's/^Version \([0-9.]*\).*/\1/p' | head -n 1)" || musl=""
+            facts="${facts%other}${musl:+musl-$musl}" ;;
+        esac
+    fi
+    shipped="$(head -c 64 "$WHEELHOUSE/SWARM-WHEELHOUSE" 2>/dev/null)" || shipped=""
+    printf 'swarm-probe python=%s %s wheelhouse=%s\n' "${PYTHON:-none}" "${facts:-}" "${shipped:-none}"
+    exit 0
+fi
+
 # --- 0. let the machine finish booting -----------------------------------
 # On EC2, SSH answers while cloud-init still runs (user data, package updates, its own apt);
 # wait for it, bounded. Only while it says "running": on a machine where it never ran,
@@ -130,23 +191,6 @@ for candidate in "$VENV/bin/locust" "$(command -v locust 2>/dev/null || true)"; 
     fi
     log "found locust '${found:-unknown}' at $candidate, want $VERSION"
 done
-
-# --- 2. otherwise install it into a venv ----------------------------------
-# Locust 2.4x needs Python >= 3.11, newer than the default python3 on
-# Ubuntu 22.04 (3.10) and Amazon Linux 2023 (3.9).
-usable_python() {
-    "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
-}
-find_python() {
-    local py
-    for py in python3.13 python3.12 python3.11 python3; do
-        if command -v "$py" >/dev/null 2>&1 && usable_python "$py"; then
-            command -v "$py"
-            return 0
-        fi
-    done
-    return 1
-}
 
 # --- apt: wait for whoever holds its locks ------------------------------------
 # On a fresh EC2 host, cloud-init and unattended-upgrades run apt at boot, while SSH already
@@ -225,6 +269,7 @@ apt_update() {
 }
 
 install_python() {
+    [ "$OFFLINE" != 1 ] || die "$NO_PYTHON_OFFLINE"
     can_be_root || die "need Python >= 3.11 with venv, and cannot install it: not root and passwordless sudo is unavailable"
     if command -v apt-get >/dev/null 2>&1; then
         apt_update
@@ -247,6 +292,7 @@ install_python() {
     fi
 }
 
+# --- 2. otherwise install it into a venv ----------------------------------
 if [ -z "$LOCUST_BIN" ]; then
     STEP="find python"
     if ! PYTHON="$(find_python)"; then
@@ -265,16 +311,34 @@ if [ -z "$LOCUST_BIN" ]; then
     else
         log "creating venv at $VENV"
         rm -rf "$VENV"
-        "$PYTHON" -m venv "$VENV" || die "could not create venv at $VENV"
+        if [ "$OFFLINE" = 1 ]; then
+            "$PYTHON" -m venv --without-pip "$VENV" || die "could not create venv at $VENV"
+        else
+            "$PYTHON" -m venv "$VENV" || die "could not create venv at $VENV"
+        fi
     fi
 
-    STEP="pip install"
-    log "pip install locust==$VERSION"
-    # Short network timeouts and an overall cap: a host without network must
-    # fail in bounded time instead of hanging the whole `swarm` run.
-    timeout 1200 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
-        --timeout 15 --retries 1 "locust==$VERSION" ||
-        die "pip install locust==$VERSION failed (no network, or no such version?)"
+    if [ "$OFFLINE" = 1 ]; then
+        STEP="install from the wheelhouse"
+        # pip itself comes from the wheelhouse too (run from its wheel, which pip supports):
+        # the venv was made without it. The node's own pip config (an index, constraints) is
+        # left out: the wheelhouse is the whole truth here.
+        pip_wheel="$(ls "$WHEELHOUSE"/pip-*.whl 2>/dev/null | head -n 1)" || pip_wheel=""
+        [ -n "$pip_wheel" ] || die "no pip wheel in the wheelhouse $WHEELHOUSE (swarm ships it there with offline = true)"
+        log "installing locust==$VERSION from the wheelhouse at $WHEELHOUSE (offline: pip --no-index)"
+        PIP_CONFIG_FILE=/dev/null timeout 1200 "$VENV/bin/python" "$pip_wheel/pip" install -q \
+            --disable-pip-version-check --no-input --no-index --find-links "$WHEELHOUSE" \
+            pip "locust==$VERSION" ||
+            die "pip install locust==$VERSION from the wheelhouse $WHEELHOUSE failed (made for another Python or machine?)"
+    else
+        STEP="pip install"
+        log "pip install locust==$VERSION"
+        # Short network timeouts and an overall cap: a host without network must
+        # fail in bounded time instead of hanging the whole `swarm` run.
+        timeout 1200 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+            --timeout 15 --retries 1 "locust==$VERSION" ||
+            die "pip install locust==$VERSION failed (no network, or no such version?)"
+    fi
 
     found="$(locust_version_of "$VENV/bin/locust")"
     [ "$found" = "$VERSION" ] || die "installed locust reports version '${found:-none}', expected $VERSION"
