@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,6 +97,28 @@ def test_the_headline_flow_on_bare_ec2_nodes_installs_from_the_wheelhouse(
     ok("killall")
     ok("down")
     assert instances(emulated_ec2.client(), STACK) == []
+
+
+def test_a_node_that_has_the_wheelhouse_is_not_sent_it_again(workdir, cli_env, emulated_hosts):
+    """The node already holds this wheelhouse (its digest matches): `up` sends nothing, says
+    so, and the node installs from the copy it has."""
+    cache = prepared_cache()
+    hs = emulated_hosts(1, bare=True, private_dirs=LIMITS)
+    host = hs.hosts[0]
+    (made,) = Path(cache, "wheelhouse", f"locust-{VERSION}").glob(f"cp*-*/{wheelhouse.MANIFEST}")
+    shutil.copytree(made.parent, host.home / "swarm" / "wheelhouse")
+    (workdir / "swarm.toml").write_text(
+        f'[stack]\nname = "again"\nprovider = "hosts"\n'
+        f'[hosts]\nmaster = "root@{host.ip}"\nworkers = []\nssh_key = "{hs.key_path}"\n'
+        f'[bootstrap]\noffline = true\n[locust]\nprocesses = 1\n')
+    env = {**cli_env, "SWARM_CACHE_DIR": cache}
+    res = swarm("up", "master", cwd=workdir, env=env, timeout=300)
+    assert res.code == 0, (res.out, res.err)
+    assert "the wheelhouse was on all 1 node(s) already" in res.err, res.err
+    assert "sent the wheelhouse" not in res.err, res.err
+    log = (host.home / "swarm" / "bootstrap.log").read_text()
+    assert f"installed locust {VERSION} at {VENV_LOCUST}" in log, log
+    assert swarm("down", cwd=workdir, env=env, timeout=60).code == 0
 
 
 def test_offline_without_a_usable_python_on_the_node_says_so(workdir, cli_env, emulated_hosts,
