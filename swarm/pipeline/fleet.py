@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
@@ -36,6 +36,12 @@ class UpResult:
     @property
     def failed(self) -> list[HostResult]:
         return [r for r in self.bootstrap if not r.ok]
+
+    @property
+    def reason(self) -> str:
+        """Why the failed nodes failed, when it is one reason for all of them."""
+        reasons = {r.reason for r in self.failed}
+        return reasons.pop() if len(reasons) == 1 else ""
 
 
 @dataclass
@@ -202,6 +208,7 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)  # once: one tar per host was N x the CPU and memory
     unscheduled: list[str] = []
+    reasons: dict[str, str] = {}  # node id -> the script's own last failure line
 
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
@@ -229,8 +236,9 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
             if not res.ok:
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
                 lines = tail.stdout.strip().replace("\n", "\n    ")
+                why = reasons[node.id] = _reason(tail.stdout)
                 raise RemoteError(
-                    f"bootstrap failed (exit {res.exit_code}){_reason(tail.stdout)}; last lines "
+                    f"bootstrap failed (exit {res.exit_code}){why and ': ' + why}; last lines "
                     f"of {rd}/bootstrap.log:\n    {lines}"
                 )
             # User data schedules the power-off at boot; make sure it did (else do it now).
@@ -257,7 +265,7 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
     for warning in unscheduled:
         sess.report.warn(warning)
-    return results
+    return [replace(r, reason=reasons.get(r.node.id, "")) for r in results]
 
 
 # What bootstrap.sh's die() writes before the reason: the log's last such line says why.
@@ -265,10 +273,10 @@ FAILED_MARK = "bootstrap FAILED: "
 
 
 def _reason(log: str) -> str:
-    """': <why>' from the script's own last failure line, so the reason leads the message."""
+    """<why> from the script's own last failure line, so the reason leads the message."""
     for line in reversed(log.splitlines()):
         if FAILED_MARK in line:
-            return ": " + line.split(FAILED_MARK, 1)[1].strip()
+            return line.split(FAILED_MARK, 1)[1].strip()
     return ""
 
 
