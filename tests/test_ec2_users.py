@@ -5,6 +5,9 @@ defaults: the AMI's user and `processes = -1`, one Locust worker process per cor
 without sudo: what needs root is skipped with a log line, or fails in one line."""
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from tests.emulation.host import SYSTEM_PATH
@@ -35,7 +38,7 @@ def test_the_headline_flow_as_the_images_user_with_one_process_per_core(
     """No ssh_user, no processes: swarm logs in as the AMI's user, bootstrap raises the
     open-file limit and schedules the power-off through sudo, and every worker node runs one
     Locust process per core: all of them connect to the master, and `killall` leaves none
-    (forked children included) on any host."""
+    (forked children included) on any host, even with the master hung."""
     ec2_toml(workdir, ec2_env.subnet_id, name=STACK, ami=ami, user=None, processes=None,
              ec2_extra='ttl = "1h"\n')
     env = {**cli_env, **ec2_env.env}
@@ -66,8 +69,13 @@ def test_the_headline_flow_as_the_images_user_with_one_process_per_core(
     running = {w.name: locust_pids(w) for w in workers}
     for w, n in zip(workers, cores, strict=True):
         assert len(running[w.name]) == n + 1, (w.name, running[w.name])
+    # A hung master cannot tell the workers to quit: only signalling each worker's process
+    # group reaches the forked children (a signal to the parent alone would orphan them).
+    (master,) = hosts_of(emulated_ec2, "master")
+    (master_locust,) = locust_pids(master)
+    os.kill(master_locust, signal.SIGSTOP)
     ok(workdir, env, "killall")
-    for w in workers + hosts_of(emulated_ec2, "master"):
+    for w in [*workers, master]:
         poll(lambda w=w: not locust_pids(w), timeout=20, what=f"Locust gone from {w.name}")
     for w in workers:
         alive = set(running[w.name]) & set(w.pids(include_init=True))
