@@ -88,6 +88,7 @@ class HostResult:
     output: str = ""
     error: str = ""
     value: Any = None
+    reason: str = ""  # why it failed, in a few words, when the step knows (bootstrap's own line)
 
 
 def order_key(n: Node) -> tuple[float, float, int, str]:

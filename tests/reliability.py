@@ -23,15 +23,19 @@ echo "bootstrap done role=${SWARM_ROLE:-} stack=${SWARM_STACK:-}"
 
 
 def ec2_toml(workdir: Path, subnet_id: str | None, name: str = "rel", extra: str = "",
-             ec2_extra: str = "", file: str = "swarm.toml") -> Path:
+             ec2_extra: str = "", file: str = "swarm.toml", *, ami: str = "al2023",
+             user: str | None = "root", processes: int | None = 1) -> Path:
     """An EC2 stack in the lab subnet, reached on private IPs as root (the emulated hosts);
-    `subnet_id` None: the default VPC's (EmulatedEC2.make_subnets puts it in the lab)."""
+    `subnet_id` None: the default VPC's (EmulatedEC2.make_subnets puts it in the lab).
+    `user` / `processes` None: swarm's defaults (the AMI's user, one process per core)."""
     p = workdir / file
     subnet = f'subnet_id = "{subnet_id}"\n' if subnet_id else ""
+    ssh_user = f'ssh_user = "{user}"\n' if user else ""
+    procs = f"processes = {processes}\n" if processes is not None else ""
     p.write_text(f'[stack]\nname = "{name}"\nprovider = "ec2"\n'
-                 f'[ec2]\nregion = "us-east-1"\nami = "al2023"\n{subnet}'
-                 f'ssh_cidr = "10.77.0.0/16"\nconnect = "private"\nssh_user = "root"\n{ec2_extra}'
-                 f'[locust]\nprocesses = 1\n[bootstrap]\nssh_timeout = 10\n{extra}')
+                 f'[ec2]\nregion = "us-east-1"\nami = "{ami}"\n{subnet}'
+                 f'ssh_cidr = "10.77.0.0/16"\nconnect = "private"\n{ssh_user}{ec2_extra}'
+                 f'[locust]\n{procs}[bootstrap]\nssh_timeout = 10\n{extra}')
     return p
 
 

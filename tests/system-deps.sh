@@ -10,6 +10,8 @@ command -v nsenter >/dev/null 2>&1 || missing="$missing util-linux"
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
 command -v ps >/dev/null 2>&1 || missing="$missing procps"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
+# emulated hosts log in as ubuntu / ec2-user with passwordless sudo, as on EC2
+command -v sudo >/dev/null 2>&1 || missing="$missing sudo"
 if [ "${1:-}" = bench ]; then
   [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 fi

@@ -31,14 +31,15 @@ RUN_IN_LAB = REPO / "tests" / "run_in_lab.py"
 
 
 def ssh_client(host: Host, *, key_path: Path | None = None, pkey=None,
-               known_key: str | None = None, timeout: float = 5.0) -> paramiko.SSHClient:
+               known_key: str | None = None, timeout: float = 5.0,
+               username: str = "root") -> paramiko.SSHClient:
     """paramiko client that only accepts the host's own host key."""
     client = paramiko.SSHClient()
     line = f"{host.ip} {known_key}" if known_key else host.known_hosts_line
     entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
     client.get_host_keys().add(host.ip, entry.key.get_name(), entry.key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(host.ip, username="root", key_filename=str(key_path) if key_path else None,
+    client.connect(host.ip, username=username, key_filename=str(key_path) if key_path else None,
                    pkey=pkey, allow_agent=False, look_for_keys=False, timeout=timeout,
                    banner_timeout=timeout, auth_timeout=timeout)
     return client
@@ -161,6 +162,45 @@ def test_power_off_is_a_stub_with_a_private_run(emulated_hosts):
     assert b.exec("test -e /run/only-on-a").returncode == 1
     assert not os.path.exists("/run/only-on-a") and not os.path.exists(sched)
     assert a.exec("test -x /usr/sbin/sshd && test -d /run/sshd").returncode == 0
+
+
+def test_each_host_has_a_root_of_its_own(emulated_hosts):
+    """What a host writes as root anywhere (/etc, /usr, /var/lib) lands in its own layer: this
+    machine and the other host never see it; Host.exec sees the root SSH sessions see, with
+    the machine's files and the lab's Python; removing the host deletes its layer."""
+    (a, b), key = emulated_hosts(2)
+    paths = ["/etc/swarm-own-root", "/usr/local/swarm-own-root", "/var/lib/swarm-own-root"]
+    with ssh_client(a, key_path=key) as ca:
+        assert run(ca, "".join(f"echo {a.name} >{p}; " for p in paths) + "true")[0] == 0
+    for path in paths:
+        assert a.exec(f"cat {path}").stdout == f"{a.name}\n"
+        assert (a.layer / path.lstrip("/")).read_text() == f"{a.name}\n"
+        assert b.exec(f"test -e {path}").returncode == 1
+        assert not os.path.exists(path)
+    assert a.exec("test -x /usr/sbin/sshd && python -c 'import locust'").returncode == 0
+    assert a.exec("hostname; cat /etc/hostname").stdout == f"{a.name}\n{a.name}\n"
+    a.remove()
+    assert not a.dir.exists()
+
+
+def test_login_users_as_on_ec2(emulated_hosts):
+    """`ubuntu` with passwordless sudo, `ec2-user` without: made in each host's own layer;
+    root refuses the instance key as EC2 images do."""
+    (u,), key = emulated_hosts(1, user="ubuntu")
+    (e,), key2 = emulated_hosts(1, user="ec2-user", sudo=False)
+    with ssh_client(u, key_path=key, username="ubuntu") as cu:
+        code, out, _ = run(cu, "id -un; pwd; sudo -n id -u && sudo -n touch /etc/by-ubuntu")
+        assert (code, out.split()) == (0, ["ubuntu", "/home/ubuntu", "0"])
+    assert (u.layer / "etc/by-ubuntu").exists() and not os.path.exists("/etc/by-ubuntu")
+    with ssh_client(u, key_path=key) as root:
+        code, out, _ = run(root, "id -u")
+        assert code == 142 and 'Please login as the user "ubuntu"' in out, (code, out)
+    with ssh_client(e, key_path=key2, username="ec2-user") as ce:
+        code, out, err = run(ce, "id -un; pwd; sudo -n true")
+        assert code == 1 and out.split() == ["ec2-user", "/home/ec2-user"], (code, out)
+        assert "password is required" in err, err
+    assert not any(line.startswith(("ubuntu:", "ec2-user:"))
+                   for line in Path("/etc/passwd").read_text().splitlines())
 
 
 def test_hosts_have_no_route_out(emulated_hosts):

@@ -55,9 +55,10 @@ def up(c: Ctx, role: str, count: int | None) -> None:
     elif result.created:
         render.out.print(render.nodes_table("Launched", render.node_rows(result.created)))
     if result.failed:
+        why = f": {result.reason}" if result.reason else ""
         raise SwarmError(
             f"bootstrap failed on {len(result.failed)} of {len(result.bootstrap)} "
-            "node(s); they stay in `swarm status`: fix and run `swarm up` again, "
+            f"node(s){why}; they stay in `swarm status`: fix and run `swarm up` again, "
             "or remove them with `swarm down`"
         )
 

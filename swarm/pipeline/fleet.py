@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
@@ -36,6 +36,12 @@ class UpResult:
     @property
     def failed(self) -> list[HostResult]:
         return [r for r in self.bootstrap if not r.ok]
+
+    @property
+    def reason(self) -> str:
+        """Why the failed nodes failed, when it is one reason for all of them."""
+        reasons = {r.reason for r in self.failed}
+        return reasons.pop() if len(reasons) == 1 else ""
 
 
 @dataclass
@@ -210,6 +216,7 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     payload = tar_bytes(bdir)  # once: one tar per host was N x the CPU and memory
     unscheduled: list[str] = []
+    reasons: dict[str, str] = {}  # node id -> the script's own last failure line
 
     def one(node: Node) -> str:
         r = sess.provider.runner(sess.stack, node)
@@ -231,9 +238,9 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
                 probe = r.run(f"{cmd} --probe", timeout=120, check=False, stdin=payload)
                 _check_unpacked(probe, rd)
                 if not probe.ok:
+                    why = reasons[node.id] = _reason(probe.stdout)
                     raise RemoteError(
-                        f"bootstrap failed (exit {probe.exit_code})"
-                        f"{_reason(probe.stdout) or ': ' + probe.tail(3)}"
+                        f"bootstrap failed (exit {probe.exit_code}): {why or probe.tail(3)}"
                     )
                 wheels.ship(r, wheelhouse.parse_probe(probe.stdout), rd)
             res = r.run(
@@ -246,8 +253,9 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
             if not res.ok:
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
                 lines = tail.stdout.strip().replace("\n", "\n    ")
+                why = reasons[node.id] = _reason(tail.stdout)
                 raise RemoteError(
-                    f"bootstrap failed (exit {res.exit_code}){_reason(tail.stdout)}; last lines "
+                    f"bootstrap failed (exit {res.exit_code}){why and ': ' + why}; last lines "
                     f"of {rd}/bootstrap.log:\n    {lines}"
                 )
             # User data schedules the power-off at boot; make sure it did (else do it now).
@@ -276,7 +284,7 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
         sess.report.info(wheels.summary())
     for warning in unscheduled:
         sess.report.warn(warning)
-    return results
+    return [replace(r, reason=reasons.get(r.node.id, "")) for r in results]
 
 
 # What bootstrap.sh's die() writes before the reason: the log's last such line says why.
@@ -292,10 +300,10 @@ def _check_unpacked(res: Result, rd: str) -> None:
 
 
 def _reason(log: str) -> str:
-    """': <why>' from the script's own last failure line, so the reason leads the message."""
+    """<why> from the script's own last failure line, so the reason leads the message."""
     for line in reversed(log.splitlines()):
         if FAILED_MARK in line:
-            return ": " + line.split(FAILED_MARK, 1)[1].strip()
+            return line.split(FAILED_MARK, 1)[1].strip()
     return ""
 
 

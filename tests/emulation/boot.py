@@ -3,16 +3,22 @@ its PID 1.
 
 The init is a tiny ``sh`` script, run by ``unshare`` inside the host's network
 namespace, which
-* bind-mounts a per-host ``etc-ssh`` dir over ``/etc/ssh`` (host key,
+* mounts the host's own root (rootfs.py): an overlay of this machine's root filesystem
+  whose upper layer is the host's, with /dev, /proc, /sys and the other mounts the lab's
+  Python needs bound in,
+* bind-mounts into it a per-host ``etc-ssh`` dir over ``/etc/ssh`` (host key,
   sshd_config), a per-host home over ``/root`` and a per-host dir over
   ``/tmp``; paths the venv's Python needs that live under ``/root`` or
   ``/tmp`` (e.g. ``/root/.pyenv``) are bound back at the same place first,
-* stubs ``shutdown``/``poweroff`` and gives the host its own /run (power.py): nothing
+* gives the host its own /run and stub ``shutdown``/``poweroff`` (power.py): nothing
   swarm schedules there can power this machine off,
-* sets the hostname (``ip-10-77-1-4`` like EC2),
+* pivots into that root, sets the hostname (``ip-10-77-1-4`` like EC2),
 * starts ``sshd -D -e`` (its log goes to ``Host.log_path``) and then just
   reaps orphans (``sleep`` + ``wait``), so killing/restarting sshd never
   tears the host down.
+
+A host made with ``own_root=False`` (only to prove the machine-snapshot test can fail) skips
+the overlay and the pivot: it shares this machine's files but for the binds above.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import power
+from . import power, rootfs
 from .host import INIT_IDLE, READY_LINE, SSHD, Host, _keygen
 from .proc import _pdeathsig_prefix, _spawn
 
@@ -67,13 +73,7 @@ addr add {ip}/{prefixlen} dev eth0
 link set eth0 up
 {extra_ip}
 EOF
-mount --bind {etc_ssh} /etc/ssh
-{private_binds}
-{hidden}
-{power}
-{keep_binds}
-mount --rbind {home} /root
-mount --rbind {tmp} /tmp
+{mounts}
 hostname {name}
 {service}
 echo "{ready}"
@@ -110,27 +110,53 @@ def _keep_binds(keep_paths: list[Path], home: Path, tmp: Path) -> list[str]:
     return lines
 
 
+def _mounts(host: Host, keep_paths: list[Path], carried: list[str]) -> list[str]:
+    """The init's mount lines: the host's own root (and the pivot into it), or, without one,
+    the binds over this machine's own paths."""
+    q = shlex.quote
+    at = str(host.rootfs) if host.own_root else ""
+    lines = rootfs.enter_lines(host.layer, host.workdir, host.rootfs, carried) \
+        if host.own_root else power.shared_root_mounts(host.dir, host.power_broken)
+    if host.own_root:
+        lines.append(power.run_mount(host.dir, at + "/run", host.power_broken))
+    lines.append(f"mount --bind {q(str(host.etc_ssh))} {q(at + '/etc/ssh')}")
+    for target, source in host.private.items():
+        source.mkdir(mode=0o755, parents=True, exist_ok=True)
+        lines.append(f"mount --bind {q(str(source))} {q(at + target)}")
+    lines += _keep_binds(keep_paths, host.home, host.tmp)
+    lines += [f"mount --rbind {q(str(host.home))} {q(at + '/root')}",
+              f"mount --rbind {q(str(host.tmp))} {q(at + '/tmp')}"]
+    return lines + (rootfs.pivot_lines(host.rootfs) if host.own_root else [])
+
+
 def write_host_files(host: Host, authorized_key: str, *, session_path: str, prefixlen: int,
-                     keep_paths: list[Path], hide_paths: list[Path] = ()) -> Path:
+                     keep_paths: list[Path], carried: list[str]) -> Path:
     """Create the host's directories, authorized key, host key, sshd_config and
     init script; returns the init script's path."""
-    for d in (host.dir, host.home, host.tmp, host.etc_ssh):
+    for d in (host.dir, host.home, host.tmp, host.etc_ssh, *host.root_dirs):
         d.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.chmod(host.home, 0o700)
+    # On a host whose login user is not root, the lab's Python under /root (pyenv) must stay
+    # reachable by that user: /root may be traversed there, not listed.
+    os.chmod(host.home, 0o700 if host.user == "root" else 0o711)
     os.chmod(host.tmp, 0o1777)
     ssh_dir = host.home / ".ssh"
     ssh_dir.mkdir(mode=0o700)
     auth = ssh_dir / "authorized_keys"
-    auth.write_text(authorized_key.strip() + "\n" if authorized_key.strip() else "")
+    root_key = authorized_key.strip()
+    if root_key and host.user != "root":
+        root_key = rootfs.ROOT_REFUSAL.format(user=host.user) + root_key
+    auth.write_text(root_key + "\n" if root_key else "")
     os.chmod(auth, 0o600)
+    if host.own_root:
+        rootfs.prepare(host.layer, name=host.name, ip=host.ip)
+        power.write_stubs(host.layer / "usr" / "sbin", host.power_broken)
+        if host.user != "root":
+            rootfs.add_user(host.layer, host.user, sudo=host.sudo, authorized_key=authorized_key)
+        rootfs.hide(host.layer, list(host.hidden))
     host.host_key_pub = _keygen(host.etc_ssh / "ssh_host_ed25519_key", host.name)
     env = " ".join(f"{k}={v}" for k, v in {"PATH": session_path, **host.env}.items())
     (host.etc_ssh / "sshd_config").write_text(
         _SSHD_CONFIG.format(name=host.name, ip=host.ip, env=env))
-    private_binds = []
-    for target, source in host.private.items():
-        source.mkdir(mode=0o755, parents=True, exist_ok=True)
-        private_binds.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
     for extra in ("moduli", "ssh_config"):
         src = Path("/etc/ssh") / extra
         if src.is_file():
@@ -156,14 +182,8 @@ def write_host_files(host: Host, authorized_key: str, *, session_path: str, pref
     extra_ip = "rule add prio 1 blackhole" if host.dead == "blackhole" else ""
     script = _INIT.format(
         ip=host.ip, prefixlen=prefixlen, extra_ip=extra_ip,
-        etc_ssh=shlex.quote(str(host.etc_ssh)), private_binds="\n".join(private_binds),
-        hidden="\n".join(f"mount -t tmpfs -o size=64k,mode=0755 swarm-bare {shlex.quote(str(p))}"
-                         for p in hide_paths),
-        keep_binds="\n".join(_keep_binds(keep_paths, host.home, host.tmp)),
-        home=shlex.quote(str(host.home)), tmp=shlex.quote(str(host.tmp)),
-        name=shlex.quote(host.name), service=service, ready=READY_LINE,
-        power="\n".join(power.write_stubs(host.dir, broken=host.power_broken)),
-        idle=INIT_IDLE)
+        mounts="\n".join(_mounts(host, keep_paths, carried)),
+        name=shlex.quote(host.name), service=service, ready=READY_LINE, idle=INIT_IDLE)
     init = host.dir / "init.sh"
     init.write_text(script)
     return init

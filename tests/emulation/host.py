@@ -9,9 +9,13 @@ of the host's init, so commands see the host's /root, /tmp, processes and
 network exactly like an SSH session would (but without sshd).
 
 Notes / gotchas:
+* Each host has a root of its own (rootfs.py): what it writes anywhere lands in
+  ``Host.layer`` (the overlay's upper dir) and is deleted with it.
 * ``/etc/ssh`` is per host (``Host.etc_ssh``; ssh_config and moduli are
   copied in), the authorized key is ``/root/.ssh/authorized_keys`` in the
-  host = ``Host.home/.ssh/authorized_keys`` on the controller.
+  host = ``Host.home/.ssh/authorized_keys`` on the controller; with a login ``user``
+  (``Lab.add_host(user="ubuntu")``) it is that user's (``Host.login_home``), and root's
+  refuses the key as EC2 images do.
 * Re-bound paths leave an empty mount-point directory in ``Host.home``
   (e.g. ``.pyenv``) when seen from the controller.
 * All waits are polls bounded in time and count (READY_TIMEOUT,
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING
 from .power import PowerCall
 from .power import calls as power_calls
 from .proc import (LabError, _alive, _children, _cmdline, _ip_batch, _ns_id, _ppid, _run,
-                   _safe_rmtree)
+                   _safe_rmtree, wait_mount_ns_gone)
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -91,13 +95,43 @@ class Host:
     sshd_delay: float = 0.0
     power_broken: bool = False  # stub shutdown fails and /run is read-only (power.py)
     bare: bool = False  # only the system's PATH and Python: the lab's venv is hidden (lab.py)
+    own_root: bool = True  # an overlay root of its own (rootfs.py); False only to prove a leak
+    user: str = "root"  # who logs in with the authorized key
+    sudo: bool = True  # ...with passwordless sudo (when not root)
+    hidden: tuple[str, ...] = ()  # machine paths the host does not have (whiteouts)
     pid: int | None = None  # the `unshare` process (controller's PID namespace)
     init_pid: int | None = None  # PID 1 of the host, as the controller sees it
     lab: "Lab | None" = field(default=None, repr=False)
     _proc: subprocess.Popen | None = field(default=None, repr=False)
     _removed: bool = field(default=False, repr=False)
     _ready_seen: bool = field(default=False, repr=False)
+    _mnt_ns: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- its own root ------------------------------------------------------
+
+    @property
+    def layer(self) -> Path:
+        """The host's own layer (the overlay's upper dir): every file it wrote."""
+        return self.dir / "layer"
+
+    @property
+    def workdir(self) -> Path:
+        return self.dir / "layer-work"
+
+    @property
+    def rootfs(self) -> Path:
+        """Where the init mounts the merged root (empty seen from the controller)."""
+        return self.dir / "rootfs"
+
+    @property
+    def root_dirs(self) -> tuple[Path, ...]:
+        return (self.layer, self.workdir, self.rootfs) if self.own_root else ()
+
+    @property
+    def login_home(self) -> Path:
+        """The login user's home, controller side."""
+        return self.home if self.user == "root" else self.layer / "home" / self.user
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -143,6 +177,7 @@ class Host:
                        f"neigh flush to {self.ip}"], force=True, check=False)
             if self.lab is not None:
                 self.lab._unregister_netns(self.netns)
+            wait_mount_ns_gone(self._mnt_ns, str(self.dir))
             _safe_rmtree(self.dir)
             self._removed = True
         if self.lab is not None:
@@ -290,6 +325,7 @@ class Host:
                 kids = _children(self._proc.pid) if self._proc else []
                 if kids:
                     self.init_pid = kids[0]
+                    self._mnt_ns = _ns_id(self.init_pid, "mnt")
             if self.init_pid is not None:
                 if not self._init_done():
                     pass

@@ -11,7 +11,8 @@ lab namespace when the suite runs through ``tests/run_in_lab.py``.  Each
   ``eth0``, IPv6 off and **no default route**;
 * inside it ``unshare --mount --uts --pid --fork --kill-child --mount-proc``
   running a tiny ``sh`` init (PID 1 of the host, see boot.py) that sets up
-  the host's /etc/ssh, /root, /tmp and hostname, starts sshd and reaps orphans.
+  the host's own root (rootfs.py: an overlay of this machine's, writes land in the host's
+  directory), its /etc/ssh, /root, /tmp and hostname, starts sshd and reaps orphans.
 
 Everything created is named from a per-process prefix ``sw<pid><letter>``
 (interface names stay <= 15 chars) and removed by exactly those names.
@@ -33,6 +34,7 @@ import weakref
 from pathlib import Path
 from typing import Iterable
 
+from . import rootfs
 from .boot import start_init, write_host_files
 from .host import READY_TIMEOUT, SYSTEM_PATH, Host
 from .proc import LabError, _cmdline, _ip_batch, _run, _safe_rmtree, python_paths
@@ -95,6 +97,8 @@ class Lab:
                 pass
         self._keep = [Path(p) for p in extra_keep]
         self._keep_paths = sorted(python_paths(self.venv) | set(self._keep))
+        self._carried = rootfs.carried_mounts(
+            [*self._keep_paths, Path(__file__).resolve().parents[2]])
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         ref = weakref.ref(self)
 
@@ -168,7 +172,8 @@ class Lab:
                  wait: bool = True, timeout: float = READY_TIMEOUT,
                  private_dirs: Iterable[str] = (), env: dict[str, str] | None = None,
                  sshd_delay: float = 0.0, power_broken: bool = False,
-                 bare: bool = False) -> Host:
+                 own_root: bool = True, user: str = "root", sudo: bool = True,
+                 hide: Iterable[str] = (), bare: bool = False) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
@@ -181,12 +186,23 @@ class Lab:
         ``power_broken``: nothing can schedule a power-off there (power.py).
         ``bare``: a machine without swarm's or the lab's Python: its sessions get only the
         system PATH, and the lab's venv (and its base Python, unless that is the system's)
-        are hidden under empty tmpfs mounts; only the system's Python is left to find.
+        are hidden (whiteouts in its own root); only the system's Python is left to find.
+        ``own_root``: the host's root is an overlay of this machine's, its writes its own
+        (rootfs.py); False only to prove that the machine-snapshot test catches a leak.
+        ``user``: the login user the key is for (``ubuntu``, ``ec2-user``), made in the host's
+        layer with passwordless ``sudo`` (or none); root then refuses the key, as on EC2.
+        ``hide``: machine paths the host does not have (e.g. its Python).
         """
         if dead is True:
             dead = "silent"
         if dead and dead not in DEAD_MODES:
             raise LabError(f"dead must be one of {DEAD_MODES}, not {dead!r}")
+        hidden = tuple(hide) + (tuple(str(p) for p in self._bare_hidden()) if bare else ())
+        if not own_root and (user != "root" or hidden):
+            raise LabError("a login user or hidden paths need the host's own root")
+        if not rootfs.USER_NAME.match(user):
+            raise LabError(f"user {user!r}: not a user name")
+        rootfs.check_hidden(list(hidden))
         with self._lock:
             if self._closed:
                 raise LabError("lab is closed")
@@ -214,7 +230,8 @@ class Lab:
                         home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
                         log_path=hdir / "sshd.log", host_key_pub="",
                         dead=dead or None, lab=self, private=private, env=dict(env or {}),
-                        sshd_delay=sshd_delay, power_broken=power_broken, bare=bare)
+                        sshd_delay=sshd_delay, power_broken=power_broken,
+                        own_root=own_root, user=user, sudo=sudo, hidden=hidden, bare=bare)
             self.hosts[ip] = host
         try:
             self._build(host, authorized_key)
@@ -233,7 +250,7 @@ class Lab:
                                 session_path=SYSTEM_PATH if host.bare else self.session_path,
                                 prefixlen=self.subnet.prefixlen,
                                 keep_paths=[] if host.bare else self._keep_paths,
-                                hide_paths=self._bare_hidden() if host.bare else [])
+                                carried=self._carried)
 
         self._register_netns(host.netns)
         _ip_batch([f"netns add {host.netns}",

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from queue import Queue
@@ -93,8 +94,35 @@ def _controller_mounts() -> list[str]:
         return []
 
 
+def _mount_ns_users(ns: str) -> list[int]:
+    """PIDs of the processes whose mount namespace is ``ns`` (``mnt:[...]``)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _ns_id(int(entry), "mnt") == ns:
+            out.append(int(entry))
+    return out
+
+
+def wait_mount_ns_gone(ns: str | None, what: str, timeout: float = 5.0) -> None:
+    """Bounded wait until no process is left in mount namespace ``ns`` (a host's): its
+    overlay and binds go with the last one. Only then is the host's layer deleted, so nothing
+    writes into it meanwhile (rmtree would leave those files behind)."""
+    if ns is None:
+        return
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.01) + 1):
+        users = _mount_ns_users(ns)
+        if not users or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if users:
+        raise LabError(f"refusing to delete {what}: pid(s) {users} still in its mount "
+                       "namespace")
+
+
 def _safe_rmtree(path: Path) -> None:
-    """Remove a directory we created, refusing if anything is mounted in it."""
+    """Remove a directory we created, refusing if anything is mounted in it (in this mount
+    namespace: a host's own are checked by ``wait_mount_ns_gone`` first)."""
     if not path.exists():
         return
     real = os.path.realpath(path)
