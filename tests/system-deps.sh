@@ -10,6 +10,7 @@ command -v nsenter >/dev/null 2>&1 || missing="$missing util-linux"
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
 command -v ps >/dev/null 2>&1 || missing="$missing procps"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v iptables-restore >/dev/null 2>&1 || [ -x /usr/sbin/iptables-restore ] || missing="$missing iptables"
 if [ "${1:-}" = bench ]; then
   [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 fi

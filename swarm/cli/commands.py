@@ -55,10 +55,16 @@ def up(c: Ctx, role: str, count: int | None) -> None:
     elif result.created:
         render.out.print(render.nodes_table("Launched", render.node_rows(result.created)))
     if result.failed:
+        # The first reason in the error line itself: the table above may be long.
+        first = result.failed[0]
+        why = first.error.splitlines()[0] if first.error else "see the table above"
+        if not why.startswith(first.node.name):
+            why = f"{first.node.name}: {why}"
+        more = f"; +{len(result.failed) - 1} more above" if len(result.failed) > 1 else ""
         raise SwarmError(
             f"bootstrap failed on {len(result.failed)} of {len(result.bootstrap)} "
-            "node(s); they stay in `swarm status`: fix and run `swarm up` again, "
-            "or remove them with `swarm down`"
+            f"node(s) ({why}{more}); they stay in `swarm status`: fix and run `swarm up` "
+            "again, or remove them with `swarm down`"
         )
 
 

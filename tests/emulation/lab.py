@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .boot import start_init, write_host_files
+from .firewall import restore as restore_firewall
 from .host import READY_TIMEOUT, SYSTEM_PATH, Host
 from .proc import LabError, _cmdline, _ip_batch, _run, _safe_rmtree, python_paths
 
@@ -167,7 +168,8 @@ class Lab:
                  name: str | None = None, *, dead: bool | str = False,
                  wait: bool = True, timeout: float = READY_TIMEOUT,
                  private_dirs: Iterable[str] = (), env: dict[str, str] | None = None,
-                 sshd_delay: float = 0.0, power_broken: bool = False) -> Host:
+                 sshd_delay: float = 0.0, power_broken: bool = False,
+                 firewall: str | None = None) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
@@ -178,6 +180,7 @@ class Lab:
         ``env``: its SSH sessions' environment (``PATH`` replaces the lab's).
         ``sshd_delay``: sshd starts that many seconds after the host (refused until then).
         ``power_broken``: nothing can schedule a power-off there (power.py).
+        ``firewall``: an iptables table loaded in its namespace before it boots (firewall.py).
         """
         if dead is True:
             dead = "silent"
@@ -210,10 +213,11 @@ class Lab:
                         home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
                         log_path=hdir / "sshd.log", host_key_pub="",
                         dead=dead or None, lab=self, private=private, env=dict(env or {}),
-                        sshd_delay=sshd_delay, power_broken=power_broken)
+                        sshd_delay=sshd_delay, power_broken=power_broken,
+                        firewalled=firewall is not None)
             self.hosts[ip] = host
         try:
-            self._build(host, authorized_key)
+            self._build(host, authorized_key, firewall)
             if wait:
                 host.wait_ready(timeout)
         except BaseException:
@@ -224,7 +228,7 @@ class Lab:
             raise
         return host
 
-    def _build(self, host: Host, authorized_key: str) -> None:
+    def _build(self, host: Host, authorized_key: str, firewall: str | None = None) -> None:
         init = write_host_files(host, authorized_key, session_path=self.session_path,
                                 prefixlen=self.subnet.prefixlen,
                                 keep_paths=self._keep_paths)
@@ -237,6 +241,8 @@ class Lab:
             Path(f"/proc/sys/net/ipv6/conf/{host.veth}/disable_ipv6").write_text("1")
         except OSError:
             pass
+        if firewall is not None:
+            restore_firewall(host.netns, firewall)
 
         start_init(host, init)
 
