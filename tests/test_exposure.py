@@ -1,7 +1,8 @@
 """Exposure audit of a real cycle (moto + emulated hosts + the real bootstrap + real Locust):
 
-* no ingress rule of any security group the stack's instances use is open to 0.0.0.0/0 or ::/0
-  (egress stays open on purpose: the load has to reach the target);
+* the stack's instances use its one security group, whose ingress is exactly SSH from
+  ssh_cidr and Locust's ports from the group itself: nothing else, 0.0.0.0/0 and ::/0 least of
+  all (egress stays open on purpose: the load has to reach the target);
 * the key files swarm wrote are 0600 in a 0700 directory;
 * Locust's web UI listens on the master's loopback only (and is refused from outside);
 * the AWS secret key and session token appear nowhere: not in any output (with --debug, errors
@@ -23,7 +24,19 @@ from tests.helpers import assert_error_line, swarm
 from tests.reliability import ec2_toml, instances, locust_pids, poll, security_groups
 
 STACK = "audit"
-OPEN = {"0.0.0.0/0", "::/0"}
+SSH_CIDR = "10.77.0.0/16"           # ec2_toml's ssh_cidr
+
+
+def rule_set(group) -> set[tuple]:
+    """(protocol, from, to, kind, source) of every ingress source of a security group."""
+    rules = set()
+    for perm in group["IpPermissions"]:
+        head = (perm["IpProtocol"], perm.get("FromPort"), perm.get("ToPort"))
+        rules |= {head + ("cidr", r["CidrIp"]) for r in perm.get("IpRanges", [])}
+        rules |= {head + ("cidr", r["CidrIpv6"]) for r in perm.get("Ipv6Ranges", [])}
+        rules |= {head + ("group", p["GroupId"]) for p in perm.get("UserIdGroupPairs", [])}
+        rules |= {head + ("prefix", p["PrefixListId"]) for p in perm.get("PrefixListIds", [])}
+    return rules
 
 
 def listeners(host) -> list[tuple[str, int]]:
@@ -64,15 +77,14 @@ def test_exposure_audit(workdir, cli_env, ec2_env, emulated_ec2, bridge_target, 
     worker = emulated_ec2.host_for(ids["worker-1"])
 
     # -- security groups: every group of every instance, and every group tagged with the stack
-    groups = {g["GroupId"] for i in instances(ec2, STACK) for g in i["SecurityGroups"]}
-    groups |= {g["GroupId"] for g in security_groups(ec2, STACK)}
-    assert groups
-    for g in ec2.describe_security_groups(GroupIds=sorted(groups))["SecurityGroups"]:
-        for perm in g["IpPermissions"]:
-            cidrs = {r["CidrIp"] for r in perm.get("IpRanges", [])}
-            cidrs |= {r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])}
-            assert not cidrs & OPEN, (g["GroupId"], perm)
-            assert cidrs or perm.get("UserIdGroupPairs"), perm      # SSH from ssh_cidr, Locust from the group
+    # exactly swarm's two rules: SSH from ssh_cidr, Locust's ports from the group itself (the
+    # config has no bastion: nothing else may reach the nodes); the lab enforces them
+    (gid,) = {g["GroupId"] for g in security_groups(ec2, STACK)}
+    used = {g["GroupId"] for i in instances(ec2, STACK)
+            for g in i["SecurityGroups"] + [g for n in i["NetworkInterfaces"] for g in n["Groups"]]}
+    assert used == {gid}
+    (group,) = ec2.describe_security_groups(GroupIds=[gid])["SecurityGroups"]
+    assert rule_set(group) == {("tcp", 22, 22, "cidr", SSH_CIDR), ("tcp", 5557, 5558, "group", gid)}
 
     # -- key files
     state = tmp_path / "state" / "ec2" / "us-east-1" / STACK

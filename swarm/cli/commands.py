@@ -55,7 +55,14 @@ def up(c: Ctx, role: str, count: int | None) -> None:
     elif result.created:
         render.out.print(render.nodes_table("Launched", render.node_rows(result.created)))
     if result.failed:
-        why = f": {result.reason}" if result.reason else ""
+        # The reason in the error line itself: the table above may be long. One reason for all
+        # (bootstrap's own), else the first node's error.
+        first = result.failed[0]
+        why = result.reason or (first.error.splitlines()[0] if first.error else "")
+        if not result.reason and not why.startswith(first.node.name):
+            why = f"{first.node.name}: {why or 'see the table above'}"
+        more = f"; +{len(result.failed) - 1} more above" if len(result.failed) > 1 else ""
+        why = f": {why}" if result.reason else f" ({why}{more})"
         raise SwarmError(
             f"bootstrap failed on {len(result.failed)} of {len(result.bootstrap)} "
             f"node(s){why}; they stay in `swarm status`: fix and run `swarm up` again, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
@@ -44,10 +45,16 @@ def master_exit_code(sess: Session, runner: Runner) -> int | None:
 
 
 def fetch(
-    sess: Session, master: Node, workers: list[Node], runners: dict[str, Runner], out: Path
+    sess: Session,
+    master: Node,
+    workers: list[Node],
+    runners: dict[str, Runner],
+    out: Path,
+    lost: Collection[str] = (),
 ) -> None:
     """Results from the master, logs from everyone; a host that fails is named, not fatal.
-    Failing to write here (a full disk) is: the first such OSError is raised after the fan-out."""
+    Failing to write here (a full disk) is: the first such OSError is raised after the fan-out.
+    Nodes in `lost` (by name: SSH stopped reaching them during the run) are not waited on."""
     rd = sess.remote_dir
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -66,7 +73,11 @@ def fetch(
             local.append(e)
             raise
 
-    results = fan_out([master, *workers], get, what="fetch", raise_on_error=False)
+    for node in [master, *workers]:
+        if node.name in lost:
+            sess.report.warn(f"not fetched from {node.name}: it stopped answering during the run")
+    answering = [n for n in [master, *workers] if n.name not in lost]
+    results = fan_out(answering, get, what="fetch", raise_on_error=False)
     if local:
         raise local[0]
     for r in results:

@@ -3,10 +3,12 @@ CPU (sampled on the hosts themselves), which workers went missing."""
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from swarm.errors import LocustError, RemoteError, SwarmError
+from swarm.errors import SSH_TIMEOUT, SSH_UNREACHABLE, LocustError, RemoteError, SwarmError
 from swarm.locust.live import LiveView, master_stats_probe, summarize
 from swarm.locust.shell import CpuSample, cpu_probe, wait_exit_cmd
 from swarm.models import Node
@@ -15,6 +17,7 @@ from swarm.remote.fanout import fan_out
 
 POLL_S = 1.0
 CPU_EVERY = 3  # polls between two CPU samples of the worker hosts
+SAMPLE_TIMEOUT_S = 15
 END_WAIT_S = 30  # longest single exec waiting for the master's exit (a lost master shows then)
 END_GRACE_S = 180  # after the run time: Locust stopping, writing its files
 
@@ -23,6 +26,7 @@ END_GRACE_S = 180  # after the run time: Locust stopping, writing its files
 class Followed:
     cpu_peaks: dict[str, float] = field(default_factory=dict)  # node (master too) -> peak %
     missing: list[str] = field(default_factory=list)  # workers that dropped out
+    lost: list[str] = field(default_factory=list)  # nodes SSH stopped reaching (the master too)
     error: SwarmError | None = None  # why following stopped early
     interrupted: bool = False  # Ctrl-C: the load was stopped before its end
 
@@ -30,19 +34,51 @@ class Followed:
 class CpuSampler:
     """Peak CPU per node, the master's too (a saturated master skews every figure), from
     /proc on the hosts themselves. (Locust's own figure comes every 10 s, its first sample is
-    always 0, and it names workers by an id that maps to a node only where hostnames differ.)"""
+    always 0, and it names workers by an id that maps to a node only where hostnames differ.)
 
-    def __init__(self, ctx: RunContext):
+    A sample runs beside the follow loop, one at a time: a node gone silent holds it up to its
+    timeout, never the master's polls. A node SSH cannot reach any more is `lost`: not sampled
+    again, and not waited on when the results are fetched."""
+
+    def __init__(self, ctx: RunContext, peaks: dict[str, float]):
         self.ctx = ctx
+        self.peaks = peaks
         self.last: dict[str, CpuSample] = {}
+        self.lost: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future[None] | None = None
 
-    def sample(self, peaks: dict[str, float]) -> None:
+    def note(self, name: str, pct: float) -> None:
+        with self._lock:
+            self.peaks[name] = max(self.peaks.get(name, 0.0), pct)
+
+    def sample(self) -> None:
+        """Start a sample, unless the last one still runs."""
+        if self._pending is None or self._pending.done():
+            self._pending = self._pool.submit(self._sample)
+
+    def close(self) -> None:
+        """Wait for a sample still running (bounded by its timeout), then end the thread."""
+        if self._pending is not None:
+            try:
+                self._pending.result(timeout=SAMPLE_TIMEOUT_S + 5)
+            except Exception:  # noqa: BLE001 - a figure less; the run's outcome stands
+                pass
+        self._pool.shutdown(wait=False)
+
+    def _sample(self) -> None:
         probe = cpu_probe(self.ctx.rd)
 
         def one(node: Node) -> CpuSample | None:
-            return self.ctx.ask(node, probe, timeout=15)
+            try:
+                return self.ctx.ask(node, probe, timeout=SAMPLE_TIMEOUT_S)
+            except RemoteError as e:
+                if e.code in (SSH_UNREACHABLE, SSH_TIMEOUT):
+                    self.lost.add(node.name)
+                raise
 
-        nodes = [self.ctx.master, *self.ctx.workers]
+        nodes = [n for n in self.ctx.nodes if n.name not in self.lost]
         for res in fan_out(nodes, one, what="cpu sample", raise_on_error=False):
             now: CpuSample | None = res.value if res.ok else None
             if now is None:
@@ -50,8 +86,7 @@ class CpuSampler:
             name = res.node.name
             prev = self.last.get(name)
             if prev is not None:
-                pct = now.percent_since(prev, self.ctx.meta.processes.get(name, 1))
-                peaks[name] = max(peaks.get(name, 0.0), pct)
+                self.note(name, now.percent_since(prev, self.ctx.meta.processes.get(name, 1)))
             self.last[name] = now
 
 
@@ -61,20 +96,24 @@ def follow(ctx: RunContext) -> Followed:
     later. A lost master or a run that never ends is returned as `error`, not raised: the
     results and logs are still fetched."""
     got = Followed()
+    sampler = CpuSampler(ctx, got.cpu_peaks)
     try:
-        _follow(ctx, got)
+        _follow(ctx, got, sampler)
     except RemoteError as e:  # the master stopped answering (powered off, network)
         got.error = LocustError(f"lost the master during the run: {e}")
+        sampler.lost.add(ctx.master.name)
     except SwarmError as e:
         got.error = e
+    finally:
+        sampler.close()
+        got.lost = sorted(sampler.lost)
     return got
 
 
-def _follow(ctx: RunContext, got: Followed) -> None:
+def _follow(ctx: RunContext, got: Followed, sampler: CpuSampler) -> None:
     run_s = float(ctx.plan.run_s or 0)
     deadline_s = run_s + END_GRACE_S
     web_port = ctx.plan.spec.web_port
-    sampler = CpuSampler(ctx)
     started = time.monotonic()
     end = started + deadline_s
     run_end = started + run_s if run_s else end
@@ -91,11 +130,10 @@ def _follow(ctx: RunContext, got: Followed) -> None:
                     break
                 view = summarize(stats)
                 if i % CPU_EVERY == 0 and view.state.active:
-                    sampler.sample(got.cpu_peaks)
+                    sampler.sample()
                 for w in view.workers:
                     if w.node:  # an id swarm cannot map to a node is no node's figure
-                        peak = max(got.cpu_peaks.get(w.node, 0.0), float(w.cpu or 0))
-                        got.cpu_peaks[w.node] = peak
+                        sampler.note(w.node, float(w.cpu or 0))
                 if view.state.active:
                     ctx.workers_seen = min(ctx.workers_seen, view.workers_connected)
                     missing.update(view.missing)

@@ -122,15 +122,26 @@ def _finish(
     outcome.workers_seen = ctx.workers_seen
     out = fetch.results_dir_for(results_root, sess.stack.name, ctx.started_at)
     outcome.results_dir = out
+    lost = set(followed.lost)
+    if ctx.master.name in lost:
+        # Without their master the workers would go on loading the target for a minute
+        # (Locust's heartbeat timeout).
+        for res in stop_workers(ctx, [w for w in ctx.workers if w.name not in lost]):
+            if not res.ok:
+                sess.report.warn(f"could not stop Locust on {res.node.name}: {res.error}")
     # the master may be gone (powered off mid-run): still fetch from the others
-    code = fetch.master_exit_code(sess, ctx.runners[ctx.master.id])
+    code = (
+        None
+        if ctx.master.name in lost
+        else fetch.master_exit_code(sess, ctx.runners[ctx.master.id])
+    )
     outcome.exit_code = 1 if code is None else code
     if code is None:
         error = error or LocustError(
             f"the Locust master ended without an exit code: see {out}/logs/master.log"
         )
     try:
-        fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out)
+        fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out, lost)
     except OSError as e:
         raise fetch.cannot_save(out, e) from e
     outcome.summary = _read(out / STATS_CSV, parse_stats_csv)

@@ -15,6 +15,7 @@ from swarm.locust.live import (
     RunMeta,
     expected_by_node,
     master_stats_probe,
+    summarize,
     write_meta_cmd,
 )
 from swarm.locust.shell import HostFacts, kill_cmd, start_cmd, stop_probe, wait_workers_cmd
@@ -129,11 +130,11 @@ def start(ctx: RunContext) -> None:
     sess.report.info(f"{ctx.workers_seen} of {expected} worker process(es) connected")
 
 
-def stop_workers(ctx: RunContext) -> list[HostResult]:
-    """Stop the workers this run started (by pid file); a worker that cannot be reached is
-    left to `swarm killall` (its result says why)."""
+def stop_workers(ctx: RunContext, nodes: list[Node] | None = None) -> list[HostResult]:
+    """Stop the workers this run started (or Locust on `nodes`), by pid file; a node that
+    cannot be reached is left to `swarm killall` (its result says why)."""
     return fan_out(
-        ctx.workers,
+        ctx.workers if nodes is None else nodes,
         lambda n: ctx.runners[n.id].run(kill_cmd(ctx.rd), timeout=60),
         what="stop",
         raise_on_error=False,
@@ -171,7 +172,14 @@ def wait_for_workers(
             f"the Locust master exited before the workers connected (its workers are stopped): "
             f"{said}"
         )
+    # A headless master would wait for them forever, its workers retrying: stop them all.
+    stop_workers(ctx, ctx.nodes)
+    absent = summarize(last).missing or [w.name for w in ctx.workers]
+    port = ctx.plan.spec.master_port
     raise LocustError(
-        f"only {last.worker_count} of {expected} worker process(es) "
-        f"connected within {timeout:.0f}s: see `swarm logs`"
+        f"only {last.worker_count} of {expected} worker process(es) connected within "
+        f"{timeout:.0f}s (not connected: {', '.join(absent)}); Locust is stopped: check that "
+        f"the workers reach the master on port {port} (security group, firewall), and "
+        "`swarm logs`",
+        action=f"open port {port} from the workers to the master",
     )

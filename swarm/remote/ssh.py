@@ -10,6 +10,7 @@ import logging
 import os
 import select
 import shlex
+import socket
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,12 @@ from swarm.remote.base import (
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 # After a command's exit status, how long to wait for the EOF that follows its last output
 EOF_GRACE_S = 2.0
+# A host gone silent (powered off, its network cut) sends no FIN or RST: a keepalive every
+# KEEPALIVE_S goes unacknowledged, and the kernel drops the connection USER_TIMEOUT_S later
+# (TCP_USER_TIMEOUT), so a stream, a tunnel or a reused connection ends instead of hanging
+# for TCP's ~15 minutes of retransmissions (as ssh's ServerAliveInterval does).
+KEEPALIVE_S = 5
+USER_TIMEOUT_S = 15
 
 
 class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
@@ -201,7 +208,11 @@ class SSHRunner(Runner):
                 ) from e
             transport = client.get_transport()
             assert transport is not None  # connect() succeeded
-            transport.set_keepalive(15)
+            transport.set_keepalive(KEEPALIVE_S)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+                transport.sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_S * 1000
+                )
             self._client = client
             return client
 
@@ -274,7 +285,12 @@ class SSHRunner(Runner):
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
-            return chan.recv_exit_status(), bytes(out), bytes(err)
+            code = chan.recv_exit_status()
+            transport = chan.get_transport()
+            if code == -1 and (transport is None or not transport.is_active()):
+                # closed under the command, no exit status: the host went away
+                raise EOFError("connection lost during the command")
+            return code, bytes(out), bytes(err)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
             raise RemoteError(

@@ -26,6 +26,11 @@ policy such as quotas, an SCP or spot limits: off until a test sets them), resto
 puts the default VPC in the lab (one default subnet per zone), for launches without a
 subnet_id.
 
+Security groups are enforced (firewall.py): every host's namespace filters what reaches it by
+the ingress rules of its instance's groups, re-applied after each launch, termination and
+change of rules or groups; ``firewalls.enabled = False`` (until ``reset()``) for a test about
+something else.
+
 Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
 matching calls with an AWS-shaped error (or a raw body, e.g. an HTML 500)
 before moto sees them; ``calls`` logs every (service, action, region) the
@@ -47,6 +52,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .firewall import Firewalls
 from .host import Host
 from .lab import Lab
 from .quirks import EMPTY, SERVER_ERRORS, Place, Quirks
@@ -99,6 +105,13 @@ def _install_hooks() -> None:
                 (KeyPairBackend, "import_key_pair", lambda q, r: q.created_key(r.key_name))):
             _originals[name] = (cls, getattr(cls, name))
             setattr(cls, name, _recording(getattr(cls, name), record))
+        # What changes who may reach an instance: its security groups are then re-applied.
+        for cls, name in ((SecurityGroupBackend, "authorize_security_group_ingress"),
+                          (SecurityGroupBackend, "revoke_security_group_ingress"),
+                          (SecurityGroupBackend, "modify_security_group_rules"),
+                          (InstanceBackend, "modify_instance_security_groups")):
+            _originals[name] = (cls, getattr(cls, name))
+            setattr(cls, name, _resyncing(getattr(cls, name)))
         orig_offerings = InstanceTypeOfferingBackend.describe_instance_type_offerings
         _originals["describe_instance_type_offerings"] = (InstanceTypeOfferingBackend,
                                                           orig_offerings)
@@ -156,7 +169,9 @@ def _remove_hooks() -> None:
             InstanceBackend.run_instances = _originals.pop("run_instances")
             InstanceBackend.terminate_instances = _originals.pop("terminate_instances")
             for name in ("create_security_group", "create_key_pair", "import_key_pair",
-                         "describe_instance_type_offerings"):
+                         "describe_instance_type_offerings", "authorize_security_group_ingress",
+                         "revoke_security_group_ingress", "modify_security_group_rules",
+                         "modify_instance_security_groups"):
                 cls, orig = _originals.pop(name)
                 setattr(cls, name, orig)
 
@@ -193,6 +208,19 @@ def _recording(orig: Callable, record: Callable) -> Callable:
         emulator = _current_emulator()
         if emulator is not None:
             record(emulator.quirks, result)
+        return result
+
+    method.__wrapped__ = orig  # type: ignore[attr-defined]
+    return method
+
+
+def _resyncing(orig: Callable) -> Callable:
+    """moto's method, then the emulator's hosts' firewalls brought up to date."""
+    def method(self, *args, **kwargs):
+        result = orig(self, *args, **kwargs)
+        emulator = _current_emulator()
+        if emulator is not None:
+            emulator._sync_firewalls()
         return result
 
     method.__wrapped__ = orig  # type: ignore[attr-defined]
@@ -332,6 +360,7 @@ class EmulatedEC2:
         self.injections: list[Injection] = []
         self.calls: list[tuple[str, str, str]] = []   # (service, action, region) served
         self.quirks = Quirks()
+        self.firewalls = Firewalls()     # security groups enforced (firewall.py); .enabled
         self._hosts: dict[str, Host] = {}
         self._launched = 0
         self._lock = threading.RLock()
@@ -643,6 +672,7 @@ class EmulatedEC2:
                 spec["dead"] = self.dead_ips[ip]
             if self.quirks.sshd_late_s and not spec.get("dead"):
                 spec.setdefault("sshd_delay", self.quirks.sshd_late_s)
+            spec.setdefault("firewall", self.firewalls.initial(instance, backend))
             specs.append(spec)
             ids.append(instance.id)
         if not specs:
@@ -657,20 +687,31 @@ class EmulatedEC2:
             print(f"EmulatedEC2: {msg}", file=sys.stderr)
             return
         with self._lock:
-            for instance_id, host in zip(ids, hosts):
+            for instance_id, host, spec in zip(ids, hosts, specs):
                 self._hosts[instance_id] = host
+                if host.firewalled:
+                    self.firewalls.track(instance_id, host, backend, spec["firewall"])
+        self._sync_firewalls()    # the others' rules naming these instances' groups
 
     def _on_terminate(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:
             with self._lock:
                 host = self._hosts.pop(instance_id, None)
+            self.firewalls.forget(instance_id)
             if host is not None:
                 try:
                     host.remove()
                 except Exception as exc:  # noqa: BLE001
                     self.errors.append(f"removing host of {instance_id}: {exc}")
+        self._sync_firewalls()
+
+    def _sync_firewalls(self) -> None:
+        for error in self.firewalls.sync():
+            self.errors.append(error)
+            print(f"EmulatedEC2: {error}", file=sys.stderr)
 
     def _remove_all_hosts(self) -> None:
+        self.firewalls.clear()
         with self._lock:
             hosts, self._hosts = list(self._hosts.values()), {}
         for host in hosts:

@@ -2,7 +2,9 @@
 ``Lab.add_host`` (see lab.py).
 
 Stopping a host = SIGKILL the ``unshare`` process: its child (the init) gets
-SIGKILL through ``--kill-child`` and the kernel kills the whole PID namespace.
+SIGKILL through ``--kill-child`` and the kernel kills the whole PID namespace: its sockets
+send FIN/RST at once. ``power_cut()`` is a power-off as peers see one: the host's link goes
+down first, so it goes silent and their connections hang until their own timeouts.
 
 Host.exec() uses ``nsenter`` into the PID, mount, UTS and network namespaces
 of the host's init, so commands see the host's /root, /tmp, processes and
@@ -99,6 +101,7 @@ class Host:
     user: str = "root"  # who logs in with the authorized key
     sudo: bool = True  # ...with passwordless sudo (when not root)
     hidden: tuple[str, ...] = ()  # machine paths the host does not have (whiteouts)
+    firewalled: bool = False  # its security groups filter what reaches it (firewall.py)
     pid: int | None = None  # the `unshare` process (controller's PID namespace)
     init_pid: int | None = None  # PID 1 of the host, as the controller sees it
     lab: "Lab | None" = field(default=None, repr=False)
@@ -163,6 +166,17 @@ class Host:
                 time.sleep(0.01)
             if _alive(self.init_pid):
                 raise LabError(f"{self.name}: init pid {self.init_pid} still alive")
+
+    def power_cut(self, timeout: float = STOP_TIMEOUT) -> float:
+        """Power off as a machine loses power: silent first -- its link down on the bridge
+        side, so nothing it sends reaches anyone and nothing sent to it is answered -- and
+        only then its processes killed, so their FIN/RST never leave: peers' connections hang
+        until their own timeouts, as with a real power cut (stop() alone is a clean kill).
+        -> the monotonic time of the cut."""
+        _ip_batch([f"link set {self.veth} down"])
+        cut = time.monotonic()
+        self.stop(timeout)
+        return cut
 
     def remove(self) -> None:
         """stop(), then delete the veth, the network namespace and the host's
@@ -331,6 +345,10 @@ class Host:
                     pass
                 elif self.dead in ("refuse", "blackhole") or self.sshd_delay:
                     return
+                elif self.firewalled:
+                    # its security group may keep this machine out: ask its own kernel
+                    if self._listens(22):
+                        return
                 elif self.dead == "silent":
                     if _tcp_accepts(self.ip, 22, 0.3):
                         return
@@ -341,6 +359,17 @@ class Host:
             time.sleep(0.02)
         raise LabError(f"{self.name} ({self.ip}) not ready after {timeout}s; "
                        f"log:\n{self.log_tail()}")
+
+    def _listens(self, port: int) -> bool:
+        """A TCP socket in LISTEN on `port` in the host's network namespace (its
+        /proc/net/tcp, read from here: no exec, no packet)."""
+        try:
+            text = Path(f"/proc/{self.init_pid}/net/tcp").read_text()
+        except OSError:
+            return False
+        want = f":{port:04X}"
+        return any(f[1].endswith(want) and f[3] == "0A"
+                   for f in (line.split() for line in text.splitlines()[1:]) if len(f) > 3)
 
     def _init_done(self) -> bool:
         if self._ready_seen:

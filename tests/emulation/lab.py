@@ -36,6 +36,7 @@ from typing import Iterable
 
 from . import rootfs
 from .boot import start_init, write_host_files
+from .firewall import restore as restore_firewall
 from .host import READY_TIMEOUT, SYSTEM_PATH, Host
 from .proc import LabError, _cmdline, _ip_batch, _run, _safe_rmtree, python_paths
 
@@ -173,7 +174,8 @@ class Lab:
                  private_dirs: Iterable[str] = (), env: dict[str, str] | None = None,
                  sshd_delay: float = 0.0, power_broken: bool = False,
                  own_root: bool = True, user: str = "root", sudo: bool = True,
-                 hide: Iterable[str] = (), bare: bool = False) -> Host:
+                 hide: Iterable[str] = (), bare: bool = False,
+                 firewall: str | None = None) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
@@ -192,6 +194,7 @@ class Lab:
         ``user``: the login user the key is for (``ubuntu``, ``ec2-user``), made in the host's
         layer with passwordless ``sudo`` (or none); root then refuses the key, as on EC2.
         ``hide``: machine paths the host does not have (e.g. its Python).
+        ``firewall``: an iptables table loaded in its namespace before it boots (firewall.py).
         """
         if dead is True:
             dead = "silent"
@@ -231,10 +234,11 @@ class Lab:
                         log_path=hdir / "sshd.log", host_key_pub="",
                         dead=dead or None, lab=self, private=private, env=dict(env or {}),
                         sshd_delay=sshd_delay, power_broken=power_broken,
-                        own_root=own_root, user=user, sudo=sudo, hidden=hidden, bare=bare)
+                        own_root=own_root, user=user, sudo=sudo, hidden=hidden, bare=bare,
+                        firewalled=firewall is not None)
             self.hosts[ip] = host
         try:
-            self._build(host, authorized_key)
+            self._build(host, authorized_key, firewall)
             if wait:
                 host.wait_ready(timeout)
         except BaseException:
@@ -245,7 +249,7 @@ class Lab:
             raise
         return host
 
-    def _build(self, host: Host, authorized_key: str) -> None:
+    def _build(self, host: Host, authorized_key: str, firewall: str | None = None) -> None:
         init = write_host_files(host, authorized_key,
                                 session_path=SYSTEM_PATH if host.bare else self.session_path,
                                 prefixlen=self.subnet.prefixlen,
@@ -260,6 +264,8 @@ class Lab:
             Path(f"/proc/sys/net/ipv6/conf/{host.veth}/disable_ipv6").write_text("1")
         except OSError:
             pass
+        if firewall is not None:
+            restore_firewall(host.netns, firewall)
 
         start_init(host, init)
 

@@ -61,7 +61,7 @@ def emulation_unavailable_reason() -> str | None:
     elif not os.access(SSHD, os.X_OK):
         reason = f"{SSHD} not found (apt-get install openssh-server)"
     else:
-        for tool in ("ip", "unshare", "nsenter", "ssh-keygen"):
+        for tool in ("ip", "unshare", "nsenter", "ssh-keygen", "iptables-restore"):
             if not shutil.which(tool):
                 reason = f"`{tool}` not found"
                 break
