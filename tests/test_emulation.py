@@ -12,11 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paramiko
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.emulation import Host, Lab, LabError
 from tests.emulation.plugin import make_ed25519_keypair, require_emulation
@@ -406,6 +408,25 @@ def test_cost_of_ten_hosts(lab, capsys, record_property):
 # moto as EC2
 
 
+def ssh_group(ec2, subnet_id: str) -> list[str]:
+    """SecurityGroupIds for a launch whose hosts answer SSH from the lab: the emulation enforces
+    security groups (firewall.py), and the default group takes nothing from outside itself."""
+    vpc = ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]["VpcId"]
+    gid = ec2.create_security_group(GroupName=f"ssh-{uuid.uuid4().hex[:8]}", VpcId=vpc,
+                                    Description="ssh from the lab")["GroupId"]
+    rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+             "IpRanges": [{"CidrIp": "10.77.0.0/16"}]}]
+    for attempt in range(20):     # a new group is NotFound for a while (quirks.py), as on AWS
+        try:
+            ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=rule)
+            return [gid]
+        except ClientError as exc:
+            if "NotFound" not in exc.response["Error"]["Code"] or attempt == 19:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
 def test_ec2_instances_become_ssh_hosts(emulated_ec2, ec2_env, lab):
     env, subnet_id = ec2_env
     emulated_ec2.quirks.off()     # the hosts behind moto, not AWS's behaviour (quirks.py)
@@ -415,7 +436,8 @@ def test_ec2_instances_become_ssh_hosts(emulated_ec2, ec2_env, lab):
     pkey = paramiko.RSAKey.from_private_key(io.StringIO(pem))
     res = ec2.run_instances(ImageId="ami-785db401", MinCount=3, MaxCount=3,
                             InstanceType="t3.micro", KeyName="swarm-test",
-                            SubnetId=subnet_id, UserData="#!/bin/sh\nshutdown -h now\n")
+                            SubnetId=subnet_id, SecurityGroupIds=ssh_group(ec2, subnet_id),
+                            UserData="#!/bin/sh\nshutdown -h now\n")
     instances = res["Instances"]
     ips = [i["PrivateIpAddress"] for i in instances]
     assert ips == ["10.77.1.4", "10.77.1.5", "10.77.1.6"]
@@ -448,7 +470,8 @@ def test_ec2_imported_ed25519_key_and_cli_env(emulated_ec2, ec2_env, tmp_path):
     ec2 = emulated_ec2.client("ec2")
     ec2.import_key_pair(KeyName="imported", PublicKeyMaterial=public.encode())
     inst = ec2.run_instances(ImageId="ami-785db401", MinCount=1, MaxCount=1,
-                             KeyName="imported", SubnetId=subnet_id)["Instances"][0]
+                             KeyName="imported", SubnetId=subnet_id,
+                             SecurityGroupIds=ssh_group(ec2, subnet_id))["Instances"][0]
     host = emulated_ec2.host_for(inst["InstanceId"])
     with ssh_client(host, key_path=key) as client:
         assert run(client, "true")[0] == 0
@@ -481,7 +504,8 @@ def test_ec2_dead_instances_and_outside_subnet(emulated_ec2, ec2_env):
     emulated_ec2.make_dead("10.77.1.5", "refuse")
     ec2 = emulated_ec2.client("ec2")
     insts = ec2.run_instances(ImageId="ami-785db401", MinCount=2, MaxCount=2,
-                              SubnetId=subnet_id)["Instances"]
+                              SubnetId=subnet_id,
+                              SecurityGroupIds=ssh_group(ec2, subnet_id))["Instances"]
     good, dead = (emulated_ec2.host_for(i["InstanceId"]) for i in insts)
     assert good.ip == "10.77.1.4" and dead.ip == "10.77.1.5"
     with pytest.raises(ConnectionRefusedError):
@@ -508,11 +532,13 @@ def test_ec2_parallel_launches_and_host_options(emulated_ec2, ec2_env):
 
     emulated_ec2.host_options = options
     errors = []
+    groups = ssh_group(emulated_ec2.client("ec2"), subnet_id)
 
     def launch():
         try:
             emulated_ec2.client("ec2").run_instances(
-                ImageId="ami-785db401", MinCount=2, MaxCount=2, SubnetId=subnet_id)
+                ImageId="ami-785db401", MinCount=2, MaxCount=2, SubnetId=subnet_id,
+                SecurityGroupIds=groups)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
