@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Break swarm on purpose and show that the tests catch it (issue 15, item 9).
 
-    python tests/mutations.py [--list] [--no-baseline] [NAME ...]
+    python tests/mutations.py [--list] [--no-baseline] [-v] [NAME ...]
 
 For each break: a copy of this checkout as it is (tracked and untracked files, uncommitted
 changes included; nothing in the checkout is touched) in a temporary directory, the break
@@ -108,7 +108,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         (Hunk("swarm/locust/final_stats.py",
               "            if prefix:\n                write_csv_files(environment, prefix)",
               "            if prefix:\n                pass"),),
-        ("tests/test_truthful.py::test_five_runs_on_a_busy_machine_report_what_the_target_served",),
+        ("tests/test_final_stats.py",),
     ),
 )
 
@@ -231,6 +231,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("names", nargs="*", help="only these breaks (default: all)")
     parser.add_argument("--list", action="store_true", help="list the breaks and their tests")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print the end of pytest's output for every break")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip running the tests on an unbroken copy first")
     args = parser.parse_args(argv)
@@ -263,7 +265,7 @@ def main(argv: list[str]) -> int:
         outcomes.append(o)
         print(f"{m.name}: {o.result} in {span(o.seconds)}"
               + (f" ({o.detail})" if o.detail else ""), flush=True)
-        if o.result == "ERROR" and o.tail:
+        if (o.result == "ERROR" or args.verbose) and o.tail:
             print("    " + "\n    ".join(o.tail), flush=True)
     caught = sum(o.result == "CAUGHT" for o in outcomes)
     print()
