@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-mutations lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ lint: $(VENV)/.installed-test
 test: lint
 	sh tests/system-deps.sh
 	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Each deliberate break of tests/mutations.py in a temporary copy of the checkout, with only
+# the tests that must catch it (in the lab); fails if any break is missed. docs/testing.md.
+test-mutations: $(VENV)/.installed-test
+	sh tests/system-deps.sh
+	$(BIN)/python tests/mutations.py $(MUTATIONS)
 
 bench: $(VENV)/.installed-test
 	sh tests/system-deps.sh bench

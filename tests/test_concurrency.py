@@ -9,32 +9,34 @@ import subprocess
 import pytest
 
 from tests.helpers import SWARM, swarm
-from tests.reliability import all_instances, ec2_toml, fast_bootstrap, instances
+from tests.reliability import all_instances, ec2_toml, fast_bootstrap, instances, poll
 
 
 @pytest.mark.parametrize("timing", ["both-launch", "staggered"])
 def test_two_concurrent_up_workers_converge_on_n(timing, workdir, cli_env, ec2_env, emulated_ec2,
                                                  tmp_path):
     """both-launch: RunInstances is held 1.5 s, so both commands see 0 workers and launch 3
-    each (6), then both drop the 3 newest. staggered: the second starts 0.7 s later, while the
-    first one's workers bootstrap."""
-    import time
-
+    each (6), then both drop the 3 newest. staggered: the second starts once the first one's 3
+    workers are in EC2 (tagged) and while they bootstrap (3 s each here): it finds them and
+    launches none."""
     ec2_toml(workdir, ec2_env.subnet_id, name="race")
-    fast_bootstrap(workdir)
+    fast_bootstrap(workdir, worker_sleep=3 if timing == "staggered" else 0)
     env = {**cli_env, **ec2_env.env}
+    ec2 = emulated_ec2.client()
     assert swarm("up", "master", cwd=workdir, env=env, timeout=120).code == 0
-    stagger = 0.0
     if timing == "both-launch":
         emulated_ec2.inject("RunInstances", None, delay=1.5, times=2)
-    else:
-        stagger = 0.7
     procs = []
     for i in range(2):
         out, err = open(tmp_path / f"out{i}", "wb"), open(tmp_path / f"err{i}", "wb")
         procs.append((subprocess.Popen([*SWARM, "up", "workers", "-n", "3"], cwd=workdir, env=env,
                                        stdout=out, stderr=err, stdin=subprocess.DEVNULL), out, err))
-        time.sleep(stagger)
+        if timing == "staggered" and i == 0:
+            # the first command's launch is visible by its tags (bounded: ~2 s on an idle
+            # machine, 60 s for a busy one) and it is still bootstrapping them
+            poll(lambda: len(instances(ec2, "race", "worker")) == 3, timeout=60,
+                 what="the first command's 3 workers")
+            assert procs[0][0].poll() is None, "the first `up` ended before the second started"
     codes = []
     for proc, out, err in procs:
         try:
@@ -46,7 +48,6 @@ def test_two_concurrent_up_workers_converge_on_n(timing, workdir, cli_env, ec2_e
             out.close()
             err.close()
     errs = [(tmp_path / f"err{i}").read_text() for i in range(2)]
-    ec2 = emulated_ec2.client()
     workers = instances(ec2, "race", "worker")
     assert len(workers) == 3, (len(workers), errs)
     assert codes == [0, 0], errs
@@ -57,7 +58,8 @@ def test_two_concurrent_up_workers_converge_on_n(timing, workdir, cli_env, ec2_e
     if timing == "both-launch":
         assert launched == 2 and len(all_instances(ec2)) == 1 + 6
         assert sum("raced this one" in e for e in errs) >= 1, errs
-    assert launched in (1, 2)
+    else:
+        assert launched == 1 and len(all_instances(ec2)) == 1 + 3, errs
     # The 3 survivors are live hosts that were bootstrapped, and status agrees.
     for w in workers:
         host = emulated_ec2.host_for(w["InstanceId"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SWARM, assert_error_line, assert_one_error_line, swarm
+from tests.helpers import assert_error_line, assert_one_error_line, swarm
 from tests.reliability import (finish, start, all_instances, ec2_stack, ec2_toml, fast_bootstrap, instances,
                                locust_pids, poll)
 
@@ -73,6 +73,8 @@ def test_sigint_during_up_workers_leaves_nothing_unfindable(moment, workdir, sta
             proc.kill()
     text = err.read_text()
     assert code == 130, text
+    # what a user waits after Ctrl-C: the launch is cancelled, not waited out (its bootstrap
+    # sleeps 60 s, a launch's waits are minutes); 10 s leaves room for a busy machine
     assert waited < 10, f"Ctrl-C took {waited:.1f}s"
     assert "Traceback" not in text and text.strip().splitlines()[-1] == "interrupted", text
 
@@ -121,6 +123,9 @@ def test_spot_without_capacity_falls_back_to_on_demand(workdir, cli_env, ec2_env
     assert "no spot capacity" in res.err and "on-demand" in res.err, res.err
     (inst,) = all_instances(emulated_ec2.client())
     assert inst.get("InstanceLifecycle") != "spot"
+    # `up master` takes ~5 s on an idle machine; botocore's retries of a 500 (7 more, adaptive
+    # backoff) would add ~35 s: 30 s tells them apart with room for a busy machine (inj.hits
+    # above is the exact check)
     assert took < 30, took
 
 
@@ -201,8 +206,7 @@ def test_worker_powered_off_mid_run(workdir, stack_env, emulated_ec2, bridge_tar
     # of slack), but no SSH timeout of the silent node (10-15 s each) on the way
     print(f"lost worker: the run ended {after_cut:.1f}s after the power cut")
     assert after_cut < 8 + 30, text
-    lost = [line for line in text.splitlines() if "worker-2" in line]
-    assert any("missing" in line or "lost" in line or "stayed connected" in line for line in lost), text
+    assert "missing workers: worker-2 dropped out during the run" in text, text
     record = json.loads((latest_run(workdir) / "run.json").read_text())
     assert record["summary"]["total"]["requests"] > 0
     assert "worker-2" in record.get("missing_workers", []), record.get("missing_workers")
@@ -241,7 +245,11 @@ def test_master_powered_off_mid_run(workdir, stack_env, emulated_ec2, bridge_tar
     assert f"partial results are in results/{STACK}/{run_dir.name}" in line, line
     assert (run_dir / "logs" / "worker-1.log").stat().st_size > 0
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["summary"] is None or record["summary"]["total"]["requests"] >= 0
+    # The figures were on the master and went with it: the record says the run went wrong and
+    # carries no statistics rather than numbers swarm could not have seen.
+    assert record["verdict"] == "error" and record["swarm_exit_code"] == 1, record
+    assert record["summary"] is None, record["summary"]
+    assert record["exit_code"] == 1 and record["workers_seen"] == 1, record
 
 
 # ---- 8. the controller's disk fills while results are saved ----

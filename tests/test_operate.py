@@ -7,7 +7,8 @@ import subprocess
 import time
 import urllib.request
 
-from tests.helpers import SWARM, free_port, swarm
+from tests.helpers import SWARM, CLIResult, free_port, swarm
+from tests.reliability import finish, locust_pids, start
 from tests.test_ssh_cycle import ec2_toml
 
 CPU_BOUND = '''import hashlib
@@ -119,13 +120,31 @@ def test_live_status_and_a_killed_worker(workdir, cli_env, ec2_env, emulated_ec2
     swarm("down", cwd=workdir, env=env, timeout=120)
 
 
-def test_a_saturated_worker_is_named_and_fails_the_cpu_check(workdir, cli_env, ec2_env, bridge_target):
+def test_a_saturated_worker_is_named_and_fails_the_cpu_check(workdir, cli_env, ec2_env,
+                                                             emulated_ec2, bridge_target, tmp_path):
     env = {**cli_env, **ec2_env.env}
     ec2_toml(workdir, ec2_env.subnet_id, name="hot")
     (workdir / "locustfiles" / "burn.py").write_text(CPU_BOUND)
     up(workdir, env, 1)
-    res = swarm("run", "-H", bridge_target.url, "-f", "burn.py", "--headless", "-u", "2", "-r", "2",
-                "-t", "8s", "--check", "cpu<90%", cwd=workdir, env=env, timeout=180)
+    worker = next(n for n in status_json(workdir, env)["nodes"] if n["name"] == "worker-1")
+    host = emulated_ec2.host_for(worker["id"])
+    proc, out, err = start(["run", "-H", bridge_target.url, "-f", "burn.py", "--headless", "-u",
+                            "2", "-r", "2", "-t", "8s", "--check", "cpu<90%"], workdir, env,
+                           tmp_path)
+    try:
+        # The emulated hosts share this machine's cores with whatever else runs on it (other
+        # suites): a burner at normal priority gets ~35% of a core when the machine is busy.
+        # At the highest priority it gets a whole core, as on a machine of its own, so the
+        # figure measures the locustfile, not the neighbours.
+        pids = poll(lambda: locust_pids(host), 60, "worker-1's Locust")
+        subprocess.run(["renice", "-n", "-20", "-p", *map(str, pids)], check=True,
+                       capture_output=True, timeout=10)
+        code = finish(proc, timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    res = CLIResult(code, out.read_text(), err.read_text())
     assert res.code == 1, res.err
     assert "saturated: worker-1" in res.err and "swarm up workers -n 2" in res.err
     assert res.err_lines[-1] == "error: the run failed: 1 check(s) failed: cpu<90%"
@@ -142,10 +161,14 @@ def test_logs_and_ssh(workdir, cli_env, ec2_env, emulated_ec2, bridge_target):
     res = swarm("run", "-H", bridge_target.url, "-f", "viral_load.py", "--headless", "-u", "2",
                 "-t", "2s", cwd=workdir, env=env, timeout=120)
     assert res.code == 0, res.err
-    res = swarm("logs", "worker-1", cwd=workdir, env=env)
-    assert res.code == 0 and "Starting Locust" in res.out or "worker" in res.out.lower()
     worker = next(n for n in status_json(workdir, env)["nodes"] if n["name"] == "worker-1")
     host = emulated_ec2.host_for(worker["id"])
+    res = swarm("logs", "worker-1", cwd=workdir, env=env)
+    assert res.code == 0, res.err
+    # worker-1's own Locust log of the run (Locust names its host in every line): its start
+    # and its end when the master told it to quit
+    assert f"{host.name}/INFO/locust.main: Starting Locust" in res.out, res.out
+    assert "Got quit message from master" in res.out, res.out
     res = swarm("ssh", "worker-1", "--", "hostname", cwd=workdir, env=env, timeout=60)
     assert res.code == 0, res.err
     assert res.out.strip() == host.name

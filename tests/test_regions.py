@@ -80,7 +80,9 @@ def test_a_region_not_enabled_is_skipped_a_refusal_named_and_a_silent_one_bounde
         took = time.monotonic() - began
     finally:
         gate.set()
-    assert took < 3, took
+    # half the 10 s the silent region holds its answer: the scan stopped waiting for it after
+    # SCAN_TIMEOUT_S (0.5 s) rather than waiting it out
+    assert took < 5, took
     assert got == {"eu-west-1": 2, "eu-north-1": 0, "ap-east-1": "UnauthorizedOperation",
                    "sa-east-1": "no answer in 0.5s"}
 

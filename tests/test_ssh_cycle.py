@@ -269,4 +269,5 @@ def test_wait_ready_retries_until_sshd_answers(emulated_hosts, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(RemoteError, match=r"did not answer within 2s \(.+\): check the security"):
         r.wait_ready(2)
+    # 3x the 2 s budget, for a busy machine; an unbounded wait would go on for ever
     assert time.monotonic() - t0 < 6

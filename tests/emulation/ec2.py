@@ -33,8 +33,10 @@ something else.
 
 Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
 matching calls with an AWS-shaped error (or a raw body, e.g. an HTML 500)
-before moto sees them; ``calls`` logs every (service, action, region) the
-server received.  ``reset()`` clears both.
+before moto sees them; ``lose_answer(action, how=, times=)`` lets moto serve the call (it
+takes effect) and then loses its answer (a reset connection, or a 5xx in its place), so the
+client retries what already happened; ``calls`` logs every (service, action, region) the
+server received.  ``reset()`` clears them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ import io
 import ipaddress
 import json
 import re
+import socket
+import struct
 import sys
 import threading
 import time
@@ -55,7 +59,7 @@ from typing import Any, Callable
 from .firewall import Firewalls
 from .host import Host
 from .lab import Lab
-from .quirks import EMPTY, SERVER_ERRORS, Place, Quirks
+from .quirks import EMPTY, REPLAYED, SERVER_ERRORS, Place, Quirks
 
 DEFAULT_REGION = "us-east-1"
 # A Canonical Ubuntu image moto knows in every region (moto's default AMIs
@@ -65,6 +69,12 @@ UBUNTU_SSM_PARAMS = (
     "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id",
     "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
 )
+
+# What `lose_answer` puts in place of moto's answer: the connection cut (a reset, as when a
+# NAT or proxy drops it), or an HTTP error (5xx) that botocore retries.
+RESET = "reset"
+# environ key under which `_intercept` leaves the parsed request for `_serve`
+_REQUEST = "swarm.emulator.request"
 
 HostOptions = Callable[[str, int], "dict[str, Any] | None"]
 
@@ -256,7 +266,7 @@ def _make_server(emulator: "EmulatedEC2", ip: str, port: int):
                         status, headers, body = fault
                         start_response(status, headers)
                         return [body]
-                    return app(environ, start_response)
+                    return emulator._serve(app, environ, start_response)
                 finally:
                     _local.emulator = None
 
@@ -284,6 +294,7 @@ class Injection:
     body: bytes | None = None                 # raw answer (e.g. an HTML error page)
     content_type: str = "text/html; charset=utf-8"
     delay: float = 0.0                        # seconds to hold the call first (not under a lock)
+    applied: bool = False                     # moto serves the call first (`lose_answer`)
     hits: int = 0                             # how many calls it answered
     params_seen: list[dict[str, str]] = field(default_factory=list)
 
@@ -308,6 +319,36 @@ class Injection:
                 f"<Code>{self.code}</Code><Message>{msg}</Message></Error></Errors>"
                 f"<RequestID>{uuid.uuid4()}</RequestID></Response>").encode()
         return status, [("Content-Type", "text/xml")], body
+
+
+def _answer_of(app: Callable, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The whole answer of a WSGI app: (status, headers, body)."""
+    got: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    def start_response(status, headers, exc_info=None):
+        got["status"], got["headers"] = status, list(headers)
+        return chunks.append
+
+    result = app(environ, start_response)
+    try:
+        chunks.extend(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return got["status"], got["headers"], b"".join(chunks)
+
+
+def _reset(sock: socket.socket | None) -> None:
+    """Cut the client's connection with no answer (shut down both ways; SO_LINGER 0 so the
+    final close is a reset): what the client sees of a connection dropped on the way. The
+    ConnectionResetError raised after it makes werkzeug take the request as dropped."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _empty_answer(action: str) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -565,6 +606,24 @@ class EmulatedEC2:
             self.injections.append(inj)
         return inj
 
+    def lose_answer(self, action: str, how: str | int = RESET, *, times: int | None = 1,
+                    when: Callable[[dict[str, str]], bool] | None = None) -> Injection:
+        """The next ``times`` calls of ``action`` (where ``when(params)`` holds) are served by
+        moto, so they take effect, and their answer is lost on the way back: ``how`` =
+        RESET cuts the connection, an HTTP status (500, 503) answers InternalError /
+        ServiceUnavailable instead. As on EC2 ("Ensuring idempotency in Amazon EC2 API
+        requests": a request may time out or meet a server error although it completed),
+        the client cannot tell it from a call that did nothing."""
+        if _unmarked and self in _unmarked:
+            raise RuntimeError("fault injection needs the marked moto server")
+        code = RESET if how == RESET else ("ServiceUnavailable" if how == 503 else "InternalError")
+        inj = Injection(action=action, code=code, status=500 if how == RESET else int(how),
+                        message="We encountered an internal error. Please try again.",
+                        times=times, when=when, applied=True)
+        with self._lock:
+            self.injections.append(inj)
+        return inj
+
     def clear_injections(self) -> None:
         with self._lock:
             self.injections.clear()
@@ -612,8 +671,9 @@ class EmulatedEC2:
                           else 500 if quirk[0] in SERVER_ERRORS else 400)
                 return Injection(action, code=quirk[0], status=status,
                                  message=quirk[1]).answer(bool(target))
+            environ[_REQUEST] = (action, params, region, bool(target))
             for inj in self.injections:
-                if inj.matches(action, params):
+                if not inj.applied and inj.matches(action, params):
                     inj.hits += 1
                     inj.params_seen.append(params)
                     chosen = inj
@@ -623,6 +683,42 @@ class EmulatedEC2:
         if chosen.delay:
             time.sleep(chosen.delay)
         return None if chosen.code is None and chosen.body is None else chosen.answer(bool(target))
+
+    def _serve(self, app: Callable, environ: dict, start_response: Callable) -> Any:
+        """moto's answer, unless the launch repeats a ClientToken (quirks.idempotent_launch:
+        the first launch's answer, or IdempotentParameterMismatch) or the answer is lost
+        (lose_answer)."""
+        action, params, region, json_protocol = environ.get(_REQUEST, ("", {}, "", False))
+        region = region or self.region
+        replay = self.quirks.replay(action, params, region)
+        if replay is not None and replay[0] != REPLAYED:
+            status, headers, body = Injection(action, code=replay[0], status=400,
+                                              message=replay[1]).answer(json_protocol)
+        elif replay is not None:
+            status, headers, body = replay[1]
+        else:
+            with self._lock:
+                losing = any(i.applied for i in self.injections)
+            if not losing and not (action == "RunInstances" and params.get("ClientToken")):
+                return app(environ, start_response)    # nothing to keep or lose: stream it
+            status, headers, body = _answer_of(app, environ)
+            if action == "RunInstances" and status.startswith("200"):
+                self.quirks.launched_with_token(region, params, (status, headers, body))
+        with self._lock:
+            lost = next((i for i in self.injections
+                         if i.applied and i.matches(action, params)), None)
+            if lost is not None:
+                lost.hits += 1
+                lost.params_seen.append(params)
+        if lost is None:
+            start_response(status, headers)
+            return [body]
+        if lost.code == RESET:
+            _reset(environ.get("werkzeug.socket"))
+            raise ConnectionResetError("lose_answer: the connection was reset")
+        status, headers, body = lost.answer(json_protocol)
+        start_response(status, headers)
+        return [body]
 
     def _place(self, region: str) -> Place:
         """Subnet zones and offered zones as moto's backend of `region` knows them."""

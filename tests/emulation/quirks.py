@@ -53,6 +53,16 @@ does ("Error codes for the Amazon EC2 API", EC2 API reference):
   `AuthFailure.ServiceLinkedRoleCreationNotPermitted` (no AWSServiceRoleForEC2Spot in the
   account, and the caller may not create it: "Service-linked role for Spot Instances").
 No spot capacity is an injection (`EmulatedEC2.inject(..., when=spot)`), as EC2 sends it: a 500.
+
+Idempotency, on by default:
+- `idempotent_launch`: a RunInstances naming a ClientToken already used in its region by a
+  launch that succeeded gets that launch's answer again (the same reservation and instances;
+  nothing new is launched); the same token with other parameters answers
+  `IdempotentParameterMismatch` ("Ensuring idempotency in Amazon EC2 API requests", EC2
+  Developer Guide: the same client token and parameters return the original result; changed
+  parameters, other than the Region or Availability Zone, that error; a token is good in
+  each Region on its own). moto ignores the token and launches again. The answer that gets
+  lost on its way back is an injection (`EmulatedEC2.lose_answer`).
 """
 from __future__ import annotations
 
@@ -62,6 +72,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 ACCOUNT = "123456789012"   # moto's account
 # (instance type, spot?) of the account's pending and running instances in the call's region
@@ -69,6 +80,10 @@ Fleet = Callable[[], "list[tuple[str, bool]]"]
 
 # A code of ours, not AWS's: the call succeeds with nothing found (a filter that misses).
 EMPTY = "(empty answer)"
+# Not AWS's either: a RunInstances answered from `idempotent_launch` (it never reached moto).
+REPLAYED = "(the first launch with this ClientToken)"
+# Parameters AWS leaves out of the idempotency comparison (besides the token itself).
+NOT_COMPARED = frozenset({"ClientToken", "Placement.AvailabilityZone"})
 # Codes EC2 sends as HTTP 500 (server errors); the rest of the quirks' codes are 400s.
 SERVER_ERRORS = frozenset({"InsufficientInstanceCapacity"})
 
@@ -91,6 +106,7 @@ class Quirks:
     require_imdsv2: bool = False
     max_spot: int | None = None
     spot_role_missing: bool = False
+    idempotent_launch: bool = True
 
     instance_not_found: bool = True
     no_capacity: set[tuple[str, str]] = field(default_factory=set)
@@ -100,6 +116,8 @@ class Quirks:
     fresh_groups: set[str] = field(default_factory=set)
     fresh_keys: set[str] = field(default_factory=set)
     last_terminate: float = 0.0
+    # (region, ClientToken) -> (compared parameters, moto's answer) of launches that succeeded
+    launches: dict[tuple[str, str], tuple[dict[str, str], Any]] = field(default_factory=dict)
     answered: list[tuple[str, str]] = field(default_factory=list)   # (action, code) injected
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -109,7 +127,7 @@ class Quirks:
         self.group_held_s = self.sshd_late_s = 0.0
         self.require_imdsv2 = self.spot_role_missing = False
         self.vcpu_limit = self.max_spot = None
-        self.instance_not_found = False
+        self.instance_not_found = self.idempotent_launch = False
         self.no_capacity, self.unsupported = set(), set()
         return self
 
@@ -135,6 +153,14 @@ class Quirks:
             with self._lock:
                 self.fresh_instances.update(instance_ids)
 
+    def launched_with_token(self, region: str, params: dict[str, str], answer: Any) -> None:
+        """moto served a RunInstances that named a ClientToken: its answer is the one every
+        later call with that token gets."""
+        token = params.get("ClientToken")
+        if self.idempotent_launch and token:
+            with self._lock:
+                self.launches.setdefault((region, token), (_compared(params), answer))
+
     def offered(self, zone: str, instance_type: str) -> bool:
         """Whether DescribeInstanceTypeOfferings lists the pair (moto listed it)."""
         return not self.offerings_agree or (zone, instance_type) not in self.unsupported
@@ -144,6 +170,25 @@ class Quirks:
             self.last_terminate = time.monotonic()
 
     # -- what a call gets instead of moto's answer --
+
+    def replay(self, action: str, params: dict[str, str], region: str) -> tuple[str, Any] | None:
+        """(REPLAYED, the first launch's answer) for a RunInstances repeating its ClientToken
+        with the same parameters, ("IdempotentParameterMismatch", message) with others;
+        None: a launch for moto to make."""
+        token = params.get("ClientToken")
+        if action != "RunInstances" or not self.idempotent_launch or not token:
+            return None
+        with self._lock:
+            known = self.launches.get((region, token))
+            if known is None:
+                return None
+            got: tuple[str, Any] = (REPLAYED, known[1])
+            if known[0] != _compared(params):
+                got = ("IdempotentParameterMismatch",
+                       "Arguments on this idempotent request are inconsistent with arguments "
+                       f"used in previous request(s) with client token {token}")
+            self.answered.append((action, got[0]))
+            return got
 
     def answer(self, action: str, params: dict[str, str], region: str = "",
                fleet: Fleet = list, place: Place | None = None) -> tuple[str, str] | None:
@@ -244,6 +289,10 @@ class Quirks:
                     f"additional capacity. You can currently get {itype} capacity by not "
                     f"specifying an Availability Zone in your request or choosing {others}.")
         return None
+
+
+def _compared(params: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k not in NOT_COMPARED}
 
 
 def _is_spot(params: dict[str, str]) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from swarm.config.schema import Ec2Section
 from swarm.errors import ProviderError, UsageError
-from swarm.providers.ec2.errors import aws_errors, error_code
+from swarm.providers.ec2.errors import aws_errors, error_code, transport_error
 
 T = TypeVar("T")
 
@@ -31,6 +31,24 @@ JUST_CREATED = frozenset(
     {"InvalidGroup.NotFound", "InvalidKeyPair.NotFound", "InvalidInstanceID.NotFound"}
 )
 JUST_CREATED_WAIT_S = 60.0
+# A launch may have happened although its answer never came (a 5xx, a dropped connection):
+# EC2 says to repeat it with the same ClientToken, which returns the first launch's instances
+# rather than new ones ("Ensuring idempotency in Amazon EC2 API requests"). botocore repeats
+# each call a few times with one token; when those run out, the launch asks again itself,
+# with the same token, for this long. Codes of botocore's transport errors are their names.
+ANSWER_LOST = frozenset(
+    {
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+    }
+)
+ANSWER_LOST_WAIT_S = 30.0
 
 
 def retry_while(
@@ -48,7 +66,7 @@ def retry_while(
         try:
             return call()
         except Exception as exc:
-            code = error_code(exc)
+            code = error_code(exc) or transport_error(exc)
             if code not in codes or time.monotonic() + delay > deadline:
                 raise
             if on_wait is not None:

@@ -30,6 +30,14 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def transport_error(exc: BaseException) -> str:
+    """The name of a botocore transport error (the connection failed or was cut: no AWS answer,
+    so no AWS code), '' for anything else."""
+    from botocore import exceptions as bx
+
+    return type(exc).__name__ if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)) else ""
+
+
 def _one_line(text: str, limit: int = MAX_DETAIL) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

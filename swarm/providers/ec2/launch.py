@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm.errors import ProviderError
-from swarm.providers.ec2.aws import JUST_CREATED, JUST_CREATED_WAIT_S, chunks, retry_while
+from swarm.providers.ec2.aws import (
+    ANSWER_LOST,
+    ANSWER_LOST_WAIT_S,
+    JUST_CREATED,
+    JUST_CREATED_WAIT_S,
+    chunks,
+    retry_while,
+)
 from swarm.providers.ec2.errors import aws_errors, error_code
 
 Client = Any
@@ -139,14 +146,27 @@ def find_placement(
     return Placement(tuple(usable), False, offered, tuple(skipped))
 
 
-def run_instances(ec2: Client, **params: Any) -> Any:
+def run_instances(ec2: Client, say: Callable[[str], None] = lambda _: None, **params: Any) -> Any:
     """One launch, whatever the retries: the same ClientToken makes EC2 apply it once.
-    The group and key pair made a moment ago may not be found yet: retried (bounded)."""
+    The group and key pair made a moment ago may not be found yet, and a launch's answer may
+    be lost after it happened: both asked again with that token (bounded)."""
     token = uuid.uuid4().hex
+
+    def lost(code: str, waited: float) -> None:
+        say(
+            f"EC2's answer to the launch was lost ({code}): asking again with the same "
+            "ClientToken, which launches nothing twice"
+        )
+
     return retry_while(
-        lambda: ec2.run_instances(ClientToken=token, **params),
-        JUST_CREATED,
-        JUST_CREATED_WAIT_S,
+        lambda: retry_while(
+            lambda: ec2.run_instances(ClientToken=token, **params),
+            JUST_CREATED,
+            JUST_CREATED_WAIT_S,
+        ),
+        ANSWER_LOST,
+        ANSWER_LOST_WAIT_S,
+        lost,
     )
 
 
@@ -166,7 +186,7 @@ def run_in_zones(
     for i, sub in enumerate(subnets):
         nic = {**params["NetworkInterfaces"][0], "SubnetId": sub.id}
         try:
-            return run_instances(ec2, **{**params, "NetworkInterfaces": [nic]}), sub
+            return run_instances(ec2, say, **{**params, "NetworkInterfaces": [nic]}), sub
         except Exception as exc:
             code = error_code(exc)
             if code not in ZONE_CODES:
