@@ -22,7 +22,7 @@ from swarm.pipeline import wheelhouse
 from swarm.pipeline.wheelhouse import Target
 from tests.emulation.plugin import _in_ci
 from tests.helpers import free_port, swarm
-from tests.reliability import ec2_toml, instances, locust_pids, security_groups
+from tests.reliability import ec2_toml, instances, locust_pids, poll, security_groups
 from tests.test_boot import outcomes
 
 VERSION = importlib.metadata.version("locust")
@@ -48,12 +48,16 @@ def prepared_cache() -> str:
 def test_the_headline_flow_on_bare_ec2_nodes_installs_from_the_wheelhouse(
         workdir, cli_env, ec2_env, emulated_ec2, bridge_target):
     """up master, up workers -n 2, a headless run, a UI-mode run, killall, down, on EC2 nodes
-    with no Locust and no venv: each node's bootstrap finds the system Python, installs from
-    the wheelhouse (never the network: the lab has no route out), and the Locust that runs is
-    the node's venv's."""
+    as they come: Ubuntu's `ubuntu` user with passwordless sudo (root refuses the key), no
+    Locust and no venv, and swarm's default of one Locust process per core. Each node's
+    bootstrap finds the system Python, installs from the wheelhouse (never the network: the lab
+    has no route out); the Locust that runs is the node's venv's, every forked worker process
+    connects, and `killall` leaves none."""
     cache = prepared_cache()
-    emulated_ec2.host_options = lambda ip, index: {"bare": True, "private_dirs": LIMITS}
-    ec2_toml(workdir, ec2_env.subnet_id, name=STACK, extra="offline = true\n")
+    emulated_ec2.host_options = lambda ip, index: {"bare": True, "private_dirs": LIMITS,
+                                                   "user": "ubuntu"}
+    ec2_toml(workdir, ec2_env.subnet_id, name=STACK, extra="offline = true\n",
+             ami="ubuntu-24.04", user=None, processes=None)
     env = {**cli_env, **ec2_env.env, "SWARM_CACHE_DIR": cache}
 
     def ok(*args: str) -> str:
@@ -68,33 +72,48 @@ def test_the_headline_flow_on_bare_ec2_nodes_installs_from_the_wheelhouse(
     assert "to 2 node(s)" in err, err
     hosts = [emulated_ec2.host_for(i["InstanceId"]) for i in instances(emulated_ec2.client(),
                                                                      STACK)]
-    assert len(hosts) == 3
+    workers = [emulated_ec2.host_for(i["InstanceId"])
+               for i in instances(emulated_ec2.client(), STACK, "worker")]
+    assert len(hosts) == 3 and len(workers) == 2
+    venv = "/home/ubuntu/swarm/venv"
     for host in hosts:
-        assert host.bare
-        log = (host.home / "swarm" / "bootstrap.log").read_text()
+        assert host.bare and host.user == "ubuntu"
+        log = (host.login_home / "swarm" / "bootstrap.log").read_text()
+        assert "user=ubuntu" in log, log
         assert "using /usr/bin/python3" in log, log
-        assert "creating venv at /root/swarm/venv" in log, log
-        assert (f"installing locust=={VERSION} from the wheelhouse at /root/swarm/wheelhouse "
-                "(offline: pip --no-index)") in log, log
-        assert f"installed locust {VERSION} at {VENV_LOCUST}" in log, log
-        assert (host.home / "swarm" / "locust-path").read_text().strip() == VENV_LOCUST
+        assert f"creating venv at {venv}" in log, log
+        assert (f"installing locust=={VERSION} from the wheelhouse at /home/ubuntu/swarm/"
+                "wheelhouse (offline: pip --no-index)") in log, log
+        assert f"installed locust {VERSION} at {venv}/bin/locust" in log, log
+        assert (host.login_home / "swarm" / "locust-path").read_text().strip() == \
+            f"{venv}/bin/locust"
         # nothing else was there to find: no locust on the bare host's PATH, no lab venv
         assert host.exec("command -v locust").returncode != 0
         assert host.exec(f"test -e {sys.prefix}/bin/locust").returncode != 0
         assert Path(sys.prefix, "bin", "locust").exists()           # (it is, on this machine)
 
-    run = ("run", "-H", bridge_target.url, "-f", "viral_load.py", "-u", "4", "-r", "4")
-    assert "2 of 2 worker process(es) connected" in ok(*run, "--headless", "-t", "3s")
-    ok(*run)                                        # UI mode: Locust keeps running
+    cores = [int(w.exec("nproc", check=True).stdout) for w in workers]
+    expected = sum(cores)                   # processes = -1: one worker process per core
+    run = ("run", "-H", bridge_target.url, "-f", "viral_load.py", "-u", "8", "-r", "8")
+    err = ok(*run, "--headless", "-t", "3s")
+    assert f"{expected} of {expected} worker process(es) connected" in err, err
+    err = ok(*run)                                  # UI mode: Locust keeps running
+    assert f"{expected} of {expected} worker process(es) connected" in err, err
+    running = {}
     for host in hosts:
-        pids = locust_pids(host)
+        pids = running[host.name] = locust_pids(host)
         assert pids, host.name
         for pid in pids:
             maps = Path(f"/proc/{pid}/maps").read_text()
             # gevent's C extension is loaded from the node's venv, nothing from the lab's
-            assert "/swarm/venv/lib/python3" in maps and "/gevent/" in maps, host.name
+            assert f"{venv}/lib/python3" in maps and "/gevent/" in maps, host.name
             assert ".pyenv" not in maps and sys.prefix not in maps, host.name
+    for w, n in zip(workers, cores, strict=True):
+        assert len(running[w.name]) == n + 1, (w.name, running[w.name])   # parent + forks
     ok("killall")
+    for host in hosts:
+        poll(lambda h=host: not locust_pids(h), timeout=20, what=f"Locust gone from {host.name}")
+        assert not set(running[host.name]) & set(host.pids(include_init=True)), host.name
     ok("down")
     assert instances(emulated_ec2.client(), STACK) == []
 
