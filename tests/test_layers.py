@@ -127,6 +127,52 @@ def test_imports_flow_one_way(name):
     assert not bad, f"{name} imports: " + "; ".join(bad)
 
 
+# Inside remote/: the transports stand on base.py (Runner, Result, the tar helpers) and never
+# on each other; base.py and the helpers beside it name no transport. Who builds a runner
+# (a provider) imports its transport directly.
+REMOTE_BASE = "swarm.remote.base"
+TRANSPORTS = {"swarm.remote.ssh", "swarm.remote.local"}
+
+
+def remote_inward(modules: dict[str, Path]) -> list[str]:
+    """Every import inside swarm.remote that points at a transport."""
+    bad = []
+    for name, path in modules.items():
+        if layer_of(name) != "swarm.remote":
+            continue
+        for target, _ in imports_of(path):
+            if target in TRANSPORTS and target != name:
+                bad.append(f"{name} imports {target} (only providers name a transport)")
+    return bad
+
+
+def test_remote_transports_stand_on_base():
+    assert not remote_inward(MODULES), "; ".join(remote_inward(MODULES))
+    for transport in TRANSPORTS:
+        targets = {t for t, _ in imports_of(MODULES[transport])}
+        assert REMOTE_BASE in targets, f"{transport} does not build on {REMOTE_BASE}"
+
+
+def test_the_remote_check_can_fail(tmp_path, monkeypatch):
+    """A base that names a transport (the old remote.py importing SSHRunner) is caught."""
+    fake = tmp_path / "swarm" / "remote"
+    fake.mkdir(parents=True)
+    (fake.parent / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "base.py").write_text("def runner():\n    from swarm.remote.ssh import SSHRunner\n")
+    (fake / "ssh.py").write_text("from swarm.remote.base import Runner\n")
+    (fake / "local.py").write_text("from swarm.remote import base\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    mods = {module_name(p): p for p in fake.rglob("*.py")}
+    assert remote_inward(mods) == [
+        "swarm.remote.base imports swarm.remote.ssh (only providers name a transport)"
+    ]
+    (fake / "base.py").write_text("import swarm.remote.local\n")
+    assert remote_inward(mods) == [
+        "swarm.remote.base imports swarm.remote.local (only providers name a transport)"
+    ]
+
+
 def circles(modules: dict[str, Path]) -> list[list[str]]:
     """Every import circle among run-time imports (function-level ones included)."""
     graph = {}
