@@ -66,14 +66,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "secret-to-workers",
         "every worker's Locust started with AWS_SECRET_ACCESS_KEY exported",
         (Hunk("swarm/pipeline/start.py",
-              "            cmd = start_cmd(\n"
-              "                rd, worker_argv(spec.locustfile, master_ip, spec.master_port, per), "
-              "warm=warm\n"
-              "            )",
+              "            cmd = start_cmd(rd, argv, warm=warm, env=has_env)",
               "            cmd = \"export AWS_SECRET_ACCESS_KEY='%s'; \" % __import__('os')"
               ".environ.get('AWS_SECRET_ACCESS_KEY', '') + start_cmd(\n"
-              "                rd, worker_argv(spec.locustfile, master_ip, spec.master_port, per), "
-              "warm=False\n"
+              "                rd, argv, warm=False, env=has_env\n"
               "            )"),),
         ("tests/test_secrets.py",),
     ),

@@ -79,6 +79,14 @@ CASES = [
     Case("unknown-section", UP, 2, ("unknown section [ec3]",), extra="[ec3]\nspot = true\n"),
     Case("wrong-type", UP, 2, ("[locust] processes must be an integer",),
          toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nprocesses = "four"\n'),
+    Case("worker-args-not-a-list", UP, 2, ("[locust] worker_args must be a list of strings",),
+         toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nworker_args = "--tag x"\n'),
+    Case("env-not-a-table", UP, 2, ("[locust] env must be a table",),
+         toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nenv = "TOKEN=x"\n'),
+    Case("env-value-not-a-string", UP, 2, ("[locust] env TOKEN must be a string, not list",),
+         toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nenv = { TOKEN = ["hunter2"] }\n'),
+    Case("env-bad-name", UP, 2, ("[locust] env", "'MY-VAR' is not an environment variable name"),
+         toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nenv = { "MY-VAR" = "x" }\n'),
     Case("unknown-provider", UP, 2, ("must be one of local, hosts, ec2", "gce"),
          toml=lambda s: '[stack]\nprovider = "gce"\n'),
     Case("ports-collide", UP, 2, ("web_port and master_port must differ",),
@@ -167,6 +175,7 @@ def test_bad_input_is_one_line_and_launches_nothing(case: Case, workdir, cli_env
     res = swarm(*case.args, cwd=workdir, env=env, timeout=60)
     assert_one_error_line(res, case.code, *case.needles)
     assert res.out == ""
+    assert "hunter2" not in res.err     # a bad [locust] env value is never quoted back
     ec2 = emulated_ec2.client()
     assert all_instances(ec2) == []
     for action in ("RunInstances", "CreateSecurityGroup", "CreateKeyPair"):

@@ -245,6 +245,23 @@ def _tags(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env(v: Any) -> dict[str, str]:
+    """Environment for Locust on every node. Values may be secrets: no message quotes one."""
+    if not isinstance(v, dict):
+        raise ValueError('must be a table of NAME = "value"')
+    for k, x in v.items():
+        if not ENV_NAME_RE.match(k):
+            raise ValueError(f"name {k!r} is not an environment variable name (A-Z, 0-9, _)")
+        if not isinstance(x, str):
+            raise ValueError(f"{k} must be a string, not {type(x).__name__}")
+        if "\0" in x:
+            raise ValueError(f"{k} must not contain a NUL character")
+    return dict(v)
+
+
 def _port(v: Any) -> int:
     return _int(1, 65535)(v)
 
@@ -252,11 +269,13 @@ def _port(v: Any) -> int:
 # ---- the sections ----
 
 
-def key(check: Check, default: Any = None) -> Any:
-    """A swarm.toml key: its default, and the check its TOML value goes through."""
+def key(check: Check, default: Any = None, *, secret: bool = False) -> Any:
+    """A swarm.toml key: its default, and the check its TOML value goes through. A secret
+    one is left out of the section's repr (a traceback, a debug line)."""
+    meta = {"check": check}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"check": check})
-    return field(default=default, metadata={"check": check})
+        return field(default_factory=lambda: type(default)(default), metadata=meta, repr=not secret)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -283,7 +302,13 @@ class LocustSection:
     processes: int = key(_int(-1, 256), -1)
     web_port: int = key(_port, 8089)
     master_port: int = key(_port, 5557)
-    extra_args: tuple[str, ...] = key(_str_list, ())
+    extra_args: tuple[str, ...] = key(_str_list, ())  # the master's
+    # Locust forwards custom arguments to workers only when a run starts; plugins read them
+    # at start-up, so the workers get their own.
+    worker_args: tuple[str, ...] = key(_str_list, ())
+    env: dict[str, str] = key(
+        _env, {}, secret=True
+    )  # on master and workers; never shown or recorded
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ Paths are relative to the node's remote dir, the same on every provider.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 RESULTS_DIR = "results"  # under the remote dir, cleared at every start
 CSV_PREFIX = f"{RESULTS_DIR}/locust"
@@ -47,8 +48,12 @@ class RunSpec:
     expect_workers: int
     master_port: int
     web_port: int
-    extra_args: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()  # the master's
     master_bind: str | None = None  # None: every interface (workers on other machines)
+    worker_args: tuple[str, ...] = ()
+    # [locust] env: reaches Locust through a file on the node (shell.env_file), never a
+    # command line; kept out of repr, run.json records none of it.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def _locustfiles(locustfile: str) -> str:
@@ -97,7 +102,13 @@ def master_argv(spec: RunSpec) -> list[str]:
     return argv + list(spec.extra_args)
 
 
-def worker_argv(locustfile: str, master_host: str, master_port: int, processes: int) -> list[str]:
+def worker_argv(
+    locustfile: str,
+    master_host: str,
+    master_port: int,
+    processes: int,
+    extra: Sequence[str] = (),
+) -> list[str]:
     argv = [
         "-f",
         _locustfiles(locustfile),
@@ -109,7 +120,7 @@ def worker_argv(locustfile: str, master_host: str, master_port: int, processes: 
     ]
     if processes != 1:
         argv += ["--processes", str(processes)]  # -1: one per core, Locust detects it
-    return argv
+    return argv + list(extra)
 
 
 def _num(x: float) -> str:

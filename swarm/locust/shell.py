@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +69,23 @@ def warm_restart_cmd(rd: str) -> str:
     )
 
 
+ENV_FILE = "locust.env"  # [locust] env for the Locust being started: 0600, removed once read
+
+
+def env_file(env: Mapping[str, str]) -> bytes:
+    """[locust] env as the file start_cmd reads from its stdin: `export NAME='value'` lines
+    (the warm Locust reads the same file with shlex). Through stdin, so no value is ever on a
+    command line (logged, or shown by `ps`)."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode()
+
+
 def start_cmd(
-    rd: str, argv: Sequence[str], *, fresh_results: bool = False, warm: bool = False
+    rd: str,
+    argv: Sequence[str],
+    *,
+    fresh_results: bool = False,
+    warm: bool = False,
+    env: bool = False,
 ) -> str:
     """Start Locust in the background in a session of its own and return at once; print its pid.
 
@@ -82,9 +97,17 @@ def start_cmd(
     """
     args = " ".join(shlex.quote(a) for a in argv)
     clean = f"rm -rf {RESULTS_DIR}; mkdir -p {RESULTS_DIR}; " if fresh_results else ""
+    # With `env`, the file comes on stdin. A cold start's shell sources it (and removes it)
+    # before it writes locust.pid, a warm one's child reads it before, so once locust.pid is
+    # there the file can go: it never outlives the start, whichever path started Locust.
+    take_env = f"rm -f {ENV_FILE}; " + (
+        f"(umask 077 && cat >{ENV_FILE}) || exit 1; " if env else ""
+    )
+    source = f"[ -f {ENV_FILE} ] && {{ . ./{ENV_FILE}; rm -f {ENV_FILE}; }}; "
     inner = '"$0" "$@" >locust.log 2>&1 </dev/null; echo $? >locust.exit'
     cold = (
-        f"setsid sh -c 'echo $$ >locust.pid; {inner}' \"$L\" {args} >/dev/null 2>&1 </dev/null & "
+        f"setsid sh -c '{source}echo $$ >locust.pid; {inner}' \"$L\" {args} "
+        ">/dev/null 2>&1 </dev/null & "
         "for i in $(seq 100); do [ -s locust.pid ] && break; sleep 0.02; done; "
     )
     via_warm = launch = ""
@@ -101,8 +124,9 @@ def start_cmd(
         launch = f'[ "$W" = 1 ] && {{ {_warm_launch()}; }}; '
     plugin = f"printf '%s' {_shipped('final_stats.py')} >{PLUGIN_FILE} || exit 1; "
     return (
-        f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {plugin}{_FIND_LOCUST}"
-        f"{via_warm}[ -s locust.pid ] || {{ {cold}}}; {launch}cat locust.pid"
+        f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {take_env}{plugin}"
+        f"{_FIND_LOCUST}{via_warm}[ -s locust.pid ] || {{ {cold}}}; "
+        f"[ -s locust.pid ] && rm -f {ENV_FILE}; {launch}cat locust.pid"
     )
 
 

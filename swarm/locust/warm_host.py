@@ -22,6 +22,22 @@ import time
 import traceback
 
 FIFO, PID, READY = "warm.fifo", "warm.pid", "warm.ready"
+ENV_FILE = "locust.env"  # shell.ENV_FILE: `export NAME='value'` lines, read before locust.pid
+
+
+def _load_env() -> None:
+    """[locust] env of this run, as a cold start's shell would source it."""
+    import shlex
+
+    try:
+        with open(ENV_FILE) as f:
+            words = shlex.split(f.read())
+    except FileNotFoundError:
+        return
+    for word in words:
+        name, eq, value = word.partition("=")
+        if eq:  # skip the `export` words
+            os.environ[name] = value
 
 
 def _write(path: str, text: str) -> None:
@@ -54,6 +70,7 @@ def _run_locust(locust_bin: str, argv: list[str]) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         _name("locust")
+        _load_env()  # before locust.pid: once that is there, the start command removes it
         _write("locust.pid", f"{os.getpid()}\n")
         sys.argv = [locust_bin, *argv]
         sys.path[0] = os.path.dirname(os.path.abspath(locust_bin))  # as if run as a script

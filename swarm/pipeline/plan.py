@@ -140,6 +140,8 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         web_port=ports.web,
         extra_args=tuple(cfg.locust.extra_args) + tuple(opts.extra_args),
         master_bind=ports.bind,
+        worker_args=tuple(cfg.locust.worker_args),
+        env=dict(cfg.locust.env),
     )
     return Plan(ship, spec, checks, opts.profile, opts.require_all)
 

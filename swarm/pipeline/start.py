@@ -18,7 +18,14 @@ from swarm.locust.live import (
     summarize,
     write_meta_cmd,
 )
-from swarm.locust.shell import HostFacts, kill_cmd, start_cmd, stop_probe, wait_workers_cmd
+from swarm.locust.shell import (
+    HostFacts,
+    env_file,
+    kill_cmd,
+    start_cmd,
+    stop_probe,
+    wait_workers_cmd,
+)
 from swarm.models import HostResult, Node, Probe, Role
 from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
@@ -106,19 +113,22 @@ def start(ctx: RunContext) -> None:
     # more long-lived process on the user's machine for no gain.
     warm = sess.provider.runs_bootstrap
 
+    # [locust] env goes on the start command's stdin, never on its command line
+    env = env_file(spec.env) if spec.env else None
+    has_env = env is not None
+
     def start_one(node: Node) -> str:
         if node.role == Role.MASTER:
             # Written first, so `swarm status` knows what to expect from the first poll on.
             cmd = (
                 f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && "
                 f"{write_meta_cmd(ctx.meta)}) && "
-                + start_cmd(rd, master_argv(spec), fresh_results=True, warm=warm)
+                + start_cmd(rd, master_argv(spec), fresh_results=True, warm=warm, env=has_env)
             )
         else:
-            cmd = start_cmd(
-                rd, worker_argv(spec.locustfile, master_ip, spec.master_port, per), warm=warm
-            )
-        return ctx.runners[node.id].run(cmd, timeout=60).stdout.strip()
+            argv = worker_argv(spec.locustfile, master_ip, spec.master_port, per, spec.worker_args)
+            cmd = start_cmd(rd, argv, warm=warm, env=has_env)
+        return ctx.runners[node.id].run(cmd, timeout=60, stdin=env).stdout.strip()
 
     sess.report.info(
         f"starting Locust: master on {ctx.master.name}, {expected} worker process(es) "
