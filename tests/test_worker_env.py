@@ -8,7 +8,9 @@ process table for the secret itself.
 """
 import hashlib
 import json
+import os
 import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,7 @@ def _seen(environment, **kw):
     role = ("worker" if isinstance(environment.runner, WorkerRunner)
             else "master" if isinstance(environment.runner, MasterRunner) else "other")
     secret = os.environ.get("PROBE_SECRET", "")
+    os.makedirs(os.environ["PROBE_OUT"], exist_ok=True)
     out = os.path.join(os.environ["PROBE_OUT"], f"{role}-{os.getpid()}.json")
     with open(out, "w") as f:
         json.dump({"role": role, "tag": environment.parsed_options.probe_tag,
@@ -146,3 +149,85 @@ def test_the_env_file_carries_any_string(tmp_path):
     assert out.strip() == repr(list(env.values()))
     cmd = shell.start_cmd("swarm", ["-f", "x"], warm=True, env=True)
     assert subprocess.run(["sh", "-n", "-c", cmd]).returncode == 0
+
+
+def _environ_holds(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def test_on_hosts_both_warm_and_cold_starts_get_them(workdir, cli_env, emulated_hosts,
+                                                     bridge_target):
+    """Over SSH, where Locust is forked by each host's warm Locust (and started cold when that
+    one is gone): each path hands the Locust it starts the arguments and the environment, and
+    the warm Locust that stays never holds the secret."""
+    from tests.reliability import locust_pids, poll
+    from tests.test_ssh_cycle import _cmdline, hosts_toml, warm_pids
+
+    secret = "sw-" + secrets.token_hex(12)
+    hs = emulated_hosts(3)
+    master, *workers = hs.hosts
+    (workdir / "locustfiles" / "env_probe.py").write_text(PROBE)
+    # relative: each host writes into its own remote dir
+    hosts_toml(workdir, master, workers, hs.key_path, extra=_toml_env(Path("probe"), secret))
+    want = hashlib.sha256(secret.encode()).hexdigest()
+    outputs = []
+
+    def run(*extra: str) -> None:
+        res = swarm("run", "-H", bridge_target.url, "-f", "env_probe.py", *extra, cwd=workdir,
+                    env=cli_env, timeout=180)
+        outputs.append(res.out + res.err)
+        assert res.code == 0, res.err
+        assert "2 of 2 worker process(es) connected" in res.err
+
+    def seen(host) -> list[dict]:
+        got = _seen(host.home / "swarm" / "probe")
+        for p in (host.home / "swarm" / "probe").iterdir():
+            p.unlink()
+        return got
+
+    try:
+        for args in (("up", "master"), ("up", "workers", "-n", "2")):
+            res = swarm(*args, cwd=workdir, env=cli_env, timeout=120)
+            outputs.append(res.out + res.err)
+            assert res.code == 0, res.err
+        run("--headless", "-u", "4", "-r", "4", "-t", "3s")      # every host: warm
+        for host, role, tag in ((master, "master", "from-master"),
+                                *((w, "worker", "from-worker") for w in workers)):
+            got = seen(host)
+            assert [(d["role"], d["tag"], d["secret_sha256"], d["quoted"]) for d in got] == [
+                (role, tag, want, QUOTED)], (host.ip, got)
+
+        # worker 1's warm Locust gone: it starts cold; a UI run keeps Locust up to look at
+        dead = warm_pids(workers[0])[0]
+        os.kill(dead, signal.SIGKILL)
+        poll(lambda: dead not in warm_pids(workers[0]), timeout=10, what="the warm Locust to die")
+        run("-u", "2")
+        cold = locust_pids(workers[0])
+        assert len(cold) == 1 and "swarm-warm.py" not in _cmdline(cold[0]), cold
+        assert [(d["tag"], d["secret_sha256"]) for d in seen(workers[0])] == [
+            ("from-worker", want)]
+        assert [(d["tag"], d["secret_sha256"]) for d in seen(workers[1])] == [
+            ("from-worker", want)]
+        # the check below can see it: the cold Locust was exec'd with it in its environment
+        assert _environ_holds(cold[0], secret.encode())
+        poll(lambda: len(warm_pids(workers[0])) == 1, timeout=30, what="a new warm Locust")
+        for h in hs.hosts:
+            assert list((h.home / "swarm").glob(shell.ENV_FILE)) == [], h.ip
+            assert [p for p in h.pids() if secret.encode() in _cmdline(p).encode()] == []
+            assert [p for p in warm_pids(h) if _environ_holds(p, secret.encode())] == [], h.ip
+        res = swarm("logs", cwd=workdir, env=cli_env)
+        outputs.append(res.out + res.err)
+        res = swarm("killall", cwd=workdir, env=cli_env)
+        outputs.append(res.out + res.err)
+        assert res.code == 0, res.err
+        for h in hs.hosts:   # what the hosts keep until `down`: logs, results, swarm's files
+            assert _files_holding(h.home / "swarm", secret.encode()) == [], h.ip
+    finally:
+        res = swarm("down", cwd=workdir, env=cli_env, timeout=120)
+        outputs.append(res.out + res.err)
+    assert res.code == 0, res.err
+    assert all(secret not in o for o in outputs)
+    assert _files_holding(workdir.parent, secret.encode()) == [workdir / "swarm.toml"]
