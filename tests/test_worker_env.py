@@ -106,6 +106,9 @@ def test_worker_args_and_env_reach_every_locust_secret_nowhere(
         assert all(d["secret_sha256"] == want for d in seen)
         assert all(d["quoted"] == QUOTED for d in seen)
         assert list(state.rglob(shell.ENV_FILE)) == []      # removed once Locust read it
+        record = json.loads(next((workdir / "results" / "t").glob("*/run.json")).read_text())
+        assert record["worker_args"] == ["--probe-tag", "from-worker"]
+        assert record["env_names"] == ["PROBE_OUT", "PROBE_QUOTED", "PROBE_SECRET"]
 
         # While Locust runs: the secret is in no process's command line (what `ps` shows).
         for p in probe_out.iterdir():

@@ -41,6 +41,8 @@ class RunRecord:
     run_time: str | None
     profile: str | None
     extra_args: list[str]
+    worker_args: list[str]
+    env_names: list[str]  # [locust] env's names: reproducible; the values may be secrets
     started_at: str
     ended_at: str
     verdict: Verdict
