@@ -306,9 +306,8 @@ class LocustSection:
     # Locust forwards custom arguments to workers only when a run starts; plugins read them
     # at start-up, so the workers get their own.
     worker_args: tuple[str, ...] = key(_str_list, ())
-    env: dict[str, str] = key(
-        _env, {}, secret=True
-    )  # on master and workers; never shown or recorded
+    # On master and workers; the values are never shown or recorded (run.json names them).
+    env: dict[str, str] = key(_env, {}, secret=True)
 
 
 @dataclass(frozen=True)

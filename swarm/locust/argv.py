@@ -52,7 +52,7 @@ class RunSpec:
     master_bind: str | None = None  # None: every interface (workers on other machines)
     worker_args: tuple[str, ...] = ()
     # [locust] env: reaches Locust through a file on the node (shell.env_file), never a
-    # command line; kept out of repr, run.json records none of it.
+    # command line; kept out of repr, run.json records only the names.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
