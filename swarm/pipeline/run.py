@@ -105,10 +105,14 @@ def _stop_load(ctx: RunContext) -> Followed:
         what="stop",
         raise_on_error=False,
     )
-    for res in results + stop_workers(ctx):
+    _warn_unstopped(sess, results + stop_workers(ctx))
+    return Followed(interrupted=True)
+
+
+def _warn_unstopped(sess: Session, results: list[HostResult]) -> None:
+    for res in results:
         if not res.ok:
             sess.report.warn(f"could not stop Locust on {res.node.name}: {res.error}")
-    return Followed(interrupted=True)
 
 
 def _finish(
@@ -126,9 +130,7 @@ def _finish(
     if ctx.master.name in lost:
         # Without their master the workers would go on loading the target for a minute
         # (Locust's heartbeat timeout).
-        for res in stop_workers(ctx, [w for w in ctx.workers if w.name not in lost]):
-            if not res.ok:
-                sess.report.warn(f"could not stop Locust on {res.node.name}: {res.error}")
+        _warn_unstopped(sess, stop_workers(ctx, [w for w in ctx.workers if w.name not in lost]))
     # the master may be gone (powered off mid-run): still fetch from the others
     code = (
         None
