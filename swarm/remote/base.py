@@ -39,6 +39,33 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One SSH login on the way to a node (a bastion, a ProxyJump host)."""
+
+    host: str
+    port: int = 22
+    user: str = "root"
+    key_files: tuple[Path, ...] = ()  # none: the agent and ~/.ssh/id_* as OpenSSH would
+
+
+@dataclass(frozen=True)
+class Route:
+    """How swarm reaches a node's sshd: straight, through jump hosts (the first is the one this
+    machine connects to), or through a command whose stdin/stdout is the connection (SSM).
+    Every hop's host key is pinned in the stack's known_hosts, as the node's is."""
+
+    jumps: tuple[Hop, ...] = ()
+    proxy_command: str | None = None  # OpenSSH's ProxyCommand: %h, %p and %r expanded
+
+    @property
+    def direct(self) -> bool:
+        return not self.jumps and self.proxy_command is None
+
+
+DIRECT = Route()
+
+
+@dataclass(frozen=True)
 class SshTarget:
     """What an OpenSSH client needs to reach the node as swarm does (`swarm ssh`)."""
 
@@ -47,6 +74,7 @@ class SshTarget:
     user: str
     key_file: Path | None
     known_hosts: Path | None
+    route: Route = DIRECT
 
 
 class Tunnel(Protocol):
