@@ -124,6 +124,12 @@ CASES = [
          toml=_sub('"10.77.0.0/16"', '"::/0"')),
     Case("ssh-cidr-garbage", UP, 2, ("ssh_cidr", "must be a CIDR"),
          toml=_sub('"10.77.0.0/16"', '"my office"')),
+    Case("instance-profile-without-ssm", UP, 2,
+         ('[ec2] instance_profile is only used with connect = "ssm"',),
+         ec2_extra='instance_profile = "team-ssm"\n'),
+    Case("ssh-cidr-with-ssm", UP, 2, ('[ec2] ssh_cidr is not used with connect = "ssm"',
+                                      "no SSH ingress at all"),
+         toml=_sub('connect = "private"', 'connect = "ssm"')),
     # -- hosts --
     Case("hosts-entry-no-user", UP, 2, ("[hosts] workers", "user@host"),
          toml=_hosts_toml("10.77.1.251")),

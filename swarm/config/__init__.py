@@ -159,6 +159,17 @@ def _cross_checks(cfg: Config, where: Where) -> None:
             f"{where('bootstrap', 'wheelhouse')}[bootstrap] wheelhouse is only used with "
             "offline = true: set it too, or drop wheelhouse"
         )
+    if cfg.ec2.connect != "ssm":
+        if cfg.ec2.instance_profile:
+            raise ConfigError(
+                f"{where('ec2', 'instance_profile')}[ec2] instance_profile is only used with "
+                'connect = "ssm": set it too, or drop instance_profile'
+            )
+    elif cfg.ec2.ssh_cidr:
+        raise ConfigError(
+            f'{where("ec2", "ssh_cidr")}[ec2] ssh_cidr is not used with connect = "ssm" '
+            "(no SSH ingress at all: SSH goes through Session Manager): drop ssh_cidr"
+        )
     if bool(cfg.ec2.key_name) != bool(cfg.ec2.key_file):
         raise ConfigError(
             f"{where('ec2', 'key_name' if cfg.ec2.key_name else 'key_file')}"

@@ -334,7 +334,10 @@ class Ec2Section:
     key_file: str | None = key(_nonempty)
     ssh_user: str | None = key(_nonempty)
     ssh_cidr: str | None = key(_cidr)
-    connect: str = key(_choice("public", "private"), "public")
+    connect: str = key(_choice("public", "private", "ssm"), "public")
+    # connect = "ssm": the nodes' instance profile (it must allow AmazonSSMManagedInstanceCore's
+    # actions); without it swarm makes one for the stack and `down` removes it.
+    instance_profile: str | None = key(_nonempty)
     spot: Spot = key(_spot, Spot.OFF)
     ttl: int = key(parse_ttl, 4 * 3600)
     tags: dict[str, str] = key(_tags, {})

@@ -20,7 +20,7 @@ from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key, stack_expiry
 from swarm.providers.base import Elsewhere, Provider, Stack
-from swarm.providers.ec2 import launch, market, regions, setup, tags
+from swarm.providers.ec2 import launch, market, regions, setup, ssm, tags
 from swarm.providers.ec2.aws import (
     AwsClients,
     chunks,
@@ -31,7 +31,7 @@ from swarm.providers.ec2.launch import Placement
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc, unix_from_iso
 from swarm.remote import known_hosts, poweroff
-from swarm.remote.base import Runner
+from swarm.remote.base import DIRECT, Route, Runner
 
 MAX_COUNT = 500
 LIVE_STATES = ("pending", "running", "stopping", "stopped")  # shutting-down is on its way out
@@ -44,6 +44,7 @@ METADATA_OPTIONS = {"HttpTokens": "required", "HttpEndpoint": "enabled"}
 class _Prepared:
     group_id: str
     key_name: str
+    instance_profile: str | None = None  # connect = "ssm"
 
 
 class Ec2Provider(AwsClients, Provider):
@@ -104,7 +105,8 @@ class Ec2Provider(AwsClients, Provider):
         # connect = "private": the controller is inside the VPC (or reaches it through it),
         # so the VPC's own range, not this machine's public address (a lookup that is wrong).
         private = self.cfg.connect == "private" and not self.cfg.ssh_cidr
-        cidr = "" if private else setup.ssh_cidr(self.cfg.ssh_cidr)
+        over_ssm = self.cfg.connect == "ssm"  # no SSH rule at all: SSH comes from inside
+        cidr = None if private or over_ssm else setup.ssh_cidr(self.cfg.ssh_cidr)
         port = self.config.locust.master_port
         with aws_errors(
             f"prepare the security group and key pair of stack {stack.name}", self.region
@@ -121,7 +123,11 @@ class Ec2Provider(AwsClients, Provider):
                 key_name = self.cfg.key_name
             else:
                 key_name = setup.ensure_key_pair(self.ec2, stack.name, key_file, shared)
-        self._prepared[stack.name] = _Prepared(gid, key_name)
+        profile = self.cfg.instance_profile  # checked by check_launch
+        if over_ssm and not profile:
+            with aws_errors(f"prepare the instance profile of stack {stack.name}", self.region):
+                profile = ssm.ensure_profile(self.client("iam"), stack.name, self.region, shared)
+        self._prepared[stack.name] = _Prepared(gid, key_name, profile)
 
     def list_nodes(self, stack: Stack, role: Role | None = None) -> list[Node]:
         filters = tags.stack_filters(stack.name, role)
@@ -144,9 +150,13 @@ class Ec2Provider(AwsClients, Provider):
         tags.check_user_tags(self.cfg.tags)
         if self.cfg.key_name:
             setup.check_key_file(self.key_path(stack))
+        if self.cfg.connect == "ssm":
+            ssm.check_tools()
         if (role, count) in self._checked:
             return self._checked[role, count]
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
+            if self.cfg.connect == "ssm" and self.cfg.instance_profile:
+                ssm.check_named_profile(self.client("iam"), self.cfg.instance_profile)
             settings = self._images()[role]  # a typo in a type: said before any zone is
             self._find_placement().with_room(count)
         self._checked[role, count] = settings
@@ -221,6 +231,8 @@ class Ec2Provider(AwsClients, Provider):
                 for rt in ("instance", "volume")
             ],
         )
+        if prep.instance_profile:
+            params["IamInstanceProfile"] = {"Name": prep.instance_profile}
         resp = market.launch(
             self._launch_in_zones,
             params,
@@ -327,6 +339,9 @@ class Ec2Provider(AwsClients, Provider):
                 self.ec2.delete_key_pair(KeyName=pair["KeyName"])
         if not self.cfg.key_name:
             setup.remove_local_key(self.key_path(stack))
+        if self.cfg.connect == "ssm" and not self.cfg.instance_profile:  # a named one stays
+            with aws_errors(f"delete the instance profile of stack {stack.name}", self.region):
+                ssm.remove_profile(self.client("iam"), stack.name, self.region)
         with aws_errors(f"delete the security group of stack {stack.name}", self.region):
             for group in setup.find_security_groups(self.ec2, stack.name):
                 self._delete_group(stack, group["GroupId"])
@@ -388,6 +403,10 @@ class Ec2Provider(AwsClients, Provider):
                 f"node {node.name or node.id} has no {self.cfg.connect} IP address: "
                 'set [ec2] connect = "private" or "public" to match your network'
             )
+        route = DIRECT
+        if self.cfg.connect == "ssm":  # node.ssh.host is the instance id
+            ssm.check_tools()
+            route = Route(proxy_command=ssm.proxy_command(self.region, self.cfg.profile))
         return SSHRunner(
             host=node.ssh.host,
             port=node.ssh.port,
@@ -395,6 +414,7 @@ class Ec2Provider(AwsClients, Provider):
             key_file=self.key_path(stack),
             known_hosts=self.state_dir(stack) / "known_hosts",
             label=node.name or node.id,
+            route=route,
         )
 
     def price_book(self) -> PriceBook:
@@ -423,6 +443,8 @@ class Ec2Provider(AwsClients, Provider):
         found = {**(fallback_tags or {}), **tags.tag_dict(inst)}
         public, private = inst.get("PublicIpAddress"), inst.get("PrivateIpAddress")
         connect_ip = public if self.cfg.connect == "public" else private
+        if self.cfg.connect == "ssm":  # reached by instance id, through Session Manager
+            connect_ip = inst["InstanceId"]
         launched = inst.get("LaunchTime")
         return Node(
             id=inst["InstanceId"],

@@ -173,13 +173,14 @@ def ensure_security_group(
     ec2: Client,
     stack: str,
     vpc_id: str,
-    cidr: str,
+    cidr: str | None,
     locust_ports: tuple[int, int],
     tags: dict[str, str],
 ) -> str:
     """The stack's group in this VPC, created if missing, with exactly swarm's ingress rules:
-    SSH 22 from `cidr`, Locust `locust_ports` from the group itself; nothing else."""
-    if ipaddress.ip_network(cidr).prefixlen == 0:
+    SSH 22 from `cidr` (None: no SSH rule at all, connect = "ssm"), Locust `locust_ports`
+    from the group itself; nothing else."""
+    if cidr is not None and ipaddress.ip_network(cidr).prefixlen == 0:
         raise ProviderError(
             f"refusing to open SSH to the whole internet ({cidr}): set [ec2] ssh_cidr"
         )
@@ -196,13 +197,16 @@ def ensure_security_group(
             gid = ec2.create_security_group(
                 GroupName=name,
                 VpcId=vpc_id,
-                Description=f"swarm stack {stack}: SSH from the controller, "
-                "Locust inside the group",
+                Description=f"swarm stack {stack}: "
+                + ("SSH from the controller, " if cidr else "")
+                + "Locust inside the group",
                 TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
             )["GroupId"]
         group = {"GroupId": gid, "IpPermissions": []}
     gid = group["GroupId"]
-    want = {("tcp", 22, 22, "cidr", cidr), ("tcp", locust_ports[0], locust_ports[1], "group", gid)}
+    want = {("tcp", locust_ports[0], locust_ports[1], "group", gid)}
+    if cidr is not None:
+        want.add(("tcp", 22, 22, "cidr", cidr))
     have = {k for perm in group.get("IpPermissions", []) for k in _rule_keys(perm)}
     extra, missing = sorted(have - want, key=str), sorted(want - have, key=str)
     # A group just created may not be found yet by the next call (eventual consistency).
