@@ -1,4 +1,5 @@
-"""[ec2] connect = "ssm": SSH through AWS Systems Manager, no port 22 open to anything.
+"""[ec2] connect = "ssm": SSH through AWS Systems Manager, no port 22 open to anything:
+up, a headless run, logs, `swarm ssh`, the UI tunnel and down all go through the ProxyCommand.
 
 The real `aws ssm start-session` needs AWS and cannot run offline: the CLI runs with stand-ins
 for the AWS CLI and its Session Manager plugin first on its PATH (tests/emulation/ssm.py). The
@@ -10,11 +11,14 @@ connection from the controller is dropped and only that path works.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import urllib.request
 
 import pytest
 
 from tests.emulation import ssm as ssm_lab
-from tests.helpers import assert_one_error_line, swarm
+from tests.helpers import SWARM, assert_one_error_line, free_port, swarm
 from tests.reliability import (all_instances, ec2_toml, fast_bootstrap, instances, key_pairs,
                                security_groups)
 from tests.test_exposure import rule_set
@@ -110,6 +114,28 @@ def test_ssm_headless_flow_with_no_port_22_rule(workdir, cli_env, ec2_env, emula
     record = json.loads((out / "run.json").read_text())
     claimed = record["summary"]["total"]["requests"]
     assert claimed > 0 and abs(bridge_target.total() - claimed) <= max(1, claimed * 0.01)
+
+    res = cli("logs", "worker-1")
+    assert res.code == 0 and "locust" in res.out.lower(), (res.out, res.err)
+    # `swarm ssh` is OpenSSH with the same ProxyCommand and pins; the node sees the connection
+    # come from itself, as from the SSM agent
+    res = cli("ssh", "master", "--", "echo", "$SSH_CONNECTION")
+    assert res.code == 0, res.err
+    assert res.out.split()[0] == master["PrivateIpAddress"], res.out
+    # the UI tunnel through the same path
+    res = cli("run", "-H", bridge_target.url, "-f", "viral_load.py", "-u", "2")
+    assert res.code == 0, res.err
+    port = free_port()
+    ui = subprocess.Popen([*SWARM, "ui", "--port", str(port)], cwd=workdir, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = ui.stdout.readline().strip()        # printed once the tunnel listens
+        assert url == f"http://127.0.0.1:{port}", (url, ui.stderr.read() if ui.poll() else "")
+        stats = json.loads(urllib.request.urlopen(url + "/stats/requests", timeout=15).read())
+        assert stats["worker_count"] == 1
+    finally:
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=20) == 0
 
     # Every SSH connection went through the documented line, to both nodes by instance id.
     seen = ssm_lab.calls(bin_dir)
