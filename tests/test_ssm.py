@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from tests.emulation import ssm as ssm_lab
-from tests.helpers import SWARM, assert_one_error_line, free_port, swarm
+from tests.helpers import SWARM, assert_one_error_line, fake_aws_env, free_port, swarm
 from tests.reliability import (all_instances, ec2_toml, fast_bootstrap, instances, key_pairs,
                                security_groups)
 from tests.test_exposure import rule_set
@@ -213,3 +213,49 @@ def test_what_ssm_needs_is_said_in_one_line_before_anything_is_launched(
                    "CreateInstanceProfile"):
         assert emulated_ec2.call_count(action) == 0, action
     assert ssm_lab.calls(bin_dir) == []
+
+
+# ---- the command line itself (pure: what the provider hands the runner) ----
+
+def _runner(tmp_path, monkeypatch, ec2_extra: str, tools: tuple[str, ...]):
+    from swarm import config
+    from swarm.models import Node, NodeState, Role, SshAddress
+    from swarm.providers.base import Stack
+    from swarm.providers.ec2.provider import Ec2Provider
+
+    fake_aws_env(monkeypatch, tmp_path, "eu-west-1")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    cfg = config.parse(f'[stack]\nname = "cmd"\nprovider = "ec2"\n[ec2]\nregion = "eu-west-1"\n'
+                       f'connect = "ssm"\n{ec2_extra}')
+    node = Node(id="i-0123456789abcdef0", role=Role.MASTER, state=NodeState.RUNNING,
+                ssh=SshAddress("i-0123456789abcdef0", 22, "ubuntu"))
+    return Ec2Provider(cfg).runner(Stack.from_config(cfg), node)
+
+
+def test_the_runner_reaches_a_node_by_instance_id_with_the_documented_proxy_command(
+        tmp_path, monkeypatch):
+    from swarm.remote.hops import expand
+    from swarm.remote.base import Hop
+
+    runner = _runner(tmp_path, monkeypatch, 'profile = "load test"\n',
+                     ("aws", "session-manager-plugin"))
+    assert (runner.host, runner.port, runner.user) == ("i-0123456789abcdef0", 22, "ubuntu")
+    command = runner.route.proxy_command
+    assert command == ("aws ssm start-session --target %h --document-name AWS-StartSSHSession "
+                       "--parameters portNumber=%p --region eu-west-1 --profile 'load test'")
+    assert runner.ssh_target().route.proxy_command == command      # `swarm ssh` uses it too
+    assert expand(command, Hop("i-0123456789abcdef0", 22, "ubuntu")).split()[:9] == [
+        "aws", *ssm_lab.documented_line("eu-west-1")[:3], "i-0123456789abcdef0",
+        *ssm_lab.documented_line("eu-west-1")[4:8]]
+
+
+def test_reaching_a_node_without_the_plugin_says_so(tmp_path, monkeypatch):
+    from swarm.errors import UsageError
+
+    with pytest.raises(UsageError, match="session-manager-plugin not found on PATH"):
+        _runner(tmp_path, monkeypatch, "", ("aws",))
