@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import click
+from rich.markup import escape
 
 from swarm.cli import render
 from swarm.cli.app import cli
@@ -35,5 +36,5 @@ def make_wheelhouse(for_key: str | None, otel: bool) -> None:
     path, made = wheelhouse.build(version, target, otel)
     took = f" in {time.monotonic() - started:.1f}s" if made else " (cached)"
     what = locust_requirement(version, otel).replace("==", " ")
-    render.err.print(f"wheelhouse of {what} for {target.key}{took}")
+    render.err.print(escape(f"wheelhouse of {what} for {target.key}{took}"))
     click.echo(str(path))
