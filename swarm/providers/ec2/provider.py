@@ -1,7 +1,8 @@
 """EC2 provider: nodes are instances tagged `swarm:stack`/`swarm:role`; AWS is the only truth.
 
 Every resource is tagged at creation (instances and their volumes, the stack's security
-group `swarm-<stack>` and key pair `swarm-<stack>`). Human messages go to `self.notices`
+group `swarm-<stack>` and key pair `swarm-<stack>`; with connect = "ssm", its IAM role and
+instance profile, ssm.py). Human messages go to `self.notices`
 (the core drains and prints them); nothing here prints or sleeps outside a bounded waiter.
 The generated private key lives at `key_path(stack)` =
 `<state dir>/ec2/<region>/<stack>/id_swarm` (0600), next to the stack's `known_hosts`.
