@@ -2,10 +2,14 @@
 bastion's public address; the instances' subnet only through it), proven with OpenSSH."""
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
 
 from tests.emulation.plugin import launch_in_lab
+from tests.helpers import assert_error_line, swarm
+from tests.reliability import ec2_toml, fast_bootstrap, instances, security_groups
 
 
 def iptables_output() -> list[str]:
@@ -59,3 +63,98 @@ def test_the_lab_reaches_instances_only_through_the_bastion(lab, emulated_ec2, e
         assert load.stdout.strip() == "200", load.stderr
 
     assert iptables_output() == rules
+
+
+# ---- connect = "bastion": the CLI as users run it, with the controller cut off ----
+
+STACK = "behind"
+
+
+def bastion_stack(workdir: Path, cli_env: dict, ec2_env, bastion, tmp_path: Path) -> dict:
+    """A stack reached through the bastion: no ssh_cidr, so its port 22 is opened to the
+    bastion's group. The bastion takes the user's own key (~/.ssh, as OpenSSH would offer it)."""
+    toml = ec2_toml(workdir, ec2_env.subnet_id, name=STACK)
+    text = toml.read_text()
+    plain = 'ssh_cidr = "10.77.0.0/16"\nconnect = "private"\n'
+    assert plain in text
+    toml.write_text(text.replace(
+        plain, f'connect = "bastion"\nbastion = "{bastion.user}@{bastion.address}"\n'))
+    fast_bootstrap(workdir)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    shutil.copy(bastion.key_path, home / ".ssh" / "id_ed25519")
+    return {**cli_env, **ec2_env.env, "HOME": str(home)}
+
+
+def node_id(workdir: Path, env: dict, name: str) -> str:
+    res = swarm("status", "--json", cwd=workdir, env=env, timeout=60)
+    assert res.code == 0, res.err
+    return next(n["id"] for n in json.loads(res.out)["nodes"] if n["name"] == name)
+
+
+def ssh_rules(ec2) -> list[dict]:
+    """The stack's group's ingress, normalised for comparing (descriptions and order aside)."""
+    (group,) = security_groups(ec2, STACK)
+    return sorted(({"ports": (p["FromPort"], p["ToPort"]),
+                    "cidrs": sorted(r["CidrIp"] for r in p.get("IpRanges", [])),
+                    "v6": p.get("Ipv6Ranges", []), "prefixes": p.get("PrefixListIds", []),
+                    "groups": sorted(g["GroupId"] for g in p.get("UserIdGroupPairs", []))}
+                   for p in group["IpPermissions"]), key=str)
+
+
+def test_the_headline_flow_through_a_bastion(workdir, cli_env, ec2_env, emulated_ec2, bastion,
+                                             cut_off, bridge_target, tmp_path):
+    env = bastion_stack(workdir, cli_env, ec2_env, bastion, tmp_path)
+    res = swarm("up", "master", cwd=workdir, env=env, timeout=180)
+    assert res.code == 0, res.err
+    res = swarm("up", "workers", "-n", "2", cwd=workdir, env=env, timeout=180)
+    assert res.code == 0, res.err
+    ec2 = emulated_ec2.client()
+    nodes = instances(ec2, STACK)
+    assert len(nodes) == 3 and all("PublicIpAddress" not in i for i in nodes)
+    (group,) = security_groups(ec2, STACK)
+    assert ssh_rules(ec2) == sorted([
+        {"ports": (22, 22), "cidrs": [], "v6": [], "prefixes": [], "groups": [bastion.group_id]},
+        {"ports": (5557, 5558), "cidrs": [], "v6": [], "prefixes": [],
+         "groups": [group["GroupId"]]}], key=str)
+
+    res = swarm("run", "-H", bridge_target.url, "-f", "viral_load.py", "--headless", "-u", "4",
+                "-r", "4", "-t", "3s", cwd=workdir, env=env, timeout=180)
+    assert res.code == 0, res.err
+    assert "2 of 2 worker process(es) connected" in res.err
+    out = sorted((workdir / "results" / STACK).iterdir())[-1]
+    record = json.loads((out / "run.json").read_text())
+    assert record["summary"]["total"]["requests"] > 0 and (out / "logs/worker-2.log").is_file()
+    worker = emulated_ec2.host_for(node_id(workdir, env, "worker-1"))
+    res = swarm("ssh", "worker-1", "--", "hostname", cwd=workdir, env=env, timeout=60)
+    assert res.code == 0 and res.out.strip() == worker.name, res.err
+    # every login was through the bastion, and its key is pinned with the nodes'
+    known = (tmp_path / "state" / "ec2" / "us-east-1" / STACK / "known_hosts").read_text()
+    assert bastion.host.known_hosts_line_at(bastion.address) in known.splitlines()
+
+    res = swarm("killall", cwd=workdir, env=env)
+    assert res.code == 0, res.err
+    res = swarm("down", cwd=workdir, env=env, timeout=120)
+    assert res.code == 0, res.err
+    assert instances(ec2, STACK) == [] and security_groups(ec2, STACK) == []
+    assert list(emulated_ec2.hosts) == [bastion.instance_id]
+
+
+def test_a_changed_host_key_behind_the_bastion_is_refused(workdir, cli_env, ec2_env,
+                                                          emulated_ec2, bastion, cut_off,
+                                                          tmp_path):
+    env = bastion_stack(workdir, cli_env, ec2_env, bastion, tmp_path)
+    assert swarm("up", "master", cwd=workdir, env=env, timeout=180).code == 0
+    (master,) = emulated_ec2.hosts.keys() - {bastion.instance_id}
+    known = tmp_path / "state" / "ec2" / "us-east-1" / STACK / "known_hosts"
+    pinned = known.read_text()
+
+    emulated_ec2.host_for(master).regen_host_key()          # the node, behind the bastion
+    res = swarm("logs", "master", cwd=workdir, env=env)
+    assert_error_line(res, 1, "host key changed", "master")
+    assert known.read_text() == pinned
+    bastion.host.regen_host_key()                           # the bastion itself
+    res = swarm("logs", "master", cwd=workdir, env=env)
+    assert_error_line(res, 1, "host key changed", bastion.address)
+    assert known.read_text() == pinned
+    assert swarm("down", cwd=workdir, env=env, timeout=120).code == 0
