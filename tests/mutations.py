@@ -86,8 +86,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "accept-unknown-host-keys",
         "paramiko's AutoAddPolicy instead of pinning the key on first contact",
-        (Hunk("swarm/remote/ssh.py",
-              "client.set_missing_host_key_policy(_PinOnFirstContact(self.known_hosts))",
+        (Hunk("swarm/remote/hops.py",
+              "client.set_missing_host_key_policy(PinOnFirstContact(known))",
               "client.set_missing_host_key_policy(paramiko.AutoAddPolicy())"),),
         ("tests/test_ssh_cycle.py::test_a_changed_host_key_is_refused",
          "tests/test_aws_quirks.py::test_instances_run_before_their_sshd_answers"),

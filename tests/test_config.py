@@ -78,7 +78,7 @@ def test_sections_are_frozen_dataclasses():
     ("[ec2.tags]\n\"swarm:stack\" = \"x\"\n", ["reserved prefix"]),
     ("[stack]\nname = \"has space\"\n", ["letters, digits"]),
     ("[stack]\nprovider = \"hosts\"\n", ["needs [hosts] master"]),
-    ("[hosts]\nmaster = \"just-a-host\"\n", ["user@host"]),
+    ("[hosts]\nmaster = \"root@\"\n", ["user@host", "ssh_config alias"]),
     ("[hosts]\nmaster = \"u@h\"\nworkers = [\"u@h:99999\"]\n", ["port must be 1-65535"]),
     ("[profiles.light]\nusers = -3\n", ["users must be >= 1"]),
     ("[profiles.light]\nuser = 3\n", ["unknown key 'user'", "did you mean 'users'"]),
@@ -107,8 +107,9 @@ def test_public_ip_follows_connect_unless_set(ec2, wanted):
 
 
 def test_hosts_entries_parse():
-    assert config.parse_host("ubuntu@10.0.0.1") == ("ubuntu", "10.0.0.1", 22)
+    assert config.parse_host("ubuntu@10.0.0.1") == ("ubuntu", "10.0.0.1", None)
     assert config.parse_host("ec2-user@box.example.com:2222") == ("ec2-user", "box.example.com", 2222)
+    assert config.parse_host("lg1") == (None, "lg1", None)   # an ssh_config alias
 
 
 def test_stack_override_is_validated(tmp_path, monkeypatch):

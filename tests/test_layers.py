@@ -35,7 +35,8 @@ FORBIDDEN = {
 ONLY_IN = {
     "rich": ("swarm.cli",),
     "click": ("swarm.cli",),
-    "paramiko": ("swarm.remote.ssh",),
+    "paramiko": ("swarm.remote.ssh", "swarm.remote.hops"),
+    "fabric": ("swarm.remote.hops", "swarm.remote.sshconfig"),
     "boto3": ("swarm.providers.ec2",),
     "botocore": ("swarm.providers.ec2",),
 }

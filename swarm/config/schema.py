@@ -36,7 +36,7 @@ AMI_ALIASES: dict[str, tuple[str, str, str]] = {
 }
 STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 HOST_RE = re.compile(
-    r"^(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>\d{1,5}))?$"
+    r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>\d{1,5}))?$"
 )
 TTL_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -169,13 +169,16 @@ def parse_ttl(v: Any) -> int:
     return secs
 
 
-def parse_host(v: Any) -> tuple[str, str, int]:
-    """'user@host[:port]' -> (user, host, port)."""
+def parse_host(v: Any) -> tuple[str | None, str, int | None]:
+    """'[user@]host[:port]' or an ssh_config alias -> (user, host, port); None where the
+    entry does not say (ssh_config may)."""
     m = HOST_RE.match(_str(v).strip()) if isinstance(v, str) else None
     if not m:
-        raise ValueError(f"must look like 'user@host' or 'user@host:port', got {v!r}")
-    port = int(m["port"] or 22)
-    if not 1 <= port <= 65535:
+        raise ValueError(
+            f"must look like 'user@host', 'user@host:port' or an ssh_config alias, got {v!r}"
+        )
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 1 <= port <= 65535:
         raise ValueError(f"port must be 1-65535, got {port}")
     return m["user"], m["host"].strip("[]"), port
 
@@ -320,6 +323,8 @@ class HostsSection:
     master: str | None = key(_host)
     workers: tuple[str, ...] = key(_hosts, ())
     ssh_key: str | None = key(_nonempty)
+    # Read as `ssh -F PATH` would (only that file); default ~/.ssh/config, then the system's.
+    ssh_config: str | None = key(_nonempty)
 
 
 @dataclass(frozen=True)

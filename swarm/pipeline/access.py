@@ -3,14 +3,16 @@ node through OpenSSH (`swarm ssh`). The CLI holds the tunnel and execs ssh."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from swarm.errors import RemoteError, UsageError
 from swarm.models import Role
 from swarm.pipeline.session import Session
-from swarm.remote.base import Runner
+from swarm.remote.base import Route, Runner, SshTarget
 
 
 @dataclass
@@ -76,15 +78,40 @@ def ssh_argv(sess: Session, name: str, command: list[str]) -> list[str]:
     t = runner.ssh_target()
     if t is None:  # pragma: no cover - every provider that can_ssh has SSH runners
         raise RemoteError(f"{name}: not reachable over SSH")
+    keys = (t.key_file,) if t.key_file else t.key_files
+    return ["ssh", *_login_options(t, t.port, keys, t.route), f"{t.user}@{t.host}", *command]
+
+
+def _login_options(t: SshTarget, port: int, keys: tuple[Path, ...], route: Route) -> list[str]:
+    """OpenSSH options for one login on the way: the stack's pinned keys strictly checked.
+    Jump hosts become nested `ssh -W` proxy commands, not -J: options on ssh's command line
+    do not reach -J's hops, and every hop must be checked against the same pins."""
     argv = [
-        "ssh",
         "-p",
-        str(t.port),
+        str(port),
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
         f"UserKnownHostsFile={t.known_hosts}" if t.known_hosts else "BatchMode=no",
     ]
-    if t.key_file:
-        argv += ["-i", str(t.key_file), "-o", "IdentitiesOnly=yes"]
-    return argv + [f"{t.user}@{t.host}", *command]
+    for key in keys:
+        argv += ["-i", str(key)]
+    if keys == (t.key_file,):  # the stack's own key: only it, as swarm does
+        argv += ["-o", "IdentitiesOnly=yes"]
+    proxy = _proxy_command(t, route)
+    if proxy is not None:
+        argv += ["-o", f"ProxyCommand={proxy}"]
+    return argv
+
+
+def _proxy_command(t: SshTarget, route: Route) -> str | None:
+    if route.proxy_command is not None:
+        return route.proxy_command
+    if not route.jumps:
+        return None
+    *before, last = route.jumps
+    inner = _login_options(t, last.port, last.key_files, Route(jumps=tuple(before)))
+    # ssh expands %h and %p in its ProxyCommand, a nested one's too: those must reach the
+    # ssh that runs it, so they are written %%h and %%p at each level out.
+    inner = [w.replace("%", "%%") for w in inner]
+    return shlex.join(["ssh", *inner, "-W", "%h:%p", f"{last.user}@{last.host}"])

@@ -3,7 +3,9 @@
 `up` enrols configured hosts into the stack (first come, in the order listed) and the pipeline
 bootstraps them; removing one only forgets it (the pipeline first stops Locust there and
 removes the remote dir); nothing is powered off. Which hosts are enrolled is recorded in
-<state>/hosts/<stack>/nodes.json.
+<state>/hosts/<stack>/nodes.json. An entry is read as OpenSSH reads a host on its command line:
+an alias of the ssh_config, its HostName, User, Port, IdentityFile and ProxyJump or
+ProxyCommand (remote/sshconfig.py).
 """
 
 from __future__ import annotations
@@ -13,17 +15,42 @@ from pathlib import Path
 from typing import Any
 
 from swarm import paths
-from swarm.config import parse_host
+from swarm.config import Config
 from swarm.errors import UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress
 from swarm.providers.base import Provider, Stack
 from swarm.providers.records import records
 from swarm.remote.base import Runner
+from swarm.remote.sshconfig import Resolved, SshConfig
 
 
 class HostsProvider(Provider):
     name = "hosts"
     keeps_machines = True
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self._ssh_config: SshConfig | None = None
+
+    def resolve(self, entry: str) -> Resolved:
+        """Where a [hosts] entry is, and the way to it, per the ssh_config."""
+        if self._ssh_config is None:
+            path = self.config.hosts.ssh_config
+            self._ssh_config = SshConfig(self.config.resolve(path) if path else None)
+        return self._ssh_config.resolve(entry)
+
+    def check_launch(self, stack: Stack, role: Role, count: int) -> None:
+        """Every entry has a user: its own, or its ssh_config's (a bare name is more often a
+        typo than a wish to log in as this machine's user). All of them, whatever is
+        launched now: a bad line in [hosts] is found before anything starts."""
+        for r in (Role.MASTER, Role.WORKER):
+            where = "[hosts] master" if r == Role.MASTER else "[hosts] workers"
+            for entry in self._configured(r):
+                if not self.resolve(entry).user_named:
+                    raise UsageError(
+                        f"{where}: {entry!r} names no user and the ssh_config gives it none: "
+                        "write it as 'user@host' or give its Host block a User"
+                    )
 
     def _configured(self, role: Role) -> list[str]:
         h = self.config.hosts
@@ -35,15 +62,17 @@ class HostsProvider(Provider):
         return paths.stack_dir("hosts", stack.name, create=create)
 
     def _node(self, rec: dict[str, Any]) -> Node:
-        user, host, port = parse_host(rec["id"])
+        # Its HostName is the address workers reach the master at: behind a jump host, an
+        # address of the network the hosts share.
+        hop = self.resolve(rec["id"]).hop
         return Node(
             id=rec["id"],
             role=Role(rec["role"]),
-            private_ip=host,
+            private_ip=hop.host,
             state=NodeState.ENROLLED,
             launched_at=rec["at"],
             lifecycle=Lifecycle.EXISTING,
-            ssh=SshAddress(host, port, user),
+            ssh=SshAddress(hop.host, hop.port, hop.user),
         )
 
     def prepare(self, stack: Stack) -> None:
@@ -85,13 +114,15 @@ class HostsProvider(Provider):
     def runner(self, stack: Stack, node: Node) -> Runner:
         from swarm.remote.ssh import SSHRunner  # paramiko: only when a host is reached
 
-        assert node.ssh is not None  # every hosts node has an address
+        found = self.resolve(node.id)
         key = self.config.resolve(self.config.hosts.ssh_key) if self.config.hosts.ssh_key else None
         return SSHRunner(
-            host=node.ssh.host,
-            port=node.ssh.port,
-            user=node.ssh.user,
+            host=found.hop.host,
+            port=found.hop.port,
+            user=found.hop.user,
             key_file=key,
+            key_files=found.hop.key_files,
+            route=found.route,
             known_hosts=self._dir(stack, create=True) / "known_hosts",
             label=node.name or node.id,
         )

@@ -75,6 +75,7 @@ class SshTarget:
     key_file: Path | None
     known_hosts: Path | None
     route: Route = DIRECT
+    key_files: tuple[Path, ...] = ()  # the ssh_config's, when there is no key_file
 
 
 class Tunnel(Protocol):

@@ -1,7 +1,8 @@
 """The SSH Runner (paramiko): one connection per host, reused; host keys pinned per stack.
 
 Host keys are recorded in the stack's known_hosts on first contact; a later mismatch is
-refused, never silently accepted.
+refused, never silently accepted. The connection is opened along the node's Route (hops.py):
+straight, through jump hosts, or through a proxy command.
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import paramiko
 
-from swarm.errors import SSH_AUTH, SSH_HOST_KEY, SSH_TIMEOUT, SSH_UNREACHABLE, RemoteError
-from swarm.remote import known_hosts
+from swarm.errors import SSH_TIMEOUT, SSH_UNREACHABLE, RemoteError
+from swarm.remote import hops
 from swarm.remote.base import (
     DEFERRED,
+    DIRECT,
     HELD_UNTIL_EXIT,
+    Hop,
     Progress,
+    Route,
     Runner,
     Sink,
     SshTarget,
     Tunnel,
 )
+from swarm.remote.hops import NotAnswering
 
 # paramiko logs its transport thread's failures at ERROR, a traceback line by line (a banner
 # that never came from a host still booting, a socket closed as swarm exits). With no handler,
@@ -37,53 +41,9 @@ from swarm.remote.base import (
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 # After a command's exit status, how long to wait for the EOF that follows its last output
 EOF_GRACE_S = 2.0
-# A host gone silent (powered off, its network cut) sends no FIN or RST: a keepalive every
-# KEEPALIVE_S goes unacknowledged, and the kernel drops the connection USER_TIMEOUT_S later
-# (TCP_USER_TIMEOUT), so a stream, a tunnel or a reused connection ends instead of hanging
-# for TCP's ~15 minutes of retransmissions (as ssh's ServerAliveInterval does).
-KEEPALIVE_S = 5
-USER_TIMEOUT_S = 15
-
-
-class _PinOnFirstContact(paramiko.MissingHostKeyPolicy):
-    """Unknown host: record its key. (A known host with another key never gets here:
-    paramiko raises BadHostKeyException.)"""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        with known_hosts.LOCK:
-            keys = paramiko.HostKeys()
-            if self.path.exists():
-                keys.load(str(self.path))
-            known = keys.lookup(hostname)
-            if known is not None and len(known) and key.get_name() not in known:
-                # Known host offering a key of another type: treat it as a changed key.
-                raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
-            # One line appended, not the file rewritten: N new hosts cost N lines, not N^2.
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(self.path, "a", encoding="ascii") as f:
-                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-class _NotAnswering(RemoteError):
-    """No SSH session could be set up (refused, timed out, no banner, dropped): maybe not yet."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message, code=SSH_UNREACHABLE)
-        self.reason = reason
-
-
-def _why_not(e: BaseException) -> str:
-    """A connect failure in words: paramiko's "[Errno None] Unable to connect to port 22"
-    hides the socket's own reason (a booting instance refuses) in `errors`."""
-    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError) and e.errors:
-        reasons = sorted({(getattr(x, "strerror", None) or str(x)) for x in e.errors.values()})
-        return "; ".join(r[0].lower() + r[1:] if r else r for r in reasons)
-    return str(e) or type(e).__name__
+# Connections that must outlive close() until this process exits (run_after_exit through a
+# jump host or a proxy command: closing them would end the path, and run the command, now).
+_HELD: list[paramiko.SSHClient] = []
 
 
 class SSHRunner(Runner):
@@ -96,9 +56,15 @@ class SSHRunner(Runner):
         known_hosts: Path | None = None,
         label: str | None = None,
         connect_timeout: float = 10.0,
+        route: Route = DIRECT,
+        key_files: tuple[Path, ...] = (),
     ):
+        """`key_file`: the stack's own key, offered alone; `key_files`: keys from the
+        user's ssh_config, offered with the agent's and ~/.ssh's, as OpenSSH does."""
         self.host, self.port, self.user = host, port, user
+        self.route = route
         self.key_file = Path(key_file).expanduser() if key_file else None
+        self.key_files = key_files
         self.known_hosts = Path(known_hosts) if known_hosts else None
         self.label = label or host
         self.connect_timeout = connect_timeout
@@ -108,7 +74,9 @@ class SSHRunner(Runner):
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"SSHRunner({self.user}@{self.host}:{self.port} {self.label})"
+        via = f" via {len(self.route.jumps)} jump(s)" if self.route.jumps else ""
+        via += " via a proxy command" if self.route.proxy_command else ""
+        return f"SSHRunner({self.user}@{self.host}:{self.port}{via} {self.label})"
 
     # ---- connection ----
 
@@ -119,7 +87,7 @@ class SSHRunner(Runner):
         starts, every 30 s of it, and when SSH answers."""
         start = time.monotonic()
         deadline = start + timeout
-        last: _NotAnswering | None = None
+        last: NotAnswering | None = None
         noted = -1.0
         for _ in range(int(timeout / 0.5) + 2):
             try:
@@ -127,7 +95,7 @@ class SSHRunner(Runner):
                 if last is not None and progress is not None:
                     progress(f"{self.label}: SSH answered after {time.monotonic() - start:.0f}s")
                 return
-            except _NotAnswering as e:
+            except NotAnswering as e:
                 last = e
             waited = time.monotonic() - start
             if progress is not None and (noted < 0 or waited - noted >= 30):
@@ -156,65 +124,23 @@ class SSHRunner(Runner):
                 live = self._client.get_transport()
                 if live is not None and live.is_active():
                     return self._client
-            client = paramiko.SSHClient()
-            if self.known_hosts is not None:
-                if self.known_hosts.exists():
-                    client.load_host_keys(str(self.known_hosts))
-                client.set_missing_host_key_policy(_PinOnFirstContact(self.known_hosts))
-            else:
-                client.load_system_host_keys()
-                client.set_missing_host_key_policy(paramiko.RejectPolicy())
             # While waiting (`wait` s left): short TCP attempts, as packets to a machine still
             # booting may go unanswered, and never past the deadline.
             t = self.connect_timeout if wait is None else min(self.connect_timeout, wait)
-            kw: dict[str, Any] = dict(
-                hostname=self.host,
-                port=self.port,
-                username=self.user,
-                timeout=t if wait is None else min(3.0, t),
-                banner_timeout=t,
-                auth_timeout=self.connect_timeout,
+            timeouts = hops.Timeouts(
+                connect=t if wait is None else min(3.0, t), banner=t, auth=self.connect_timeout
             )
-            if self.key_file is not None:
-                kw.update(key_filename=str(self.key_file), look_for_keys=False, allow_agent=False)
-            try:
-                client.connect(**kw)
-            except paramiko.BadHostKeyException as e:
-                client.close()
-                action = (
-                    f"if the machine was really replaced, delete its line in {self.known_hosts}"
-                )
-                raise RemoteError(
-                    f"{self.label} ({self.host}): host key changed since first contact; refusing "
-                    f"to connect. If the machine was really replaced, delete its line in "
-                    f"{self.known_hosts}",
-                    code=SSH_HOST_KEY,
-                    action=action,
-                ) from e
-            except paramiko.AuthenticationException as e:
-                client.close()
-                raise RemoteError(
-                    f"{self.label} ({self.user}@{self.host}): SSH authentication "
-                    f"failed ({e}): check the key and ssh_user",
-                    code=SSH_AUTH,
-                    action="check the key and ssh_user",
-                ) from e
-            except (OSError, paramiko.SSHException, EOFError) as e:
-                client.close()
-                reason = _why_not(e)
-                raise _NotAnswering(
-                    f"{self.label} ({self.host}:{self.port}): SSH connection failed: {reason}",
-                    reason,
-                ) from e
-            transport = client.get_transport()
-            assert transport is not None  # connect() succeeded
-            transport.set_keepalive(KEEPALIVE_S)
-            if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
-                transport.sock.setsockopt(
-                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_S * 1000
-                )
-            self._client = client
-            return client
+            keys = (self.key_file,) if self.key_file is not None else self.key_files
+            hop = Hop(self.host, self.port, self.user, keys)
+            self._client = hops.connect(
+                hop,
+                self.route,
+                self.known_hosts,
+                timeouts,
+                self.label,
+                own_keys=self.key_file is not None,
+            )
+            return self._client
 
     def close(self) -> None:
         with self._lock:
@@ -340,11 +266,23 @@ class SSHRunner(Runner):
             ) from e
         self._deferred.append(chan)  # the transport keeps its channels by weak reference only
         if self._held is not transport:
-            HELD_UNTIL_EXIT.append(os.dup(transport.sock.fileno()))
+            if isinstance(transport.sock, socket.socket):
+                HELD_UNTIL_EXIT.append(os.dup(transport.sock.fileno()))
+            elif self._client is not None:
+                _HELD.append(self._client)
+                self._client = None  # close() must not end it
             self._held = transport
 
     def ssh_target(self) -> SshTarget:
-        return SshTarget(self.host, self.port, self.user, self.key_file, self.known_hosts)
+        return SshTarget(
+            self.host,
+            self.port,
+            self.user,
+            self.key_file,
+            self.known_hosts,
+            self.route,
+            self.key_files,
+        )
 
     def open_tunnel(self, remote_port: int, origin: tuple[str, int]) -> Tunnel:
         try:

@@ -1,0 +1,229 @@
+"""Opening an SSH connection along a Route: every hop pinned, every step bounded.
+
+A jump host's connection is shared by every node behind it (one login to the bastion for
+thirty workers, not thirty) and lives until this process exits. Each hop's host key is
+checked against the stack's known_hosts before anything is sent to it, the jump hosts' as
+the node's: a swapped key behind a bastion is refused as one in front of it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fabric
+import paramiko
+
+from swarm.errors import SSH_AUTH, SSH_HOST_KEY, SSH_UNREACHABLE, RemoteError
+from swarm.remote import known_hosts
+from swarm.remote.base import Hop, Route
+
+# A host gone silent (powered off, its network cut) sends no FIN or RST: a keepalive every
+# KEEPALIVE_S goes unacknowledged, and the kernel drops the connection USER_TIMEOUT_S later
+# (TCP_USER_TIMEOUT), so a stream, a tunnel or a reused connection ends instead of hanging
+# for TCP's ~15 minutes of retransmissions (as ssh's ServerAliveInterval does).
+KEEPALIVE_S = 5
+USER_TIMEOUT_S = 15
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float  # TCP (or a jump host's channel to the next hop)
+    banner: float
+    auth: float
+
+
+class PinOnFirstContact(paramiko.MissingHostKeyPolicy):
+    """Unknown host: record its key. (A known host with another key never gets here:
+    paramiko raises BadHostKeyException.)"""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        with known_hosts.LOCK:
+            keys = paramiko.HostKeys()
+            if self.path.exists():
+                keys.load(str(self.path))
+            known = keys.lookup(hostname)
+            if known is not None and len(known) and key.get_name() not in known:
+                # Known host offering a key of another type: treat it as a changed key.
+                raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
+            # One line appended, not the file rewritten: N new hosts cost N lines, not N^2.
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(self.path, "a", encoding="ascii") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class NotAnswering(RemoteError):
+    """No SSH session could be set up (refused, timed out, no banner, dropped): maybe not yet."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message, code=SSH_UNREACHABLE)
+        self.reason = reason
+
+
+def why_not(e: BaseException) -> str:
+    """A connect failure in words: paramiko's "[Errno None] Unable to connect to port 22"
+    hides the socket's own reason (a booting instance refuses) in `errors`."""
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError) and e.errors:
+        reasons = sorted({(getattr(x, "strerror", None) or str(x)) for x in e.errors.values()})
+        return "; ".join(r[0].lower() + r[1:] if r else r for r in reasons)
+    if isinstance(e, paramiko.ChannelException):  # the jump host could not reach the next
+        return f"{e.text or 'channel refused'} (from the jump host)"
+    return str(e) or type(e).__name__
+
+
+def expand(command: str, hop: Hop) -> str:
+    """OpenSSH's %h, %p, %r and %% in a ProxyCommand."""
+    out, i = [], 0
+    while i < len(command):
+        c = command[i]
+        if c == "%" and i + 1 < len(command):
+            token = command[i + 1]
+            out.append(
+                {"h": hop.host, "p": str(hop.port), "r": hop.user, "%": "%"}.get(token, c + token)
+            )
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _client(known: Path | None) -> paramiko.SSHClient:
+    # fabric's Connection wraps the client but installs AutoAddPolicy: the pin replaces it
+    # before anything connects. Its run() is not used: its runner threads cost more per
+    # command than swarm's own channels (docs/design.md).
+    client = fabric.Connection("swarm-node", gateway=False).client
+    if known is not None:
+        if known.exists():
+            client.load_host_keys(str(known))
+        client.set_missing_host_key_policy(PinOnFirstContact(known))
+    else:
+        client.load_system_host_keys()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+def _name(hop: Hop) -> str:
+    return f"{hop.user}@{hop.host}" + (f":{hop.port}" if hop.port != 22 else "")
+
+
+def connect(
+    hop: Hop,
+    route: Route,
+    known: Path | None,
+    t: Timeouts,
+    label: str,
+    *,
+    own_keys: bool = False,
+) -> paramiko.SSHClient:
+    """A client logged in to `hop` along `route`. `own_keys`: only hop.key_files (a key swarm
+    made for the stack), never the agent's or ~/.ssh's."""
+    sock: Any = None
+    if route.jumps:
+        gateway = _gateway(route.jumps, known, t)
+        try:
+            sock = gateway.get_transport().open_channel(
+                "direct-tcpip", (hop.host, hop.port), ("", 0), timeout=t.connect
+            )
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            if not gateway.get_transport() or not gateway.get_transport().is_active():
+                _forget_gateway(route.jumps, known)
+            reason = why_not(e)
+            raise NotAnswering(
+                f"{label} ({hop.host}:{hop.port} via {_name(route.jumps[-1])}): SSH connection "
+                f"failed: {reason}",
+                reason,
+            ) from e
+    elif route.proxy_command is not None:
+        try:
+            sock = paramiko.ProxyCommand(expand(route.proxy_command, hop))
+        except (paramiko.SSHException, OSError) as e:
+            raise RemoteError(
+                f"{label}: proxy command failed to start: {e}", code=SSH_UNREACHABLE
+            ) from e
+    return _login(hop, sock, known, t, label, own_keys=own_keys)
+
+
+def _login(
+    hop: Hop, sock: Any, known: Path | None, t: Timeouts, label: str, *, own_keys: bool
+) -> paramiko.SSHClient:
+    client = _client(known)
+    kw: dict[str, Any] = dict(
+        hostname=hop.host,
+        port=hop.port,
+        username=hop.user,
+        timeout=t.connect,
+        banner_timeout=t.banner,
+        auth_timeout=t.auth,
+        sock=sock,
+    )
+    if hop.key_files:
+        kw["key_filename"] = [str(k) for k in hop.key_files]
+    if own_keys:
+        kw.update(look_for_keys=False, allow_agent=False)
+    try:
+        client.connect(**kw)
+    except paramiko.BadHostKeyException as e:
+        client.close()
+        action = f"if the machine was really replaced, delete its line in {known}"
+        raise RemoteError(
+            f"{label} ({hop.host}): host key changed since first contact; refusing to "
+            f"connect. If the machine was really replaced, delete its line in {known}",
+            code=SSH_HOST_KEY,
+            action=action,
+        ) from e
+    except paramiko.AuthenticationException as e:
+        client.close()
+        raise RemoteError(
+            f"{label} ({hop.user}@{hop.host}): SSH authentication failed ({e}): check the "
+            "key and ssh_user",
+            code=SSH_AUTH,
+            action="check the key and ssh_user",
+        ) from e
+    except (OSError, paramiko.SSHException, EOFError) as e:
+        client.close()
+        reason = why_not(e)
+        raise NotAnswering(
+            f"{label} ({hop.host}:{hop.port}): SSH connection failed: {reason}", reason
+        ) from e
+    transport = client.get_transport()
+    assert transport is not None  # connect() succeeded
+    transport.set_keepalive(KEEPALIVE_S)
+    if isinstance(transport.sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
+        transport.sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_S * 1000
+        )
+    return client
+
+
+# ---- jump hosts, shared ----
+
+_GATEWAYS: dict[tuple[Path | None, tuple[Hop, ...]], paramiko.SSHClient] = {}
+_GATEWAYS_LOCK = threading.RLock()  # a chain opens the hops before it, nested
+
+
+def _gateway(jumps: tuple[Hop, ...], known: Path | None, t: Timeouts) -> paramiko.SSHClient:
+    """The logged-in client of the last jump host, each one before it opened first."""
+    with _GATEWAYS_LOCK:
+        held = _GATEWAYS.get((known, jumps))
+        live = held.get_transport() if held is not None else None
+        if held is not None and live is not None and live.is_active():
+            return held
+        *before, last = jumps
+        label = f"jump host {_name(last)}"
+        client = connect(last, Route(jumps=tuple(before)), known, t, label)
+        _GATEWAYS[(known, jumps)] = client
+        return client
+
+
+def _forget_gateway(jumps: tuple[Hop, ...], known: Path | None) -> None:
+    with _GATEWAYS_LOCK:
+        _GATEWAYS.pop((known, jumps), None)
