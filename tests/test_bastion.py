@@ -1,14 +1,24 @@
 """Instances behind a bastion: the lab's two-bridge topology (the controller reaches only the
-bastion's public address; the instances' subnet only through it), proven with OpenSSH."""
+bastion's public address; the instances' subnet only through it), proven with OpenSSH; then
+`connect = "bastion"` as users run it, in that topology; then the bastion's logic alone."""
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
+import time
 from pathlib import Path
 
+import boto3
+import moto
+import pytest
+
+from swarm.errors import ConfigError
+from swarm.providers.ec2.bastion import Bastion
+from swarm.providers.ec2.setup import SshFrom
+from swarm.remote.base import Hop, Route
 from tests.emulation.plugin import launch_in_lab
-from tests.helpers import assert_error_line, swarm
+from tests.helpers import assert_error_line, fake_aws_env, swarm
 from tests.reliability import ec2_toml, fast_bootstrap, instances, security_groups
 
 
@@ -70,9 +80,29 @@ def test_the_lab_reaches_instances_only_through_the_bastion(lab, emulated_ec2, e
 STACK = "behind"
 
 
-def bastion_stack(workdir: Path, cli_env: dict, ec2_env, bastion, tmp_path: Path) -> dict:
+@pytest.fixture
+def agent(bastion, tmp_path):
+    """The user's ssh-agent, holding the key the bastion takes (what both swarm and OpenSSH
+    offer a jump host no IdentityFile names). -> SSH_AUTH_SOCK"""
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        subprocess.run(["ssh-add", str(bastion.key_path)], env={**os.environ,
+                       "SSH_AUTH_SOCK": str(sock)}, check=True, capture_output=True, timeout=20)
+        yield str(sock)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def bastion_stack(workdir: Path, cli_env: dict, ec2_env, bastion, agent: str) -> dict:
     """A stack reached through the bastion: no ssh_cidr, so its port 22 is opened to the
-    bastion's group. The bastion takes the user's own key (~/.ssh, as OpenSSH would offer it)."""
+    bastion's group."""
     toml = ec2_toml(workdir, ec2_env.subnet_id, name=STACK)
     text = toml.read_text()
     plain = 'ssh_cidr = "10.77.0.0/16"\nconnect = "private"\n'
@@ -80,10 +110,7 @@ def bastion_stack(workdir: Path, cli_env: dict, ec2_env, bastion, tmp_path: Path
     toml.write_text(text.replace(
         plain, f'connect = "bastion"\nbastion = "{bastion.user}@{bastion.address}"\n'))
     fast_bootstrap(workdir)
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True, mode=0o700)
-    shutil.copy(bastion.key_path, home / ".ssh" / "id_ed25519")
-    return {**cli_env, **ec2_env.env, "HOME": str(home)}
+    return {**cli_env, **ec2_env.env, "SSH_AUTH_SOCK": agent}
 
 
 def node_id(workdir: Path, env: dict, name: str) -> str:
@@ -103,8 +130,8 @@ def ssh_rules(ec2) -> list[dict]:
 
 
 def test_the_headline_flow_through_a_bastion(workdir, cli_env, ec2_env, emulated_ec2, bastion,
-                                             cut_off, bridge_target, tmp_path):
-    env = bastion_stack(workdir, cli_env, ec2_env, bastion, tmp_path)
+                                             agent, cut_off, bridge_target, tmp_path):
+    env = bastion_stack(workdir, cli_env, ec2_env, bastion, agent)
     res = swarm("up", "master", cwd=workdir, env=env, timeout=180)
     assert res.code == 0, res.err
     res = swarm("up", "workers", "-n", "2", cwd=workdir, env=env, timeout=180)
@@ -141,9 +168,9 @@ def test_the_headline_flow_through_a_bastion(workdir, cli_env, ec2_env, emulated
 
 
 def test_a_changed_host_key_behind_the_bastion_is_refused(workdir, cli_env, ec2_env,
-                                                          emulated_ec2, bastion, cut_off,
-                                                          tmp_path):
-    env = bastion_stack(workdir, cli_env, ec2_env, bastion, tmp_path)
+                                                          emulated_ec2, bastion, agent,
+                                                          cut_off, tmp_path):
+    env = bastion_stack(workdir, cli_env, ec2_env, bastion, agent)
     assert swarm("up", "master", cwd=workdir, env=env, timeout=180).code == 0
     (master,) = emulated_ec2.hosts.keys() - {bastion.instance_id}
     known = tmp_path / "state" / "ec2" / "us-east-1" / STACK / "known_hosts"
@@ -151,10 +178,58 @@ def test_a_changed_host_key_behind_the_bastion_is_refused(workdir, cli_env, ec2_
 
     emulated_ec2.host_for(master).regen_host_key()          # the node, behind the bastion
     res = swarm("logs", "master", cwd=workdir, env=env)
-    assert_error_line(res, 1, "host key changed", "master")
+    assert_error_line(res, 1, "host key changed", "master (")
     assert known.read_text() == pinned
     bastion.host.regen_host_key()                           # the bastion itself
     res = swarm("logs", "master", cwd=workdir, env=env)
-    assert_error_line(res, 1, "host key changed", bastion.address)
+    assert_error_line(res, 1, "host key changed", f"jump host {bastion.user}@{bastion.address}")
     assert known.read_text() == pinned
     assert swarm("down", cwd=workdir, env=env, timeout=120).code == 0
+
+
+# ---- the bastion's logic alone: its ssh_config entry, and who it opens port 22 to ----
+
+def test_a_bastion_alias_is_read_from_the_ssh_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        "Host gate\n  HostName 203.0.113.10\n  User ec2-user\n  Port 2222\n"
+        "  IdentityFile ~/.ssh/gate.pem\nHost nobody\n  HostName 203.0.113.11\n"
+        "Host piped\n  User u\n  ProxyCommand nc %h %p\n")
+    assert Bastion("gate").route() == Route(jumps=(
+        Hop("203.0.113.10", 2222, "ec2-user", (tmp_path / ".ssh" / "gate.pem",)),))
+    (hop,) = Bastion("ubuntu@198.51.100.7:2200").route().jumps
+    assert (hop.host, hop.port, hop.user) == ("198.51.100.7", 2200, "ubuntu")
+    for name, needle in (("nobody", "names no user"), ("piped", "ProxyCommand")):
+        with pytest.raises(ConfigError, match=needle):
+            Bastion(name).route()
+
+
+def test_port_22_opens_to_the_bastions_groups_or_to_ssh_cidr(monkeypatch, tmp_path):
+    fake_aws_env(monkeypatch, tmp_path, "us-east-1")
+    with moto.mock_aws():
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        vpc, other = (ec2.create_vpc(CidrBlock=c)["Vpc"]["VpcId"]
+                      for c in ("10.1.0.0/16", "10.2.0.0/16"))
+        ids = {}
+        for name, v, cidr in (("here", vpc, "10.1.1.0/24"), ("there", other, "10.2.1.0/24")):
+            sub = ec2.create_subnet(VpcId=v, CidrBlock=cidr)["Subnet"]["SubnetId"]
+            gid = ec2.create_security_group(GroupName=name, Description=name,
+                                            VpcId=v)["GroupId"]
+            inst = ec2.run_instances(ImageId="ami-785db401", MinCount=1, MaxCount=1,
+                                     NetworkInterfaces=[{
+                                         "DeviceIndex": 0, "SubnetId": sub, "Groups": [gid],
+                                         "AssociatePublicIpAddress": True}])["Instances"][0]
+            found = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])
+            ids[name] = (gid, found["Reservations"][0]["Instances"][0])
+        gid, here = ids["here"]
+        for address in (here["PublicIpAddress"], here["PrivateIpAddress"]):
+            assert Bastion(f"u@{address}").ssh_from(ec2, None, vpc, "us-east-1") == \
+                SshFrom(groups=(gid,))
+        assert Bastion(f"u@{here['PublicIpAddress']}").ssh_from(
+            ec2, "192.0.2.0/24", vpc, "us-east-1") == SshFrom(("192.0.2.0/24",))
+        there = ids["there"][1]["PublicIpAddress"]
+        with pytest.raises(ConfigError, match="outside the stack's VPC"):
+            Bastion(f"u@{there}").ssh_from(ec2, None, vpc, "us-east-1")
+        with pytest.raises(ConfigError, match="not the address of an instance in us-east-1"):
+            Bastion("u@192.0.2.9").ssh_from(ec2, None, vpc, "us-east-1")

@@ -31,7 +31,7 @@ from swarm.providers.ec2.launch import Placement
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc, unix_from_iso
 from swarm.remote import known_hosts, poweroff
-from swarm.remote.base import Runner
+from swarm.remote.base import DIRECT, Runner
 
 MAX_COUNT = 500
 LIVE_STATES = ("pending", "running", "stopping", "stopped")  # shutting-down is on its way out
@@ -68,6 +68,7 @@ class Ec2Provider(AwsClients, Provider):
         self._checked: dict[tuple[str, int], tuple[str, str]] = {}
         self._role_images: dict[Role, tuple[str, str]] | None = None
         self._sources: setup.SshFrom | None = None
+        self._bastion = bastion.Bastion(config.ec2.bastion) if config.ec2.bastion else None
 
     # ---- places, users, tags ----
 
@@ -121,8 +122,10 @@ class Ec2Provider(AwsClients, Provider):
     def _ssh_from(self, vpc_id: str) -> setup.SshFrom:
         """Who may open port 22, looked up once per command."""
         if self._sources is None:
-            if self.cfg.connect == "bastion":
-                self._sources = bastion.ssh_from(self.ec2, self.cfg, vpc_id, self.region)
+            if self._bastion is not None:
+                self._sources = self._bastion.ssh_from(
+                    self.ec2, self.cfg.ssh_cidr, vpc_id, self.region
+                )
             elif self.cfg.connect == "private" and not self.cfg.ssh_cidr:
                 # The controller is inside the VPC (or reaches it through it): the VPC's own
                 # range, not this machine's public address (a lookup that is wrong there).
@@ -158,7 +161,7 @@ class Ec2Provider(AwsClients, Provider):
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
             settings = self._images()[role]  # a typo in a type: said before any zone is
             self._find_placement().with_room(count)
-            if self.cfg.connect == "bastion":  # a bastion not found: said before a launch
+            if self._bastion is not None:  # a bastion not found: said before a launch
                 self._ssh_from(self._find_placement().vpc_id)
         self._checked[role, count] = settings
         return settings
@@ -407,6 +410,7 @@ class Ec2Provider(AwsClients, Provider):
             key_file=self.key_path(stack),
             known_hosts=self.state_dir(stack) / "known_hosts",
             label=node.name or node.id,
+            route=self._bastion.route() if self._bastion is not None else DIRECT,
         )
 
     def price_book(self) -> PriceBook:
