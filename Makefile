@@ -28,7 +28,7 @@ lint: $(VENV)/.installed-test
 # missing (as root, with apt). The suite runs inside a network namespace with no route out.
 test: lint
 	sh tests/system-deps.sh
-	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Each deliberate break of tests/mutations.py in a temporary copy of the checkout, with only
 # the tests that must catch it (in the lab); fails if any break is missed. docs/testing.md.

@@ -18,8 +18,8 @@ no route, so nothing the command does can leave the machine.  Emulated hosts
 * without root or without ``ip netns`` it runs the command directly and says
   so in one line;
 * first, outside the lab (where the package index is reachable), it fills a cache with
-  swarm's offline wheelhouse for this machine's system Python (``swarm wheelhouse``, as a
-  bare emulated host finds Python) and passes its dir as ``SWARM_TEST_WHEELHOUSE_CACHE``; when
+  swarm's offline wheelhouses for this machine's system Python (``swarm wheelhouse``, and
+  ``--otel``, as a bare emulated host finds Python) and passes its dir as ``SWARM_TEST_WHEELHOUSE_CACHE``; when
   that fails it says why in one line and the tests needing it skip (fail under CI).
 """
 
@@ -101,17 +101,22 @@ def prepare_wheelhouse() -> dict[str, str]:
     cache = os.environ.get("SWARM_TEST_WHEELHOUSE_CACHE") or str(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "swarm-tests")
     env = dict(os.environ, SWARM_CACHE_DIR=cache, PATH=SYSTEM_PATH, PYTHONPATH=str(REPO))
-    try:
-        proc = subprocess.run([sys.executable, "-m", "swarm", "wheelhouse"], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log(f"no offline wheelhouse for the tests: {exc}")
-        return {}
-    if proc.returncode != 0:
-        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        log(f"no offline wheelhouse for the tests: {why}")
-        return {}
-    return {"SWARM_TEST_WHEELHOUSE_CACHE": cache}
+    made = False
+    # locust's, then locust[otel]'s ([locust] otel = true): the tests needing one skip without it
+    for extra in ([], ["--otel"]):
+        what = " ".join(["swarm wheelhouse", *extra])
+        try:
+            proc = subprocess.run([sys.executable, "-m", "swarm", "wheelhouse", *extra], env=env,
+                                  cwd=REPO, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log(f"no offline wheelhouse for the tests ({what}): {exc}")
+            continue
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            log(f"no offline wheelhouse for the tests ({what}): {why}")
+            continue
+        made = True
+    return {"SWARM_TEST_WHEELHOUSE_CACHE": cache} if made else {}
 
 
 def run_plain(cmd: list[str], env: dict[str, str]) -> int:

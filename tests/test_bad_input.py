@@ -23,6 +23,8 @@ from typing import Callable
 
 import pytest
 
+from swarm.pipeline.session import locust_version
+
 from tests.helpers import assert_one_error_line, processes_under, swarm
 from tests.reliability import all_instances, ec2_toml
 
@@ -53,6 +55,19 @@ def _empty_bootstrap_dir(work: Path) -> None:
     (work / "bootstrap-empty").mkdir()
 
 
+def _old_bootstrap(work: Path) -> None:
+    """bootstrap.sh as `swarm init` wrote it before [locust] otel: it knows no extras."""
+    script = work / "bootstrap" / "bootstrap.sh"
+    script.write_text(script.read_text().replace("SWARM_LOCUST_EXTRAS", "SWARM_LOCUST_EXTRA5"))
+
+
+def _plain_wheelhouse(work: Path) -> None:
+    """A wheelhouse as `swarm wheelhouse` makes it without --otel (the names are all `up` checks)."""
+    (work / "wheels").mkdir()
+    for name in (f"locust-{_LOCUST}-py3-none-any.whl", "pip-24.0-py3-none-any.whl"):
+        (work / "wheels" / name).write_bytes(b"")
+
+
 def _sub(old: str, new: str) -> Callable[[str], str]:
     """The base EC2 swarm.toml with one value changed."""
     def toml(subnet: str) -> str:
@@ -68,6 +83,7 @@ def _hosts_toml(entry: str) -> Callable[[str], str]:
 
 
 UP = ("up", "master")
+_LOCUST = locust_version()
 CASES = [
     # -- swarm.toml itself --
     Case("malformed-toml", UP, 2, ("not valid TOML",),
@@ -87,6 +103,8 @@ CASES = [
          toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nenv = { TOKEN = ["hunter2"] }\n'),
     Case("env-bad-name", UP, 2, ("[locust] env", "'MY-VAR' is not an environment variable name"),
          toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\nenv = { "MY-VAR" = "x" }\n'),
+    Case("otel-not-a-bool", UP, 2, ("[locust] otel must be true or false, not str",),
+         toml=lambda s: '[stack]\nprovider = "ec2"\n[locust]\notel = "yes"\n'),
     Case("unknown-provider", UP, 2, ("must be one of local, hosts, ec2", "gce"),
          toml=lambda s: '[stack]\nprovider = "gce"\n'),
     Case("ports-collide", UP, 2, ("web_port and master_port must differ",),
@@ -142,6 +160,13 @@ CASES = [
     # -- bootstrap --
     Case("bootstrap-dir-without-script", UP, 2, ("bootstrap script", "not found"),
          extra='dir = "bootstrap-empty"\n', prep=_empty_bootstrap_dir),
+    Case("otel-with-an-old-bootstrap-script", UP, 2,
+         ("bootstrap.sh predates [locust] otel = true", "no SWARM_LOCUST_EXTRAS"),
+         toml=_sub("processes = 1\n", "processes = 1\notel = true\n"), prep=_old_bootstrap),
+    Case("otel-wheelhouse-without-the-sdk", UP, 2,
+         ("[bootstrap] wheelhouse", "has no opentelemetry_sdk-*.whl", "`swarm wheelhouse --otel`"),
+         toml=lambda s: _sub("processes = 1\n", "processes = 1\notel = true\n")(s)
+         + 'offline = true\nwheelhouse = "wheels"\n', prep=_plain_wheelhouse),
     # -- stack names --
     Case("stack-name-space", ("--stack", "my stack!", "up", "master"), 2, ("--stack", "'my stack!'")),
     Case("stack-name-too-long", ("--stack", "s" * 40, "up", "master"), 2, ("--stack", "1-32")),

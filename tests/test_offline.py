@@ -31,13 +31,14 @@ LIMITS = ["/etc/security/limits.d"] if Path("/etc/security/limits.d").is_dir() e
 VENV_LOCUST = "/root/swarm/venv/bin/locust"
 
 
-def prepared_cache() -> str:
-    """The cache run_in_lab.py filled (outside the lab); missing: skip, and fail under CI."""
+def prepared_cache(otel: bool = False) -> str:
+    """The cache run_in_lab.py filled (outside the lab); missing: skip, and fail under CI.
+    otel: the one of locust[otel] (`swarm wheelhouse --otel`)."""
     cache = os.environ.get("SWARM_TEST_WHEELHOUSE_CACHE", "")
-    if cache and any(Path(cache, "wheelhouse", f"locust-{VERSION}").glob(
-            f"*/{wheelhouse.MANIFEST}")):
+    name = f"locust-otel-{VERSION}" if otel else f"locust-{VERSION}"
+    if cache and any(Path(cache, "wheelhouse", name).glob(f"*/{wheelhouse.MANIFEST}")):
         return cache
-    msg = (f"no offline wheelhouse of locust {VERSION} in SWARM_TEST_WHEELHOUSE_CACHE="
+    msg = (f"no offline wheelhouse {name} in SWARM_TEST_WHEELHOUSE_CACHE="
            f"{cache!r}: run the tests through tests/run_in_lab.py, which makes it before "
            "entering the lab")
     if _in_ci():

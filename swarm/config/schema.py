@@ -311,6 +311,9 @@ class LocustSection:
     worker_args: tuple[str, ...] = key(_str_list, ())
     # On master and workers; the values are never shown or recorded (run.json names them).
     env: dict[str, str] = key(_env, {}, secret=True)
+    # Locust's own --otel on master and workers, this machine's OTEL_* variables passed
+    # through as env is; bootstrap installs locust[otel]
+    otel: bool = key(_bool, False)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class RunSpec:
     # [locust] env: reaches Locust through a file on the node (shell.env_file), never a
     # command line; kept out of repr, run.json records only the names.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    otel: bool = False  # Locust's --otel, on the master and every worker
 
 
 def _locustfiles(locustfile: str) -> str:
@@ -99,6 +100,8 @@ def master_argv(spec: RunSpec) -> list[str]:
         ]
     if spec.run_time:
         argv += ["-t", spec.run_time]
+    if spec.otel:
+        argv.append("--otel")
     return argv + list(spec.extra_args)
 
 
@@ -108,6 +111,8 @@ def worker_argv(
     master_port: int,
     processes: int,
     extra: Sequence[str] = (),
+    *,
+    otel: bool = False,
 ) -> list[str]:
     argv = [
         "-f",
@@ -120,6 +125,8 @@ def worker_argv(
     ]
     if processes != 1:
         argv += ["--processes", str(processes)]  # -1: one per core, Locust detects it
+    if otel:
+        argv.append("--otel")
     return argv + list(extra)
 
 

@@ -16,7 +16,7 @@ from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
 from swarm.pipeline import cost, expiry, wheelhouse
 from swarm.pipeline.progress import Board, Phase
-from swarm.pipeline.session import Session, locust_version
+from swarm.pipeline.session import OTEL_EXTRA, Session, locust_version
 from swarm.remote.base import Result, replace_tree_cmd, tar_bytes
 from swarm.remote.fanout import fan_out
 
@@ -209,6 +209,8 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     bdir = check_bootstrap_dir(sess)
     rd = sess.remote_dir
     env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
+    if cfg.locust.otel:
+        env["SWARM_LOCUST_EXTRAS"] = OTEL_EXTRA  # locust[otel]: the SDK and its exporters
     wheels = None
     if cfg.bootstrap.offline:
         env["SWARM_OFFLINE"] = "1"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from swarm.config.schema import ENV_NAME_RE
 from swarm.errors import UsageError
 from swarm.locust.argv import RunSpec, parse_duration
 from swarm.models import Node, Role
 from swarm.pipeline.judge import Check, checks_from_table, parse_check
-from swarm.pipeline.session import Session
+from swarm.pipeline.session import OTEL_EXTRA, Session, missing_for_extra
+
+OTEL_PREFIX = "OTEL_"  # the OpenTelemetry SDK's variables: endpoint, protocol, headers, ...
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,10 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         raise UsageError("headless runs need a run time: -t 5m (or a --profile with run_time)")
     checks = [parse_check(c) for c in opts.checks] or checks_from_table(cfg.checks)
     ship, rel = resolve_locustfile(cfg.resolve(cfg.locust.files_dir), opts.locustfile)
+    env = dict(cfg.locust.env)
+    if cfg.locust.otel:
+        check_otel_here(sess)
+        env = {**otel_env(os.environ), **env}  # swarm.toml's own [locust] env wins
     ports = sess.ports
     spec = RunSpec(
         locustfile=rel,
@@ -141,9 +149,30 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         extra_args=tuple(cfg.locust.extra_args) + tuple(opts.extra_args),
         master_bind=ports.bind,
         worker_args=tuple(cfg.locust.worker_args),
-        env=dict(cfg.locust.env),
+        env=env,
+        otel=cfg.locust.otel,
     )
     return Plan(ship, spec, checks, opts.profile, opts.require_all)
+
+
+def otel_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """This machine's OTEL_* variables, for Locust on every node. OTEL_EXPORTER_OTLP_HEADERS
+    often carries an API key: they travel as [locust] env does. A name a shell cannot export
+    would break the env file, so it is left out (the SDK reads none such)."""
+    return {k: v for k, v in environ.items() if k.startswith(OTEL_PREFIX) and ENV_NAME_RE.match(k)}
+
+
+def check_otel_here(sess: Session) -> None:
+    """[locust] otel on a provider that runs this machine's Locust (local): its Python must
+    have the extra, or Locust would log an error and run without export."""
+    if sess.provider.runs_bootstrap:
+        return  # the nodes' bootstrap installs locust[otel]
+    missing = missing_for_extra(OTEL_EXTRA)
+    if missing:
+        raise UsageError(
+            f"[locust] otel = true needs locust[otel] on this machine (missing: "
+            f"{', '.join(missing)}): pip install 'locust[otel]'"
+        )
 
 
 def stack_nodes(sess: Session) -> tuple[Node, list[Node]]:

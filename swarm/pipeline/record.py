@@ -42,7 +42,10 @@ class RunRecord:
     profile: str | None
     extra_args: list[str]
     worker_args: list[str]
-    env_names: list[str]  # [locust] env's names: reproducible; the values may be secrets
+    # [locust] env's names (with otel, the OTEL_* ones passed through too): reproducible;
+    # the values may be secrets
+    env_names: list[str]
+    otel: bool  # [locust] otel: Locust's --otel on every node
     started_at: str
     ended_at: str
     verdict: Verdict

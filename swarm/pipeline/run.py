@@ -211,6 +211,7 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         extra_args=list(spec.extra_args),
         worker_args=list(spec.worker_args),
         env_names=sorted(spec.env),
+        otel=spec.otel,
         started_at=ctx.started_at.isoformat(timespec="seconds"),
         ended_at=ended_at.isoformat(timespec="seconds"),
         verdict=outcome.judgement.verdict,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,33 @@ def locust_version() -> str:
         import locust
 
         return str(locust.__version__)
+
+
+OTEL_EXTRA = "otel"  # Locust's extra for --otel: the OpenTelemetry SDK, exporters, instrumentation
+
+
+def locust_requirement(version: str, otel: bool) -> str:
+    """What pip installs on a node: `locust==V`, or `locust[otel]==V` for [locust] otel."""
+    return f"locust[{OTEL_EXTRA}]=={version}" if otel else f"locust=={version}"
+
+
+def missing_for_extra(extra: str, dist: str = "locust") -> list[str]:
+    """The distributions `dist[extra]` requires that this machine's Python lacks. Read from
+    the metadata, as pip would: importing them (grpc among them) would cost a second."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    wanted = re.compile(rf"""extra\s*==\s*['"]{re.escape(extra)}['"]""")
+    missing = []
+    for req in requires(dist) or []:
+        name, _, marker = req.partition(";")
+        if not wanted.search(marker):
+            continue
+        project = re.split(r"[\s\[<>=!~(]", name.strip(), maxsplit=1)[0]
+        try:
+            version(project)
+        except PackageNotFoundError:
+            missing.append(project)
+    return missing
 
 
 @dataclass

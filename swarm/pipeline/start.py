@@ -126,7 +126,9 @@ def start(ctx: RunContext) -> None:
                 + start_cmd(rd, master_argv(spec), fresh_results=True, warm=warm, env=has_env)
             )
         else:
-            argv = worker_argv(spec.locustfile, master_ip, spec.master_port, per, spec.worker_args)
+            argv = worker_argv(
+                spec.locustfile, master_ip, spec.master_port, per, spec.worker_args, otel=spec.otel
+            )
             cmd = start_cmd(rd, argv, warm=warm, env=has_env)
         return ctx.runners[node.id].run(cmd, timeout=60, stdin=env).stdout.strip()
 

@@ -1,10 +1,12 @@
 """Offline installs (`[bootstrap] offline = true`): a wheelhouse of Locust and all its
 dependencies for a node's Python, made on this machine with its own pip, cached, and shipped
-once to each node, where bootstrap.sh installs from it with `pip --no-index`.
+once to each node, where bootstrap.sh installs from it with `pip --no-index`. With
+`[locust] otel = true` it is `locust[otel]`'s (the OpenTelemetry SDK and exporters too).
 
 A wheelhouse is made for what the node's `bootstrap.sh --probe` reported (its Python's
 version, machine, C library), so binary wheels match; it is cached under
-`<cache>/wheelhouse/locust-<version>/<cp311-glibc-2.36-x86_64>/` and made atomically (a
+`<cache>/wheelhouse/locust-<version>/<cp311-glibc-2.36-x86_64>/` (`locust-otel-<version>`
+for locust[otel]) and made atomically (a
 temporary directory renamed into place), so a cached one is always whole. `SWARM-WHEELHOUSE`
 in it holds its digest: a node that already has that digest is not sent it again.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from swarm.config import Config
 from swarm.errors import RemoteError, SwarmError, UsageError
 from swarm.paths import cache_dir, scaffold_dir
+from swarm.pipeline.session import OTEL_EXTRA, locust_requirement
 from swarm.remote.base import Runner, replace_tree_cmd, tar_bytes
 
 MANIFEST = "SWARM-WHEELHOUSE"  # the digest, then one `sha256 size name` line per wheel
@@ -104,8 +107,14 @@ def manifest(wheel_dir: Path) -> str:
     return hashlib.sha256(body.encode()).hexdigest() + "\n" + body
 
 
-def cached(version: str, target: Target) -> Path:
-    return cache_dir() / "wheelhouse" / f"locust-{version}" / target.key
+def _versions(version: str, otel: bool) -> Path:
+    """The cached wheelhouses of one Locust (with its otel extra, or without), one per target."""
+    name = f"locust-{OTEL_EXTRA}-{version}" if otel else f"locust-{version}"
+    return cache_dir() / "wheelhouse" / name
+
+
+def cached(version: str, target: Target, otel: bool = False) -> Path:
+    return _versions(version, otel) / target.key
 
 
 def pip_reason(output: str) -> str:
@@ -132,9 +141,9 @@ def _pip_download(dest: Path, args: list[str], what: str) -> None:
         )
 
 
-def build(version: str, target: Target) -> tuple[Path, bool]:
+def build(version: str, target: Target, otel: bool = False) -> tuple[Path, bool]:
     """The cached wheelhouse for target, made now if missing -> (its dir, made now?)."""
-    final = cached(version, target)
+    final = cached(version, target, otel)
     if (final / MANIFEST).is_file():
         return final, False
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +154,7 @@ def build(version: str, target: Target) -> tuple[Path, bool]:
             tmp,
             [
                 *["--implementation", "cp", "--python-version", target.python, *platforms],
-                f"locust=={version}",
+                locust_requirement(version, otel),
                 "pip",  # the venv is made --without-pip: bootstrap runs pip from its wheel
             ],
             f"cannot make the offline wheelhouse for {target.key}",
@@ -162,27 +171,38 @@ def build(version: str, target: Target) -> tuple[Path, bool]:
 
 
 def check(cfg: Config, version: str, script: Path) -> None:
-    """Before anything is launched: can offline nodes be installed? The script knows offline
-    mode, a configured wheelhouse has Locust and pip, or this machine's pip can download
-    (proved with Locust's own wheel when no wheelhouse of this version is cached)."""
+    """Before anything is launched: can the nodes be installed as asked? The script knows
+    offline mode and Locust's extras; offline, a configured wheelhouse has Locust and pip (and
+    the OpenTelemetry SDK for otel), or this machine's pip can download (proved with Locust's
+    own wheel when no wheelhouse of this version is cached)."""
+    otel = cfg.locust.otel
+    text = script.read_text(errors="replace")
+    for asked, marker, key in (
+        (cfg.bootstrap.offline, "SWARM_OFFLINE", "[bootstrap] offline = true"),
+        (otel, "SWARM_LOCUST_EXTRAS", "[locust] otel = true"),
+    ):
+        if asked and marker not in text:
+            raise UsageError(
+                f"{script} predates {key} (it has no {marker}): "
+                "copy swarm's current one (`swarm init` in an empty directory writes it)"
+            )
     if not cfg.bootstrap.offline:
         return
-    if "SWARM_OFFLINE" not in script.read_text(errors="replace"):
-        raise UsageError(
-            f"{script} predates [bootstrap] offline = true (it has no SWARM_OFFLINE): "
-            "copy swarm's current one (`swarm init` in an empty directory writes it)"
-        )
     if cfg.bootstrap.wheelhouse:
         given = cfg.resolve(cfg.bootstrap.wheelhouse)
-        for pattern in (f"locust-{version}-*.whl", "pip-*.whl"):
+        patterns = [f"locust-{version}-*.whl", "pip-*.whl"]
+        if otel:
+            patterns.append("opentelemetry_sdk-*.whl")
+        for pattern in patterns:
             if not any(given.glob(pattern)):
+                flag = " --otel" if otel else ""
                 raise UsageError(
                     f"[bootstrap] wheelhouse {given} has no {pattern}: make it with "
-                    f"`swarm wheelhouse` (Locust {version} and pip, for the nodes' Python)"
+                    f"`swarm wheelhouse{flag}` ({locust_requirement(version, otel)} and pip, "
+                    "for the nodes' Python)"
                 )
         return
-    versions = cache_dir() / "wheelhouse" / f"locust-{version}"
-    if any(versions.glob(f"*/{MANIFEST}")):
+    if any(_versions(version, otel).glob(f"*/{MANIFEST}")):
         return
     with tempfile.TemporaryDirectory(prefix="swarm-pipcheck-") as tmp:
         _pip_download(
@@ -198,6 +218,7 @@ class Wheelhouses:
 
     def __init__(self, cfg: Config, version: str, info: Callable[[str], None]):
         self.version = version
+        self.otel = cfg.locust.otel
         self.info = info
         self.given = cfg.resolve(cfg.bootstrap.wheelhouse) if cfg.bootstrap.wheelhouse else None
         self._lock = threading.Lock()
@@ -214,7 +235,7 @@ class Wheelhouses:
                     tar = tar_bytes(self.given, level=0, extra={MANIFEST: text.encode()})
                 else:
                     started = time.monotonic()
-                    path, made = build(self.version, target)
+                    path, made = build(self.version, target, self.otel)
                     text = (path / MANIFEST).read_text()
                     size = sum(f.stat().st_size for f in path.glob("*.whl"))
                     took = f" in {time.monotonic() - started:.1f}s" if made else ""

@@ -14,6 +14,8 @@
 #   SWARM_OFFLINE         1: install Locust from the wheelhouse only (pip --no-index), never
 #                         apt/dnf or the network ([bootstrap] offline = true)
 #   SWARM_WHEELHOUSE      default: <remote_dir>/wheelhouse (swarm ships it there)
+#   SWARM_LOCUST_EXTRAS   Locust's extras to install too, comma-separated: `otel` for
+#                         [locust] otel = true (installs locust[otel]); default: none
 # Output: a timestamped log on stdout; <remote_dir>/locust-path holds the
 # absolute path of the locust executable to use.
 #
@@ -47,7 +49,11 @@ trap on_exit EXIT
 VERSION="${SWARM_LOCUST_VERSION:-}"
 ROLE="${SWARM_ROLE:-unset}"
 STACK="${SWARM_STACK:-unset}"
+EXTRAS="${SWARM_LOCUST_EXTRAS:-}"
 [ -n "$VERSION" ] || die "SWARM_LOCUST_VERSION is not set"
+case "$EXTRAS" in *[!a-z0-9,_-]*) die "SWARM_LOCUST_EXTRAS must be extras' names (otel), got '$EXTRAS'" ;; esac
+# What pip installs: locust==2.47.0, or locust[otel]==2.47.0
+REQ="locust${EXTRAS:+[$EXTRAS]}==$VERSION"
 case "$ROLE" in master | worker | unset) ;; *) die "SWARM_ROLE must be master or worker, got '$ROLE'" ;; esac
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -97,6 +103,24 @@ locust_version_of() {
     out="$(timeout 120 "$1" --version 2>/dev/null)" || return 0
     read -r name version _ <<<"$out" || true
     if [ "${name:-}" = "locust" ]; then printf '%s' "${version:-}"; fi
+}
+
+# Does the Python of the locust at $1 have every package its extras ($EXTRAS) need? Read
+# from the metadata, as pip would: importing them (grpc among them) costs about a second.
+has_extras() {
+    local py
+    [ -n "$EXTRAS" ] || return 0
+    py="$(head -n 1 "$1" 2>/dev/null | sed -n 's/^#! *//p' | cut -d' ' -f1)"
+    [ -n "$py" ] && [ -x "$py" ] || return 1
+    timeout 60 "$py" - "$EXTRAS" >/dev/null 2>&1 <<'PY'
+import importlib.metadata as m, re, sys
+extras = sys.argv[1].split(",")
+for req in m.requires("locust") or []:
+    name, _, marker = req.partition(";")
+    extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+    if extra and extra.group(1) in extras:
+        m.version(re.split(r"[\s\[<>=!~(]", name.strip(), maxsplit=1)[0])  # raises if missing
+PY
 }
 
 record_locust() {
@@ -184,9 +208,13 @@ LOCUST_BIN=""
 for candidate in "$VENV/bin/locust" "$(command -v locust 2>/dev/null || true)"; do
     [ -n "$candidate" ] && [ -x "$candidate" ] || continue
     found="$(locust_version_of "$candidate")"
+    if [ "$found" = "$VERSION" ] && ! has_extras "$candidate"; then
+        log "locust $VERSION at $candidate lacks the packages of its extras [$EXTRAS]"
+        continue
+    fi
     if [ "$found" = "$VERSION" ]; then
         LOCUST_BIN="$candidate"
-        log "locust $VERSION already present at $candidate; skipping install"
+        log "${REQ%==*} $VERSION already present at $candidate; skipping install"
         break
     fi
     log "found locust '${found:-unknown}' at $candidate, want $VERSION"
@@ -325,23 +353,24 @@ if [ -z "$LOCUST_BIN" ]; then
         # left out: the wheelhouse is the whole truth here.
         pip_wheel="$(ls "$WHEELHOUSE"/pip-*.whl 2>/dev/null | head -n 1)" || pip_wheel=""
         [ -n "$pip_wheel" ] || die "no pip wheel in the wheelhouse $WHEELHOUSE (swarm ships it there with offline = true)"
-        log "installing locust==$VERSION from the wheelhouse at $WHEELHOUSE (offline: pip --no-index)"
+        log "installing $REQ from the wheelhouse at $WHEELHOUSE (offline: pip --no-index)"
         PIP_CONFIG_FILE=/dev/null timeout 1200 "$VENV/bin/python" "$pip_wheel/pip" install -q \
             --disable-pip-version-check --no-input --no-index --find-links "$WHEELHOUSE" \
-            pip "locust==$VERSION" ||
-            die "pip install locust==$VERSION from the wheelhouse $WHEELHOUSE failed (made for another Python or machine?)"
+            pip "$REQ" ||
+            die "pip install $REQ from the wheelhouse $WHEELHOUSE failed (made for another Python or machine${EXTRAS:+, or without [$EXTRAS]}?)"
     else
         STEP="pip install"
-        log "pip install locust==$VERSION"
+        log "pip install $REQ"
         # Short network timeouts and an overall cap: a host without network must
         # fail in bounded time instead of hanging the whole `swarm` run.
         timeout 1200 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input \
-            --timeout 15 --retries 1 "locust==$VERSION" ||
-            die "pip install locust==$VERSION failed (no network, or no such version?)"
+            --timeout 15 --retries 1 "$REQ" ||
+            die "pip install $REQ failed (no network, or no such version?)"
     fi
 
     found="$(locust_version_of "$VENV/bin/locust")"
     [ "$found" = "$VERSION" ] || die "installed locust reports version '${found:-none}', expected $VERSION"
+    has_extras "$VENV/bin/locust" || die "installed $REQ, yet the packages of [$EXTRAS] are missing"
     LOCUST_BIN="$VENV/bin/locust"
     log "installed locust $VERSION at $LOCUST_BIN"
 fi
