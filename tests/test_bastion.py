@@ -155,6 +155,8 @@ def test_the_headline_flow_through_a_bastion(workdir, cli_env, ec2_env, emulated
     worker = emulated_ec2.host_for(node_id(workdir, env, "worker-1"))
     res = swarm("ssh", "worker-1", "--", "hostname", cwd=workdir, env=env, timeout=60)
     assert res.code == 0 and res.out.strip() == worker.name, res.err
+    res = swarm("logs", "worker-1", cwd=workdir, env=env, timeout=60)
+    assert res.code == 0 and f"{worker.name}/INFO/locust.main: Starting Locust" in res.out
     # every login was through the bastion, and its key is pinned with the nodes'
     known = (tmp_path / "state" / "ec2" / "us-east-1" / STACK / "known_hosts").read_text()
     assert bastion.host.known_hosts_line_at(bastion.address) in known.splitlines()
