@@ -148,6 +148,16 @@ CASES = [
     Case("ssh-cidr-with-ssm", UP, 2, ('[ec2] ssh_cidr is not used with connect = "ssm"',
                                       "no SSH ingress at all"),
          toml=_sub('connect = "private"', 'connect = "ssm"')),
+    Case("bastion-not-named", UP, 2, ('connect = "bastion" needs [ec2] bastion',),
+         toml=_sub('connect = "private"', 'connect = "bastion"')),
+    Case("bastion-without-connect", UP, 2, ("[ec2] bastion is only used with",),
+         ec2_extra='bastion = "root@10.77.1.250"\n'),
+    Case("public-ip-false-connect-public", UP, 2, ("public_ip = false", "bastion"),
+         toml=_sub('connect = "private"', 'connect = "public"\npublic_ip = false')),
+    # not an instance of the region, and no ssh_cidr to say where its SSH comes from
+    Case("bastion-not-an-instance", UP, 2, ("[ec2] bastion 10.77.1.250", "ssh_cidr"),
+         toml=_sub('ssh_cidr = "10.77.0.0/16"\nconnect = "private"',
+                   'connect = "bastion"\nbastion = "root@10.77.1.250"')),
     # -- hosts --
     Case("hosts-entry-no-user", UP, 2, ("[hosts] workers", "user@host"),
          toml=_hosts_toml("10.77.1.251")),

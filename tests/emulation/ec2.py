@@ -394,6 +394,8 @@ class EmulatedEC2:
     ``host_options(ip, index) -> dict | None`` (index = launch order since
     the last reset, from 0) may return extra ``Lab.add_host`` kwargs, e.g.
     ``{"dead": "silent"}``; ``make_dead(ip, mode)`` does the same for one IP.
+    ``{"public_bridge": bridge}`` (``Lab.add_bridge``): the host also owns the instance's
+    moto public IP, on that bridge (a bastion: launch it with a public IP).
     """
 
     def __init__(self, lab: Lab, *, region: str = DEFAULT_REGION,
@@ -805,6 +807,12 @@ class EmulatedEC2:
             spec: dict[str, Any] = {"ip": ip, "authorized_key": key}
             if self.host_options is not None:
                 spec.update(self.host_options(ip, index) or {})
+            if spec.get("public_bridge") is not None and "public_ip" not in spec:
+                # moto's public IP is owned by the host, so it may be connected to
+                if not instance.public_ip:
+                    self.errors.append(f"{instance.id} has no public IP for its public_bridge")
+                    continue
+                spec["public_ip"] = instance.public_ip
             if ip in self.dead_ips:
                 spec["dead"] = self.dead_ips[ip]
             if self.quirks.sshd_late_s and not spec.get("dead"):

@@ -21,7 +21,7 @@ from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key, stack_expiry
 from swarm.providers.base import Elsewhere, Provider, Stack
-from swarm.providers.ec2 import launch, market, regions, setup, ssm, tags
+from swarm.providers.ec2 import bastion, launch, market, regions, setup, ssm, tags
 from swarm.providers.ec2.aws import (
     AwsClients,
     chunks,
@@ -69,6 +69,8 @@ class Ec2Provider(AwsClients, Provider):
         self._placement: Placement | None = None
         self._checked: dict[tuple[str, int], tuple[str, str]] = {}
         self._role_images: dict[Role, tuple[str, str]] | None = None
+        self._sources: setup.SshFrom | None = None
+        self._bastion = bastion.Bastion(config.ec2.bastion) if config.ec2.bastion else None
 
     # ---- places, users, tags ----
 
@@ -103,21 +105,15 @@ class Ec2Provider(AwsClients, Provider):
         key_file = self.key_path(stack)
         if self.cfg.key_name:
             setup.check_key_file(key_file)
-        # connect = "private": the controller is inside the VPC (or reaches it through it),
-        # so the VPC's own range, not this machine's public address (a lookup that is wrong).
-        private = self.cfg.connect == "private" and not self.cfg.ssh_cidr
         over_ssm = self.cfg.connect == "ssm"  # no SSH rule at all: SSH comes from inside
-        cidr = None if private or over_ssm else setup.ssh_cidr(self.cfg.ssh_cidr)
         port = self.config.locust.master_port
         with aws_errors(
             f"prepare the security group and key pair of stack {stack.name}", self.region
         ):
             vpc_id = self._find_placement().vpc_id  # one group per VPC: good in every zone
-            if private:
-                cidr = setup.ssh_cidr(setup.vpc_cidr(self.ec2, vpc_id))
             shared = self._tags(stack.name, tags.STACK_ROLE)
             gid = setup.ensure_security_group(
-                self.ec2, stack.name, vpc_id, cidr, (port, port + 1), shared
+                self.ec2, stack.name, vpc_id, self._ssh_from(vpc_id), (port, port + 1), shared
             )
             if self.cfg.key_name:
                 setup.check_user_key(self.ec2, self.cfg.key_name, key_file, self.region)
@@ -129,6 +125,24 @@ class Ec2Provider(AwsClients, Provider):
             with aws_errors(f"prepare the instance profile of stack {stack.name}", self.region):
                 profile = ssm.ensure_profile(self.client("iam"), stack.name, self.region, shared)
         self._prepared[stack.name] = _Prepared(gid, key_name, profile)
+
+    def _ssh_from(self, vpc_id: str) -> setup.SshFrom:
+        """Who may open port 22, looked up once per command."""
+        if self._sources is None:
+            if self._bastion is not None:
+                self._sources = self._bastion.ssh_from(
+                    self.ec2, self.cfg.ssh_cidr, vpc_id, self.region
+                )
+            elif self.cfg.connect == "ssm":  # no SSH rule at all: SSH comes from inside
+                self._sources = setup.SshFrom()
+            elif self.cfg.connect == "private" and not self.cfg.ssh_cidr:
+                # The controller is inside the VPC (or reaches it through it): the VPC's own
+                # range, not this machine's public address (a lookup that is wrong there).
+                vpc = setup.vpc_cidr(self.ec2, vpc_id)
+                self._sources = setup.SshFrom((setup.ssh_cidr(vpc),))
+            else:
+                self._sources = setup.SshFrom((setup.ssh_cidr(self.cfg.ssh_cidr),))
+        return self._sources
 
     def list_nodes(self, stack: Stack, role: Role | None = None) -> list[Node]:
         filters = tags.stack_filters(stack.name, role)
@@ -160,6 +174,8 @@ class Ec2Provider(AwsClients, Provider):
                 ssm.check_named_profile(self.client("iam"), self.cfg.instance_profile)
             settings = self._images()[role]  # a typo in a type: said before any zone is
             self._find_placement().with_room(count)
+            if self._bastion is not None:  # a bastion not found: said before a launch
+                self._ssh_from(self._find_placement().vpc_id)
         self._checked[role, count] = settings
         return settings
 
@@ -215,8 +231,8 @@ class Ec2Provider(AwsClients, Provider):
             "Groups": [prep.group_id],
             "DeleteOnTermination": True,
         }
-        if self.cfg.connect == "public":
-            nic["AssociatePublicIpAddress"] = True
+        if self.cfg.public_ip_wanted is not None:  # None: the subnet's default
+            nic["AssociatePublicIpAddress"] = self.cfg.public_ip_wanted
         params: dict[str, Any] = dict(
             ImageId=image_id,
             InstanceType=itype,
@@ -400,11 +416,12 @@ class Ec2Provider(AwsClients, Provider):
         from swarm.remote.ssh import SSHRunner  # paramiko: only when a node is reached
 
         if node.ssh is None:
+            kind = "public" if self.cfg.connect == "public" else "private"
             raise ProviderError(
-                f"node {node.name or node.id} has no {self.cfg.connect} IP address: "
+                f"node {node.name or node.id} has no {kind} IP address: "
                 'set [ec2] connect = "private" or "public" to match your network'
             )
-        route = DIRECT
+        route = self._bastion.route() if self._bastion is not None else DIRECT
         if self.cfg.connect == "ssm":  # node.ssh.host is the instance id
             ssm.check_tools()
             route = Route(proxy_command=ssm.proxy_command(self.region, self.cfg.profile))
