@@ -212,7 +212,7 @@ def ensure_security_group(
                 GroupName=name,
                 VpcId=vpc_id,
                 Description=f"swarm stack {stack}: "
-                + ("SSH from the controller, " if cidr else "")
+                + ("SSH from the controller, " if ssh_from.cidrs or ssh_from.groups else "")
                 + "Locust inside the group",
                 TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
             )["GroupId"]
