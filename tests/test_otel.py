@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import importlib.metadata
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -133,20 +134,23 @@ def otel_vars(endpoint: str, secret: str) -> dict[str, str]:
     }
 
 
-def _cmdlines() -> dict[int, str]:
+def _cmdlines() -> dict[int, tuple[str, str]]:
+    """pid -> (command line, working directory) of every process on this machine."""
     out = {}
     for p in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            out[int(p.parent.name)] = p.read_bytes().decode(errors="replace")
+            cmdline = p.read_bytes().decode(errors="replace")
+            out[int(p.parent.name)] = (cmdline, os.readlink(p.parent / "cwd"))
         except OSError:
             pass      # a process that ended meanwhile
     return out
 
 
-def _locusts(seen: set[tuple[int, str]], role: str) -> dict[int, list[str]]:
+def _locusts(seen: set[tuple[int, str, str]], role: str, under: Path) -> dict[int, list[str]]:
     """The Locust processes among the command lines seen (`python .../bin/locust ...`), not
-    the shells that start them: pid -> argv."""
-    argvs = {p: c.split("\0") for p, c in seen}
+    the shells that start them, running in a directory under `under` (this test's: other
+    tests and other checkouts run Locust on this machine too): pid -> argv."""
+    argvs = {p: c.split("\0") for p, c, cwd in seen if Path(cwd).is_relative_to(under)}
     return {p: a for p, a in argvs.items()
             if len(a) > 1 and a[1].endswith("/bin/locust") and role in a}
 
@@ -164,7 +168,7 @@ def run_watching_cmdlines(args: tuple[str, ...], cwd: Path, env: dict[str, str],
         for _ in range(int(timeout / 0.05) + 1):
             if proc.poll() is not None or time.monotonic() > deadline:
                 break
-            seen.update((p, c) for p, c in _cmdlines().items() if c)  # a zombie's is empty
+            seen.update((p, c, cwd) for p, (c, cwd) in _cmdlines().items() if c)  # a zombie's is empty
             time.sleep(0.05)
         reader.join(timeout=max(1.0, deadline - time.monotonic()))
         if reader.is_alive():
@@ -198,10 +202,10 @@ def test_otel_exports_from_master_and_workers_the_key_nowhere_else(
     assert res.code == 0, res.err
 
     # --otel on every Locust's command line; the key on none of the command lines seen
-    masters, workers = _locusts(seen, "--master"), _locusts(seen, "--worker")
+    masters, workers = _locusts(seen, "--master", tmp_path), _locusts(seen, "--worker", tmp_path)
     assert len(masters) == 1 and len(workers) == 2, (masters, workers)
     assert all("--otel" in argv for argv in [*masters.values(), *workers.values()])
-    assert [c for _, c in seen if secret in c] == []
+    assert [c for _, c, _ in seen if secret in c] == []
 
     # the exports: all carry the key, the workers' spans and request metrics, the master's
     # user count, each from its own process
@@ -255,7 +259,7 @@ def test_on_hosts_the_variables_reach_the_warm_forked_locust_only(
         outputs.append(res.stdout + res.stderr)
         assert res.returncode == 0, res.stderr
         assert "2 of 2 worker process(es) connected" in res.stderr
-        assert [c for _, c in seen if secret in c] == []
+        assert [c for _, c, _ in seen if secret in c] == []
         for h in hs.hosts:
             assert list((h.home / "swarm").glob(shell.ENV_FILE)) == [], h.ip
             for p in warm_pids(h):         # the warm Locust stays: it never holds the key
