@@ -7,9 +7,9 @@ would in a chat room). The HTTP handler has already read the Upgrade request; ws
 
 What the target saw is counted with the HTTP routes, under names starting with `WS `:
 `WS open <endpoint>` (handshakes accepted), `WS recv <endpoint>` (messages received) and
-`WS sent <endpoint>` (messages handed to a client's socket: echoes, or one per room member
-per broadcast). Each is counted before the bytes go out, so a client never sees something
-the counts do not hold yet.
+`WS sent <endpoint>` (copies sent: an echo, or one per member of the room at the time of a
+broadcast). Each is counted before the bytes go out (a whole broadcast before its first
+copy), so a client never sees something the counts do not hold yet.
 """
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ def _receive(
 def _deliver(peer: Peer, data: str | bytes, ep: Endpoint, rooms: Rooms, count: Count) -> None:
     count(f"{WS_PREFIX}recv {ep.template}")
     targets = [peer] if ep.room is None else rooms.members(ep.room)
-    for member in targets:
+    for _ in targets:  # the whole broadcast, before any member can have its copy
         count(f"{WS_PREFIX}sent {ep.template}")
+    for member in targets:
         member.send(TextMessage(data) if isinstance(data, str) else BytesMessage(data))
