@@ -297,6 +297,8 @@ RUN_CASES = [
     RunCase("check-wrong-unit", (*H, "-f", "signups.py", "--check", "rps>5ms"), ("rps takes",)),
     RunCase("profile-unknown", (*H, "-f", "signups.py", "--profile", "nightly"),
             ("unknown profile 'nightly'",)),
+    RunCase("profile-bad-check", (*H, "-f", "signups.py", "--profile", "typo"),
+            ("[profiles.typo] checks: bad --check 'p95<<1'",)),
     RunCase("run-time-bad", (*H, "-f", "signups.py", "-t", "5 minutes"), ("-t", "'5 minutes'")),
     RunCase("headless-without-run-time", (*H, "-f", "signups.py", "--headless"), ("need a run time",)),
     RunCase("users-zero", (*H, "-f", "signups.py", "-u", "0"), ("-u",)),
@@ -315,7 +317,8 @@ def local_stack(tmp_path_factory):
                     ignore=shutil.ignore_patterns("__pycache__"))
     (work / "swarm.toml").write_text(
         f'[stack]\nname = "badrun"\nprovider = "local"\n'
-        f"[locust]\nweb_port = {free_port()}\nmaster_port = {free_port()}\n")
+        f"[locust]\nweb_port = {free_port()}\nmaster_port = {free_port()}\n"
+        '[profiles.typo]\nchecks = ["p95<<1"]\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SWARM_"))}
     env.update(SWARM_STATE_DIR=str(state), PYTHONPATH=str(REPO), NO_COLOR="1")
     assert swarm("up", "master", cwd=work, env=env).code == 0

@@ -40,6 +40,20 @@ def test_the_example_documents_every_key_and_parses():
             assert f"{key} =" in text or f"[{section}.{key}]" in text, (section, key)
 
 
+def test_the_example_profiles_are_the_seed_websocket_plan():
+    c = config.parse((REPO / "swarm.toml.example").read_text())
+    got = {n: (p.users, p.env["WS_MESSAGES"], p.checks.avg_ms, p.checks.fail_ratio)
+           for n, p in c.profiles.items()}
+    assert got == {"light": (10, "10", 50, 0.005), "medium": (50, "20", 100, 0.01),
+                   "heavy": (100, "50", 200, 0.02), "stress": (200, "100", 500, 0.05)}
+
+
+def test_a_profile_takes_its_checks_as_a_list_too():
+    c = config.parse('[profiles.ci]\nchecks = ["p95<200ms", "fail_ratio<1%"]\n')
+    assert c.profiles["ci"].checks == ("p95<200ms", "fail_ratio<1%")
+    assert config.parse("[profiles.ci]\nusers = 1\n").profiles["ci"].checks == ()
+
+
 def test_sections_are_frozen_dataclasses():
     c = config.parse('[ec2]\nregion = "eu-west-1"\nttl = "1h30m"\n')
     assert c.ec2.region == "eu-west-1" and c.ec2.ttl == 5400
@@ -82,6 +96,11 @@ def test_sections_are_frozen_dataclasses():
     ("[hosts]\nmaster = \"u@h\"\nworkers = [\"u@h:99999\"]\n", ["port must be 1-65535"]),
     ("[profiles.light]\nusers = -3\n", ["users must be >= 1"]),
     ("[profiles.light]\nuser = 3\n", ["unknown key 'user'", "did you mean 'users'"]),
+    ("[profiles.light.checks]\navg = 50\n", ["[profiles.light] checks has no key 'avg'",
+                                              "did you mean 'avg_ms'"]),
+    ("[profiles.light.checks]\navg_ms = \"fast\"\n", ["checks avg_ms must be a number"]),
+    ("[profiles.light]\nchecks = \"p95<1s\"\n", ["checks must be a list of strings"]),
+    ("[profiles.light]\nenv = { WS_RATE = 2 }\n", ["[profiles.light] env"]),
     ("[checks]\np95 = 200\n", ["did you mean 'p95_ms'"]),
     ("[checks]\nfail_ratio = -1\n", ["fail_ratio must be >= 0"]),
     ("[checks]\nfail_ratio = 5\n", ["fail_ratio must be a fraction of 1 or a percent",

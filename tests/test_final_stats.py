@@ -44,10 +44,14 @@ def test_the_reported_figures_are_the_final_ones_not_the_csv_locust_last_wrote(
         served = target.total()
         assert res.code == 0, res.err
         out = sorted((workdir / "results" / "final").iterdir())[-1]
-        reported = json.loads((out / "run.json").read_text())["summary"]["total"]["requests"]
+        summary = json.loads((out / "run.json").read_text())["summary"]
+        reported = summary["total"]["requests"]
         in_json = sum(e["num_requests"] for e in json.loads((out / "stats.json").read_text()))
         # at most one request in flight per user is cut off at stop
         assert served - USERS <= reported <= served, (reported, served)
         assert reported == in_json and served > 50, (reported, in_json, served)
+        # the per-name rows too: --json-file's serializing must not zero them before the CSV
+        by_name = [(e["name"], e["requests"]) for e in summary["endpoints"]]
+        assert by_name == [("/health", reported)], by_name
     finally:
         assert swarm("down", cwd=workdir, env=cli_env, timeout=120).code == 0

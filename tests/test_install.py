@@ -50,7 +50,8 @@ def test_init_and_a_run_from_the_wheel_in_an_empty_directory(installed, tmp_path
 
     res = run([*cli, "init"], cwd=empty, env=env)
     assert res.returncode == 0, res.stderr
-    assert "locustfiles/ (common.py, signups.py, typical_load.py, viral_load.py)" in res.stderr
+    assert ("locustfiles/ (common.py, signups.py, typical_load.py, viral_load.py, ws_chat.py, "
+            "ws_user.py)") in res.stderr
     assert "python -m swarm.demo.target" in res.stderr and "-f viral_load.py" in res.stderr
     assert (empty / "bootstrap" / "bootstrap.sh").is_file()
     # free ports, so the test never meets another Locust on this machine

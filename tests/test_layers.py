@@ -39,6 +39,7 @@ ONLY_IN = {
     "fabric": ("swarm.remote.hops", "swarm.remote.sshconfig"),
     "boto3": ("swarm.providers.ec2",),
     "botocore": ("swarm.providers.ec2",),
+    "wsproto": ("swarm.demo.ws",),
 }
 # Programs of their own: the warm Locust runs on hosts (stdlib + Locust), the target is
 # started as `python -m swarm.demo.target`; they may print, and warm_host imports no swarm.

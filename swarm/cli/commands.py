@@ -16,6 +16,7 @@ from swarm import config, paths
 from swarm.cli import render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import Interrupted, RunFailed, SwarmError, UsageError
+from swarm.locust.stats import Summary
 from swarm.models import Node, Role
 from swarm.pipeline import access, fleet, regions
 from swarm.pipeline import logs as node_logs
@@ -84,7 +85,9 @@ def up(c: Ctx, role: str, count: int | None) -> None:
 )
 @click.option("-t", "--run-time", help="Stop after this long, e.g. 30s, 5m, 1h30m.")
 @click.option("--headless", is_flag=True, help="No UI: run, wait, fetch results, print a summary.")
-@click.option("--profile", help="A [profiles.NAME] of users / spawn_rate / run_time.")
+@click.option(
+    "--profile", help="A [profiles.NAME]: users / spawn_rate / run_time, its checks and env."
+)
 @click.option(
     "--check",
     "checks",
@@ -165,8 +168,7 @@ def run(
         )
     render.err.print(f"results: {outcome.results_dir}")
     for ch in outcome.checks:
-        mark = "[green]pass[/green]" if ch.ok else "[red]FAIL[/red]"
-        render.err.print(f"check {ch.check}: {mark} (actual {ch.actual_shown})")
+        render.err.print(render.check_line(ch))
     verdict = outcome.judgement
     if verdict.verdict == Verdict.INTERRUPTED:
         stats = "partial results" if outcome.summary else "no statistics yet; logs"
@@ -372,22 +374,48 @@ def init() -> None:
 
 @cli.command()
 @click.option(
-    "-t", "--run-time", default="15s", show_default=True, help="How long the demo load runs."
+    "-t", "--run-time", help="How long the demo load runs (15s; with --ws the light profile's)."
 )
-def demo(run_time: str) -> None:
+@click.option(
+    "--ws",
+    is_flag=True,
+    help="The WebSocket scenario: ws_chat.py with [profiles.light], against chat rooms.",
+)
+def demo(run_time: str | None, ws: bool) -> None:
     """A full local cycle against a built-in target: up, run, summary, down."""
     from swarm.demo.cycle import run_demo
 
-    got = run_demo(render.ConsoleReporter(), run_time)
+    got = run_demo(render.ConsoleReporter(), run_time, ws)
     render.out.print(render.nodes_table(f"stack {got.stack} (local)", render.node_rows(got.nodes)))
     summary = got.run.summary
     assert summary is not None  # a run without statistics raised already
     render.out.print(render.summary_table(summary))
     total = summary.total
     render.err.print(f"results: {got.run.results_dir}")
-    render.err.print(
-        f"the target served {got.served} requests; Locust counted {total.requests} "
-        f"with {total.failures} failures across {got.run.workers_expected} workers"
-    )
-    if not (total.requests > 0 and total.failures == 0):
+    if ws:
+        render.err.print(_ws_demo_line(got.counts, summary, got.run.workers_expected))
+        for ch in got.run.checks:
+            render.err.print(render.check_line(ch))
+    else:
+        render.err.print(
+            f"the target served {got.served} requests; Locust counted {total.requests} "
+            f"with {total.failures} failures across {got.run.workers_expected} workers"
+        )
+    if not (total.requests > 0 and total.failures == 0) or got.run.judgement.exit_code:
         raise SystemExit(1)
+
+
+def _ws_demo_line(counts: dict[str, int], summary: Summary, workers: int) -> str:
+    from swarm.demo import ws
+
+    def seen(what: str) -> int:
+        return counts.get(f"{ws.WS_PREFIX}{what} {ws.ROOM}", 0)
+
+    locust = {e.name: e.requests for e in summary.endpoints}
+    return (
+        f"the target accepted {seen('open')} WebSocket connections, received {seen('recv')} "
+        f"messages and sent {seen('sent')} to room members; Locust counted "
+        f"{locust.get('WS connect', 0)} WS connect, {locust.get('WS rtt', 0)} WS rtt and "
+        f"{locust.get('WS recv', 0)} WS recv with {summary.total.failures} failures across "
+        f"{workers} workers"
+    )

@@ -20,6 +20,7 @@ from swarm.models import HostResult, Node
 from swarm.pipeline import expiry
 from swarm.pipeline.cost import format_usd
 from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
+from swarm.pipeline.judge import CheckResult
 from swarm.pipeline.progress import Board, span_text
 from swarm.pipeline.session import Reporter
 from swarm.pipeline.status import Status
@@ -30,6 +31,11 @@ err = Console(
     stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
 )
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def check_line(ch: CheckResult) -> str:
+    mark = "[green]pass[/green]" if ch.ok else "[red]FAIL[/red]"
+    return f"check {ch.check}: {mark} (actual {ch.actual_shown})"
 
 
 class ConsoleReporter(Reporter):

@@ -138,12 +138,15 @@ def _str_list(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _hint(word: str, options: Any) -> str:
+    hint = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if _str(v) not in options:
-            hint = difflib.get_close_matches(v, options, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"must be one of {', '.join(options)}, got {v!r}{extra}")
+            raise ValueError(f"must be one of {', '.join(options)}, got {v!r}{_hint(v, options)}")
         return v
 
     return check
@@ -211,9 +214,8 @@ def _cidr(v: Any) -> str:
 def _ami(v: Any) -> str:
     if _str(v) in AMI_ALIASES or re.match(r"^ami-[0-9a-f]{8,17}$", v):
         return v
-    hint = difflib.get_close_matches(v, list(AMI_ALIASES), n=1)
-    extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-    raise ValueError(f"must be one of {', '.join(AMI_ALIASES)} or an 'ami-…' id, got {v!r}{extra}")
+    aliases = ", ".join(AMI_ALIASES)
+    raise ValueError(f"must be one of {aliases} or an 'ami-…' id, got {v!r}{_hint(v, AMI_ALIASES)}")
 
 
 def _instance_type(v: Any) -> str:
@@ -372,12 +374,33 @@ class ChecksSection:
     min_rps: float | None = key(_num())
 
 
+def _profile_checks(v: Any) -> tuple[str, ...] | ChecksSection:
+    """A profile's checks: a list of what --check takes, or a [profiles.X.checks] table of
+    [checks]'s keys. The expressions are parsed where runs are planned (pipeline.judge)."""
+    if not isinstance(v, dict):
+        return _str_list(v)
+    spec = keys_of(ChecksSection)
+    out = {}
+    for k, x in v.items():
+        if k not in spec:
+            raise ValueError(f"has no key {k!r}{_hint(k, spec)}")
+        try:
+            out[k] = spec[k][0](x)
+        except ValueError as e:
+            raise ValueError(f"{k} {e}") from None
+    return ChecksSection(**out)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     users: int | None = key(_int(1, 1_000_000))
     spawn_rate: float | None = key(_num(0.001))
     run_time: str | None = key(_nonempty)
+    # a scenario's own pass/fail thresholds: instead of [checks], unless --check is given
+    checks: tuple[str, ...] | ChecksSection = key(_profile_checks, ())
+    # added to [locust] env for runs of this profile (a scenario's knobs, e.g. WS_MESSAGES)
+    env: dict[str, str] = key(_env, {}, secret=True)
 
 
 SECTIONS: dict[str, type] = {

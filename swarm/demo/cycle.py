@@ -1,10 +1,13 @@
-"""`swarm demo`: the whole cycle on this machine against the built-in target, then clean up."""
+"""`swarm demo`: the whole cycle on this machine against the built-in target, then clean up.
+
+`swarm demo --ws` runs the seed WebSocket scenario instead: ws_chat.py with the light
+profile of the packaged swarm.toml.example, against the target's chat rooms."""
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from swarm import config, paths
@@ -22,7 +25,13 @@ class DemoOutcome:
     stack: str
     nodes: list[Node]  # the stack while it ran
     run: RunOutcome
-    served: int  # requests the target answered
+    served: int  # HTTP requests the target answered
+    counts: dict[str, int] = field(default_factory=dict)  # all it counted, WebSocket too
+
+
+HTTP_LOCUSTFILE = "viral_load.py"
+WS_LOCUSTFILE = "ws_chat.py"
+WS_PROFILE = "light"
 
 
 def _free_port() -> int:
@@ -34,7 +43,7 @@ def _free_port() -> int:
 def demo_files_dir() -> Path:
     """./locustfiles where it has the demo's file, else the copy shipped in the package."""
     here = Path("locustfiles")
-    if (here / "viral_load.py").is_file():
+    if (here / HTTP_LOCUSTFILE).is_file() and (here / WS_LOCUSTFILE).is_file():
         return here.resolve()
     return paths.scaffold_dir() / "locustfiles"
 
@@ -57,29 +66,42 @@ def demo_config(files_dir: Path) -> config.Config:
     return config.parse(text, None, Path.cwd())
 
 
-def run_demo(report: Reporter, run_time: str = "15s") -> DemoOutcome:
+def _options(url: str, run_time: str | None, ws: bool) -> RunOptions:
+    if ws:  # users, spawn rate, run time and checks from the profile (-t still wins)
+        return RunOptions(
+            host=url, locustfile=WS_LOCUSTFILE, run_time=run_time, headless=True, profile=WS_PROFILE
+        )
+    return RunOptions(
+        host=url,
+        locustfile=HTTP_LOCUSTFILE,
+        users=20,
+        spawn_rate=10,
+        run_time=run_time or "15s",
+        headless=True,
+    )
+
+
+def run_demo(report: Reporter, run_time: str | None = None, ws: bool = False) -> DemoOutcome:
     files = demo_files_dir()
-    if not (files / "viral_load.py").is_file():
+    locustfile = WS_LOCUSTFILE if ws else HTTP_LOCUSTFILE
+    if not (files / locustfile).is_file():
         raise SwarmError(
             f"demo locustfiles not found at {files}: run `swarm demo` from the swarm checkout"
         )
-    sess = Session.open(demo_config(files), report)
+    cfg = demo_config(files)
+    if ws:
+        example = config.parse(config.example_path().read_text(), config.example_path())
+        cfg = replace(cfg, profiles={WS_PROFILE: example.profiles[WS_PROFILE]})
+    sess = Session.open(cfg, report)
     with target.start("127.0.0.1", 0) as srv:
-        report.info(f"demo target (a small Kandu-like API) listening on {srv.url}")
+        what = "chat rooms at /ws/room/NAME" if ws else "a small Kandu-like API"
+        report.info(f"demo target ({what}) listening on {srv.url}")
         try:
             fleet.up_master(sess)
             fleet.scale_workers(sess, 2)
             nodes = sess.nodes()
-            opts = RunOptions(
-                host=srv.url,
-                locustfile="viral_load.py",
-                users=20,
-                spawn_rate=10,
-                run_time=run_time,
-                headless=True,
-            )
-            outcome = run(sess, opts)
+            outcome = run(sess, _options(srv.url, run_time, ws))
         finally:
             fleet.down(sess)
             report.info(f"stack {sess.stack.name} is down: no process left")
-        return DemoOutcome(sess.stack.name, nodes, outcome, srv.total())
+        return DemoOutcome(sess.stack.name, nodes, outcome, srv.total(), srv.counts())

@@ -1,7 +1,8 @@
 """The Kandu-like JSON API the demo target serves: its state and its request handler.
 
-Standard library only. Every answered request is counted by route (the server's `count`)
-before its response is written, so a caller comparing totals with Locust's never races.
+Standard library only (its WebSocket endpoints, in `ws`, use wsproto). Every answered
+request is counted by route (the server's `count`) before its response is written, so a
+caller comparing totals with Locust's never races.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
+
+from swarm.demo import ws
 
 # Enough work to make signups the expensive endpoint (a few ms each) without
 # letting a handful of Locust users saturate a 2-core box.
@@ -75,6 +78,7 @@ class Server(Protocol):
     """What the handler needs of the server that runs it (target._Server)."""
 
     state: State
+    rooms: ws.Rooms
 
     def track(self, conn: socket.socket, alive: bool) -> None: ...
     def count(self, route: str) -> None: ...
@@ -108,7 +112,26 @@ class KanduHandler(BaseHTTPRequestHandler):
             self.server.track(self.connection, False)
 
     def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        ep = ws.endpoint_of(path)
+        if ep is not None and ws.wants_upgrade(self.headers.items()):
+            # The connection is the WebSocket's from here on, never again HTTP.
+            self.close_connection = True
+            ws.serve(
+                self.connection,
+                self.rfile,
+                self._raw_request(),
+                ep,
+                self.server.rooms,
+                self.server.count,
+            )
+            return
         self._dispatch()
+
+    def _raw_request(self) -> bytes:
+        # The request as it came (http.server has parsed it already), for wsproto to check.
+        head = [self.requestline, *(f"{k}: {v}" for k, v in self.headers.items())]
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
 
     def do_POST(self) -> None:
         self._dispatch()
@@ -163,6 +186,8 @@ class KanduHandler(BaseHTTPRequestHandler):
                 return "GET /kandus/{id}", self._get_kandu, path[len("/kandus/") :]
             if path.startswith("/assets/"):
                 return "GET /assets/{name}", self._get_asset, path[len("/assets/") :]
+            if ws.endpoint_of(path) is not None:
+                return "GET /ws/*", self._upgrade_required, None
         elif method == "POST":
             posts = {
                 "/meta/register": self._register,
@@ -221,6 +246,9 @@ class KanduHandler(BaseHTTPRequestHandler):
             return None
         with self.state.lock:
             return self.state.tokens.get(auth[len("Bearer ") :].strip())
+
+    def _upgrade_required(self, _arg: str | None, _raw: bytes) -> Reply:
+        raise HttpError(426, "a WebSocket endpoint: send an Upgrade: websocket request")
 
     def _health(self, _arg: str | None, _raw: bytes) -> Reply:
         return 200, {"ok": True}

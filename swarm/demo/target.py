@@ -1,9 +1,10 @@
 """A small Kandu-like JSON API used as the load-test target.
 
 `swarm demo` and the test suite point Locust at this server, so it has to be
-self-contained (standard library only), cheap to start on a random port, and
-able to tell afterwards exactly how many requests it answered; that count is
-compared with what Locust reports.
+self-contained (the standard library, and wsproto for its WebSocket endpoints), cheap to
+start on a random port, and able to tell afterwards exactly how many requests it answered
+(and WebSocket messages it received and sent); those counts are compared with what Locust
+reports.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from swarm.demo.kandu import KanduHandler, State
+from swarm.demo.ws import WS_PREFIX, Rooms
 
 __all__ = ["TargetServer", "start", "main"]
 
@@ -31,6 +33,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int]):
         self.state = State()
+        self.rooms = Rooms()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(address, KanduHandler)
@@ -86,12 +89,13 @@ class TargetServer:
         self._thread.start()
 
     def counts(self) -> dict[str, int]:
-        """Requests answered so far, keyed by "METHOD /route-template"."""
+        """Requests answered so far, keyed by "METHOD /route-template"; WebSocket figures
+        too, as "WS open|recv|sent /ws/endpoint" (swarm.demo.ws)."""
         return self._httpd.counts_copy()
 
     def total(self) -> int:
-        """All requests answered, whatever their status (GET /stats excluded)."""
-        return sum(self.counts().values())
+        """All HTTP requests answered, whatever their status (GET /stats excluded)."""
+        return sum(n for k, n in self.counts().items() if not k.startswith(WS_PREFIX))
 
     def reset(self) -> None:
         """Zero the request counters; kandus and users are kept."""

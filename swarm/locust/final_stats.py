@@ -11,6 +11,10 @@ Two losses it closes (Locust 2.47, read from its source):
 - The master rewrites `<prefix>_stats.csv` once a second and closes it at exit without a
   last write. Here, when Locust quits, the stats, failures and exceptions CSV files are
   written once more from the final figures (atomically: the reader never sees half a file).
+- `--json-file` is written just before that, through `RequestStats.serialize_stats`, which
+  resets every entry it serializes (it is how a worker hands its figures on) but not the
+  Aggregated one: the CSV written after it had every per-name row at 0. On the master,
+  nothing else serializes its stats, so there they are serialized without the reset.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def _on_init(environment: Any, **_: Any) -> None:
             runner.client.send(Message("stats", data, runner.client_id))
 
     elif isinstance(runner, MasterRunner):
+        stats = environment.stats
+        stats.serialize_stats = lambda: [
+            e.serialize() for e in stats.entries.values() if e.num_requests or e.num_failures
+        ]
 
         @environment.events.quit.add_listener
         def _write_final_csv(**__: Any) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from swarm.config.schema import ENV_NAME_RE
+from swarm.config.schema import ENV_NAME_RE, ChecksSection, Profile
 from swarm.errors import UsageError
 from swarm.locust.argv import RunSpec, parse_duration
 from swarm.models import Node, Role
@@ -129,9 +129,13 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
             raise UsageError(f"-t: {e}") from None
     if opts.headless and run_time is None:
         raise UsageError("headless runs need a run time: -t 5m (or a --profile with run_time)")
-    checks = [parse_check(c) for c in opts.checks] or checks_from_table(cfg.checks)
+    checks = (
+        [parse_check(c) for c in opts.checks]
+        or profile_checks(prof)
+        or checks_from_table(cfg.checks)
+    )
     ship, rel = resolve_locustfile(cfg.resolve(cfg.locust.files_dir), opts.locustfile)
-    env = dict(cfg.locust.env)
+    env = {**cfg.locust.env, **(prof.env if prof else {})}
     if cfg.locust.otel:
         check_otel_here(sess)
         env = {**otel_env(os.environ), **env}  # swarm.toml's own [locust] env wins
@@ -153,6 +157,18 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         otel=cfg.locust.otel,
     )
     return Plan(ship, spec, checks, opts.profile, opts.require_all)
+
+
+def profile_checks(prof: Profile | None) -> list[Check]:
+    """A profile's own checks (they stand in for [checks]; --check stands in for both)."""
+    if prof is None:
+        return []
+    if isinstance(prof.checks, ChecksSection):
+        return checks_from_table(prof.checks)
+    try:
+        return [parse_check(c) for c in prof.checks]
+    except UsageError as err:
+        raise UsageError(f"[profiles.{prof.name}] checks: {err}") from None
 
 
 def otel_env(environ: Mapping[str, str]) -> dict[str, str]:
