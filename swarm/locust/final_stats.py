@@ -11,6 +11,10 @@ Two losses it closes (Locust 2.47, read from its source):
 - The master rewrites `<prefix>_stats.csv` once a second and closes it at exit without a
   last write. Here, when Locust quits, the stats, failures and exceptions CSV files are
   written once more from the final figures (atomically: the reader never sees half a file).
+  On `quitting`, not `quit`: in between, Locust's --json-file write serializes each entry with
+  `get_stripped_report`, which resets it, so a later write has the Aggregated row right and
+  every per-name row at 0. By `quitting` the test has stopped (a headless run's time limit
+  quits the runner first; swarm stops a test through the API before its SIGTERM).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def _on_init(environment: Any, **_: Any) -> None:
 
     elif isinstance(runner, MasterRunner):
 
-        @environment.events.quit.add_listener
+        @environment.events.quitting.add_listener
         def _write_final_csv(**__: Any) -> None:
             prefix = getattr(environment.parsed_options, "csv_prefix", None)
             if prefix:
