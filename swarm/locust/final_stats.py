@@ -11,10 +11,12 @@ Two losses it closes (Locust 2.47, read from its source):
 - The master rewrites `<prefix>_stats.csv` once a second and closes it at exit without a
   last write. Here, when Locust quits, the stats, failures and exceptions CSV files are
   written once more from the final figures (atomically: the reader never sees half a file).
-  On `quitting`, not `quit`: in between, Locust's --json-file write serializes each entry with
-  `get_stripped_report`, which resets it, so a later write has the Aggregated row right and
-  every per-name row at 0. By `quitting` the test has stopped (a headless run's time limit
-  quits the runner first; swarm stops a test through the API before its SIGTERM).
+- Locust's --json-file write, just before `quit`, serializes each entry with
+  `get_stripped_report`, which resets it (what a worker's report to its master needs): the CSV
+  files written on `quit` would have the Aggregated row right and every per-name row at 0. On
+  the master, whose serialize_stats feeds only that file (and --json), it serializes without
+  the reset. Not earlier, on `quitting`: the master's own quitting listener stops the workers,
+  and their last reports arrive after it.
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ def _on_init(environment: Any, **_: Any) -> None:
             runner.client.send(Message("stats", data, runner.client_id))
 
     elif isinstance(runner, MasterRunner):
+        stats = environment.stats
 
-        @environment.events.quitting.add_listener
+        def _serialize_keeping_entries() -> list[Any]:
+            return [
+                e.serialize() for e in stats.entries.values() if e.num_requests or e.num_failures
+            ]
+
+        stats.serialize_stats = _serialize_keeping_entries
+
+        @environment.events.quit.add_listener
         def _write_final_csv(**__: Any) -> None:
             prefix = getattr(environment.parsed_options, "csv_prefix", None)
             if prefix:
