@@ -161,7 +161,10 @@ def run(
         outcome = start_run(sess, opts)
     except SwarmError as e:
         if headless:
-            report(ci.Report.error(_stack_name(c), str(e), checks))
+            try:
+                report(ci.Report.error(_stack_name(c), str(e), checks))
+            except SwarmError as unwritten:  # the run's own error is the one to end with
+                render.err.print(f"[yellow]![/yellow] {escape(str(unwritten))}")
         raise
     if not headless:
         render.err.print(
