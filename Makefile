@@ -24,11 +24,16 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check swarm
 	$(BIN)/mypy
 
+# Two pytest workers, each in a lab network namespace of its own (tests/run_in_lab.py): most
+# tests wait on sshd, Locust and timeouts, not on CPU. `make test XDIST=` runs them in one.
+WORKERS ?= 2
+XDIST  ?= --dist worksteal --tx $(WORKERS)*popen//python="$(CURDIR)/$(BIN)/python $(CURDIR)/tests/run_in_lab.py --no-wheelhouse -- $(CURDIR)/$(BIN)/python"
+
 # The offline tests need sshd, ip netns and unshare; tests/system-deps.sh installs what is
 # missing (as root, with apt). The suite runs inside a network namespace with no route out.
 test: lint
 	sh tests/system-deps.sh
-	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python tests/run_in_lab.py -- $(BIN)/python -m pytest -q --durations=25 $(XDIST) $(PYTEST_ARGS)
 
 # Each deliberate break of tests/mutations.py in a temporary copy of the checkout, with only
 # the tests that must catch it (in the lab); fails if any break is missed. docs/testing.md.

@@ -58,8 +58,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ssh-open-to-10/8",
         "the security group opens SSH (22) to 10.0.0.0/8 instead of [ec2] ssh_cidr",
         (Hunk("swarm/providers/ec2/setup.py",
-              'want = {("tcp", 22, 22, "cidr", cidr),',
-              'want = {("tcp", 22, 22, "cidr", "10.0.0.0/8"),'),),
+              'want.add(("tcp", 22, 22, "cidr", cidr))',
+              'want.add(("tcp", 22, 22, "cidr", "10.0.0.0/8"))'),),
         ("tests/test_exposure.py::test_exposure_audit",),
     ),
     Mutation(
@@ -77,11 +77,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         "no-group-self-rule",
         "the security group loses its self rule (Locust 5557-5558 from the group itself)",
         (Hunk("swarm/providers/ec2/setup.py",
-              'want = {("tcp", 22, 22, "cidr", cidr), ("tcp", locust_ports[0], locust_ports[1], '
-              '"group", gid)}',
-              'want = {("tcp", 22, 22, "cidr", cidr)}'),),
+              'want = {("tcp", locust_ports[0], locust_ports[1], "group", gid)}',
+              "want = set()"),),
         ("tests/test_exposure.py::test_exposure_audit",
          "tests/test_aws_quirks.py::test_the_headline_flow_twice_on_the_quirky_cloud"),
+    ),
+    Mutation(
+        "ssm-opens-ssh",
+        'connect = "ssm" still opens SSH (22), to the VPC\'s range',
+        (Hunk("swarm/providers/ec2/setup.py",
+              '    if cidr is not None:\n        want.add(("tcp", 22, 22, "cidr", cidr))',
+              '    want.add(("tcp", 22, 22, "cidr", cidr or "10.77.0.0/16"))'),),
+        ("tests/test_ssm.py::test_ssm_headless_flow_with_no_port_22_rule",),
     ),
     Mutation(
         "accept-unknown-host-keys",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a command inside a throw-away "lab" network namespace.
 
-    python tests/run_in_lab.py [--timeout SECONDS] -- <command...>
+    python tests/run_in_lab.py [--timeout SECONDS] [--no-wheelhouse] -- <command...>
 
 The namespace ``swarmlab-<pid>`` only has ``lo`` (up): no other interface and
 no route, so nothing the command does can leave the machine.  Emulated hosts
@@ -20,7 +20,12 @@ no route, so nothing the command does can leave the machine.  Emulated hosts
 * first, outside the lab (where the package index is reachable), it fills a cache with
   swarm's offline wheelhouses for this machine's system Python (``swarm wheelhouse``, and
   ``--otel``, as a bare emulated host finds Python) and passes its dir as ``SWARM_TEST_WHEELHOUSE_CACHE``; when
-  that fails it says why in one line and the tests needing it skip (fail under CI).
+  that fails it says why in one line and the tests needing it skip (fail under CI);
+  ``--no-wheelhouse`` skips that (a pytest-xdist worker's lab: the controller's run made it).
+
+`make test` runs pytest inside one lab with two xdist workers, each started through this
+script again (``--tx popen//python=...``), so each has a namespace, bridge and subnet of its
+own, as if it were alone on the machine.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ def usage() -> int:
     return 2
 
 
+no_wheelhouse = [False]  # set by --no-wheelhouse (a test worker: its controller made it)
+
+
 def parse(argv: list[str]) -> tuple[float, list[str]] | None:
     if "--" in argv:
         i = argv.index("--")
@@ -69,6 +77,8 @@ def parse(argv: list[str]) -> tuple[float, list[str]] | None:
                 timeout = float(next(it))
             except (StopIteration, ValueError):
                 return None
+        elif opt == "--no-wheelhouse":
+            no_wheelhouse[0] = True
         elif opt.startswith("--timeout="):
             try:
                 timeout = float(opt.split("=", 1)[1])
@@ -288,7 +298,7 @@ def main(argv: list[str]) -> int:
     if parsed is None:
         return usage()
     timeout, cmd = parsed
-    base_env = {**os.environ, **prepare_wheelhouse()}
+    base_env = {**os.environ, **({} if no_wheelhouse[0] else prepare_wheelhouse())}
 
     reason = lab_unavailable_reason()
     if reason is not None:

@@ -72,6 +72,9 @@ def test_sections_are_frozen_dataclasses():
     ("[ec2]\nworker_type = \"big\"\n", ["instance type"]),
     ("[ec2]\nconnect = \"vpn\"\n", ["public, private"]),
     ("[ec2]\nkey_name = \"k\"\n", ["key_name and key_file go together"]),
+    ("[ec2]\nconnect = \"bastion\"\n", ["needs [ec2] bastion"]),
+    ("[ec2]\nconnect = \"bastion\"\nbastion = \"u@b:99999\"\n", ["[ec2] bastion", "1-65535"]),
+    ("[ec2]\npublic_ip = \"no\"\n", ["public_ip must be true or false"]),
     ("[ec2.tags]\n\"swarm:stack\" = \"x\"\n", ["reserved prefix"]),
     ("[stack]\nname = \"has space\"\n", ["letters, digits"]),
     ("[stack]\nprovider = \"hosts\"\n", ["needs [hosts] master"]),
@@ -90,6 +93,17 @@ def test_rejections_name_the_key_and_place(text, needles):
     msg = reject(text)
     for n in needles:
         assert n in msg, (n, msg)
+
+
+@pytest.mark.parametrize("ec2, wanted", [
+    ("", True),                                                   # connect = "public"
+    ('connect = "private"', None),                                # the subnet decides
+    ('connect = "private"\npublic_ip = false', False),
+    ('connect = "bastion"\nbastion = "u@b"', False),             # none unless asked
+    ('connect = "bastion"\nbastion = "u@b"\npublic_ip = true', True),
+])
+def test_public_ip_follows_connect_unless_set(ec2, wanted):
+    assert config.parse(f"[ec2]\n{ec2}\n").ec2.public_ip_wanted is wanted
 
 
 def test_hosts_entries_parse():

@@ -30,6 +30,7 @@ from swarm.providers.base import Stack  # noqa: E402
 from swarm.providers.ec2 import setup as ec2_setup  # noqa: E402
 from swarm.providers.ec2.errors import aws_errors, translate  # noqa: E402
 from swarm.providers.ec2.provider import Ec2Provider  # noqa: E402
+from swarm.remote.base import DIRECT  # noqa: E402
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -604,7 +605,7 @@ def test_runner_points_at_the_node(aws, subnet, monkeypatch):
     state = provider.key_path(stack).parent
     assert kw == {"host": node.private_ip, "port": 22, "user": "ubuntu",
                   "key_file": state / "id_swarm", "known_hosts": state / "known_hosts",
-                  "label": node.id}
+                  "label": node.id, "route": DIRECT}
     assert provider.name == "ec2" and provider.runs_bootstrap and provider.can_ssh
 
 

@@ -328,6 +328,11 @@ def test_bridge_target_fixture(request, lab, emulated_hosts):
     assert target.counts().get("GET /health") == 1
 
 
+def _routes() -> str:
+    return subprocess.run(["ip", "-o", "route"], capture_output=True, text=True,
+                          timeout=10).stdout
+
+
 def test_private_lab_cleans_up_everything(tmp_path):
     require_emulation()
     lab = Lab("10.77.9.0/24", base_dir=tmp_path)
@@ -345,6 +350,17 @@ def test_private_lab_cleans_up_everything(tmp_path):
         lab.remove_host(hosts[0].ip)
         assert not netns_exists(hosts[0].netns) and hosts[0].ip not in lab.hosts
         assert not hosts[0].dir.exists()
+        # a second bridge, and hosts owning a public address on it: by /32 route, or its own
+        public = lab.add_bridge("10.88.9.0/24")
+        gate = lab.add_host("10.77.9.20", "", public_bridge=public, public_ip="54.214.9.9")
+        names += [public.name, gate.public_veth]
+        assert "54.214.9.9 dev " + public.name in _routes()
+        scan = subprocess.run(["ssh-keyscan", "-T", "3", "-t", "ed25519", "54.214.9.9"],
+                              capture_output=True, text=True, timeout=20).stdout
+        assert gate.known_hosts_line_at("54.214.9.9") in scan, scan
+        lab.remove_host(gate.ip)
+        assert "54.214.9.9" not in _routes()
+        lab.add_host("10.77.9.21", "", public_bridge=public)   # 10.88.9.2: left to close()
         hosts[1].stop()  # power off: processes gone, namespace kept
         assert not hosts[1].running and hosts[1].processes() == []
         assert netns_exists(hosts[1].netns)
@@ -353,7 +369,8 @@ def test_private_lab_cleans_up_everything(tmp_path):
     finally:
         lab.close()
         lab.close()  # idempotent
-    assert lab.leftovers() == {"netns": [], "links": [], "processes": [], "dirs": []}
+    assert lab.leftovers() == {"netns": [], "links": [], "routes": [], "processes": [],
+                               "dirs": []}
     assert not any(os.path.exists(f"/sys/class/net/{n}") for n in names)
     assert not any(netns_exists(n) for n in names)
     assert not any(_alive(p) for p in pids)

@@ -159,11 +159,42 @@ def _cross_checks(cfg: Config, where: Where) -> None:
             f"{where('bootstrap', 'wheelhouse')}[bootstrap] wheelhouse is only used with "
             "offline = true: set it too, or drop wheelhouse"
         )
+    if cfg.ec2.connect != "ssm":
+        if cfg.ec2.instance_profile:
+            raise ConfigError(
+                f"{where('ec2', 'instance_profile')}[ec2] instance_profile is only used with "
+                'connect = "ssm": set it too, or drop instance_profile'
+            )
+    elif cfg.ec2.ssh_cidr:
+        raise ConfigError(
+            f'{where("ec2", "ssh_cidr")}[ec2] ssh_cidr is not used with connect = "ssm" '
+            "(no SSH ingress at all: SSH goes through Session Manager): drop ssh_cidr"
+        )
+    _bastion_checks(cfg, where)
     if bool(cfg.ec2.key_name) != bool(cfg.ec2.key_file):
         raise ConfigError(
             f"{where('ec2', 'key_name' if cfg.ec2.key_name else 'key_file')}"
             "[ec2] key_name and key_file go together (or leave both out and swarm "
             "makes a key pair)"
+        )
+
+
+def _bastion_checks(cfg: Config, where: Where) -> None:
+    ec2 = cfg.ec2
+    if ec2.connect == "bastion" and not ec2.bastion:
+        raise ConfigError(
+            f'{where("ec2", "connect")}[ec2] connect = "bastion" needs [ec2] bastion = '
+            '"user@host[:port]" (the host swarm reaches the instances through)'
+        )
+    if ec2.bastion and ec2.connect != "bastion":
+        raise ConfigError(
+            f'{where("ec2", "bastion")}[ec2] bastion is only used with connect = "bastion": '
+            "set it too, or drop bastion"
+        )
+    if ec2.connect == "public" and ec2.public_ip is False:
+        raise ConfigError(
+            f'{where("ec2", "public_ip")}[ec2] public_ip = false leaves connect = "public" '
+            'nothing to reach: use connect = "bastion" or "private"'
         )
 
 

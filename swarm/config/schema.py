@@ -342,10 +342,25 @@ class Ec2Section:
     key_file: str | None = key(_nonempty)
     ssh_user: str | None = key(_nonempty)
     ssh_cidr: str | None = key(_cidr)
-    connect: str = key(_choice("public", "private"), "public")
+    connect: str = key(_choice("public", "private", "bastion", "ssm"), "public")
+    bastion: str | None = key(_host)  # connect = "bastion": "user@host[:port]" of the jump host
+    public_ip: bool | None = key(_bool)  # None: as connect implies (public_ip_wanted)
+    # connect = "ssm": the nodes' instance profile (it must allow AmazonSSMManagedInstanceCore's
+    # actions); without it swarm makes one for the stack and `down` removes it.
+    instance_profile: str | None = key(_nonempty)
     spot: Spot = key(_spot, Spot.OFF)
     ttl: int = key(parse_ttl, 4 * 3600)
     tags: dict[str, str] = key(_tags, {})
+
+    @property
+    def public_ip_wanted(self) -> bool | None:
+        """Whether instances get a public IP: connect = "public" needs one, a bastion's
+        instances have none unless asked; None: the subnet's own setting (connect =
+        "private" and "ssm", where a default subnet's public IP may be the nodes' way to the
+        internet, and the SSM agent's to AWS)."""
+        if self.public_ip is not None:
+            return self.public_ip
+        return {"public": True, "bastion": False}.get(self.connect)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def estimate(sess: Session, role: Role, count: int, nodes: list[Node]) -> str | 
         counts[types[role], str(planned)] += count
     masters = sum(n.role == Role.MASTER for n in nodes) + (count if role == Role.MASTER else 0)
     workers = sum(n.role == Role.WORKER for n in nodes) + (count if role == Role.WORKER else 0)
-    public_ips = masters + workers if cfg.connect == "public" else 0
+    public_ips = masters + workers if cfg.public_ip_wanted else 0
     items = [(t, lc, k) for (t, lc), k in counts.items()]
     total, prices = estimate_hourly(book, items, public_ips)
     why = "; ".join(sorted({p.source for p in prices if p.usd_per_hour is None}))

@@ -31,6 +31,10 @@ the ingress rules of its instance's groups, re-applied after each launch, termin
 change of rules or groups; ``firewalls.enabled = False`` (until ``reset()``) for a test about
 something else.
 
+Session Manager: with ``managed_nodes_file`` set (ssm.py's ``install`` does), the live
+instances' hosts (instance id -> netns, ip) are written there after every launch and
+termination, for the stand-in ``aws ssm start-session`` (cleared by ``reset()``).
+
 Faults: ``inject(action, code, status=, times=, when=, body=)`` answers
 matching calls with an AWS-shaped error (or a raw body, e.g. an HTML 500)
 before moto sees them; ``lose_answer(action, how=, times=)`` lets moto serve the call (it
@@ -54,6 +58,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from .firewall import Firewalls
@@ -65,6 +70,8 @@ DEFAULT_REGION = "us-east-1"
 # A Canonical Ubuntu image moto knows in every region (moto's default AMIs
 # only contain old Ubuntu releases; the id just has to resolve).
 UBUNTU_AMI = "ami-785db401"
+# AWS-managed IAM policies swarm attaches (seeded by `start` and `reset`)
+AWS_POLICIES = ("AmazonSSMManagedInstanceCore",)
 UBUNTU_SSM_PARAMS = (
     "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id",
     "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
@@ -100,6 +107,7 @@ def _current_emulator() -> "EmulatedEC2 | None":
 def _install_hooks() -> None:
     global _hook_users
     from moto.ec2.models.instance_types import InstanceTypeOfferingBackend
+    from moto.iam.models import IAMBackend
     from moto.ec2.models.instances import InstanceBackend
     from moto.ec2.models.key_pairs import KeyPairBackend
     from moto.ec2.models.security_groups import SecurityGroupBackend
@@ -112,7 +120,8 @@ def _install_hooks() -> None:
         for cls, name, record in (
                 (SecurityGroupBackend, "create_security_group", lambda q, r: q.created_group(r.id)),
                 (KeyPairBackend, "create_key_pair", lambda q, r: q.created_key(r.key_name)),
-                (KeyPairBackend, "import_key_pair", lambda q, r: q.created_key(r.key_name))):
+                (KeyPairBackend, "import_key_pair", lambda q, r: q.created_key(r.key_name)),
+                (IAMBackend, "create_instance_profile", lambda q, r: q.created_profile(r.name))):
             _originals[name] = (cls, getattr(cls, name))
             setattr(cls, name, _recording(getattr(cls, name), record))
         # What changes who may reach an instance: its security groups are then re-applied.
@@ -179,6 +188,7 @@ def _remove_hooks() -> None:
             InstanceBackend.run_instances = _originals.pop("run_instances")
             InstanceBackend.terminate_instances = _originals.pop("terminate_instances")
             for name in ("create_security_group", "create_key_pair", "import_key_pair",
+                         "create_instance_profile",
                          "describe_instance_type_offerings", "authorize_security_group_ingress",
                          "revoke_security_group_ingress", "modify_security_group_rules",
                          "modify_instance_security_groups"):
@@ -384,6 +394,8 @@ class EmulatedEC2:
     ``host_options(ip, index) -> dict | None`` (index = launch order since
     the last reset, from 0) may return extra ``Lab.add_host`` kwargs, e.g.
     ``{"dead": "silent"}``; ``make_dead(ip, mode)`` does the same for one IP.
+    ``{"public_bridge": bridge}`` (``Lab.add_bridge``): the host also owns the instance's
+    moto public IP, on that bridge (a bastion: launch it with a public IP).
     """
 
     def __init__(self, lab: Lab, *, region: str = DEFAULT_REGION,
@@ -409,6 +421,9 @@ class EmulatedEC2:
         self._hooked = False
         self._ssm_seeded: tuple[str, tuple[str, ...]] | None = None
         self.endpoint_url = ""
+        # SSM's managed nodes (instance id -> [netns, ip]), kept for the Session Manager
+        # stand-ins (ssm.py) when set; None: not written.
+        self.managed_nodes_file: Path | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -422,6 +437,7 @@ class EmulatedEC2:
             self._server.start()
             host, port = self._server.get_host_and_port()
             self.endpoint_url = f"http://{host}:{port}"
+            self.seed_aws_policies()
         except BaseException:
             self.close()
             raise
@@ -504,6 +520,8 @@ class EmulatedEC2:
             self.calls.clear()
             self.quirks = Quirks()
             self.host_options = self._default_host_options
+            self.managed_nodes_file = None
+        self.seed_aws_policies()
         if self._ssm_seeded is not None:
             ami, regions = self._ssm_seeded
             self.seed_ssm_ubuntu_params(ami, regions)
@@ -556,11 +574,36 @@ class EmulatedEC2:
             except KeyError:
                 raise KeyError(f"no emulated host for {instance_id}") from None
 
+    def write_managed_nodes(self) -> None:
+        """The live instances' hosts, as SSM knows its managed nodes (atomically replaced)."""
+        path = self.managed_nodes_file
+        if path is None:
+            return
+        with self._lock:
+            nodes = {iid: [h.netns, h.ip] for iid, h in self._hosts.items()}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(nodes))
+        tmp.replace(path)
+
     @property
     def hosts(self) -> dict[str, Host]:
         """instance id -> Host (live ones)."""
         with self._lock:
             return dict(self._hosts)
+
+    def seed_aws_policies(self, names: tuple[str, ...] = AWS_POLICIES) -> None:
+        """AWS-managed IAM policies, in every account on AWS: moto loads its copy of all of
+        them only when asked to (slow), so just these, from that copy."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.iam.aws_managed_policies import aws_managed_policies_data
+        from moto.iam.models import AWSManagedPolicy, iam_backends
+
+        data = json.loads(aws_managed_policies_data)
+        backend = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        for name in names:
+            policy = AWSManagedPolicy.from_data(name, DEFAULT_ACCOUNT_ID, backend.region_name,
+                                                data[name])
+            backend.managed_policies.setdefault(policy.arn, policy)
 
     def seed_ssm_ubuntu_params(self, ami_id: str = UBUNTU_AMI,
                                regions: tuple[str, ...] | list[str] | None = None) -> None:
@@ -764,6 +807,12 @@ class EmulatedEC2:
             spec: dict[str, Any] = {"ip": ip, "authorized_key": key}
             if self.host_options is not None:
                 spec.update(self.host_options(ip, index) or {})
+            if spec.get("public_bridge") is not None and "public_ip" not in spec:
+                # moto's public IP is owned by the host, so it may be connected to
+                if not instance.public_ip:
+                    self.errors.append(f"{instance.id} has no public IP for its public_bridge")
+                    continue
+                spec["public_ip"] = instance.public_ip
             if ip in self.dead_ips:
                 spec["dead"] = self.dead_ips[ip]
             if self.quirks.sshd_late_s and not spec.get("dead"):
@@ -788,6 +837,7 @@ class EmulatedEC2:
                 if host.firewalled:
                     self.firewalls.track(instance_id, host, backend, spec["firewall"])
         self._sync_firewalls()    # the others' rules naming these instances' groups
+        self.write_managed_nodes()
 
     def _on_terminate(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:
@@ -800,6 +850,7 @@ class EmulatedEC2:
                 except Exception as exc:  # noqa: BLE001
                     self.errors.append(f"removing host of {instance_id}: {exc}")
         self._sync_firewalls()
+        self.write_managed_nodes()
 
     def _sync_firewalls(self) -> None:
         for error in self.firewalls.sync():

@@ -102,6 +102,9 @@ class Host:
     sudo: bool = True  # ...with passwordless sudo (when not root)
     hidden: tuple[str, ...] = ()  # machine paths the host does not have (whiteouts)
     firewalled: bool = False  # its security groups filter what reaches it (firewall.py)
+    public_ip: str | None = None  # owned by its second NIC, eth1, on `public_bridge` (lab.py)
+    public_bridge: str | None = None
+    public_veth: str | None = None
     pid: int | None = None  # the `unshare` process (controller's PID namespace)
     init_pid: int | None = None  # PID 1 of the host, as the controller sees it
     lab: "Lab | None" = field(default=None, repr=False)
@@ -187,7 +190,10 @@ class Host:
             self.stop()
             # The neighbour entry too: the next host given this IP (as EC2 reuses freed
             # addresses) has another MAC, and a stale entry would blackhole it for seconds.
-            _ip_batch([f"link del {self.veth}", f"netns del {self.netns}",
+            public = [] if self.public_ip is None else [
+                f"link del {self.public_veth}", f"route del {self.public_ip}/32 dev "
+                f"{self.public_bridge}", f"neigh flush to {self.public_ip}"]
+            _ip_batch([f"link del {self.veth}", *public, f"netns del {self.netns}",
                        f"neigh flush to {self.ip}"], force=True, check=False)
             if self.lab is not None:
                 self.lab._unregister_netns(self.netns)
@@ -246,8 +252,12 @@ class Host:
     @property
     def known_hosts_line(self) -> str:
         """``<ip> <type> <base64>`` for a known_hosts file."""
+        return self.known_hosts_line_at(self.ip)
+
+    def known_hosts_line_at(self, address: str) -> str:
+        """The known_hosts line of its key at another of its addresses (``public_ip``)."""
         keytype, b64 = self.host_key_pub.split()[:2]
-        return f"{self.ip} {keytype} {b64}"
+        return f"{address} {keytype} {b64}"
 
     def memory_pss_kib(self) -> int:
         """Proportional set size of everything running on the host (KiB),

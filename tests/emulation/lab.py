@@ -14,8 +14,19 @@ lab namespace when the suite runs through ``tests/run_in_lab.py``.  Each
   the host's own root (rootfs.py: an overlay of this machine's, writes land in the host's
   directory), its /etc/ssh, /root, /tmp and hostname, starts sshd and reaps orphans.
 
+``Lab.add_bridge(subnet)`` adds a second network (a "public side", e.g. 10.88.1.0/24 with the
+controller on .1); ``add_host(public_bridge=..., public_ip=...)`` gives a host a second NIC
+``eth1`` on it (veth ``<prefix>p<n>``), owning ``public_ip`` -- an address of that subnet, or
+any other (a moto public IP, 54.214.x.y): the host holds it as a /32 and the controller gets a
+/32 route to it through that bridge, removed with the host. A bastion is such a host.
+``Lab.cut_off()`` (a context manager) stops the controller from opening connections into the
+main bridge (iptables OUTPUT, NEW only: replies to the hosts' own connections, e.g. their load
+on the target, still flow), and removes exactly its rule on exit: the hosts are then
+reachable only through a host on another bridge.
+
 Everything created is named from a per-process prefix ``sw<pid><letter>``
-(interface names stay <= 15 chars) and removed by exactly those names.
+(interface names stay <= 15 chars) and removed by exactly those names. Bridges and routes live
+in the current (lab) namespace, which ``run_in_lab.py`` deletes with everything in it.
 
 The ``unshare`` processes get PDEATHSIG=SIGKILL (``setpriv``), forked from
 one long-lived thread (proc._Spawner), so a test process that dies hard takes its hosts
@@ -25,14 +36,16 @@ with it; netns names/dirs are also registered for ``run_in_lab.py``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import os
 import sys
 import tempfile
 import threading
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from . import rootfs
 from .boot import start_init, write_host_files
@@ -45,6 +58,28 @@ DEAD_MODES = ("silent", "refuse", "blackhole")
 
 _lab_letters = iter("abcdefghijklmnopqrstuvwxyz")
 _lab_letters_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A second network of the lab: ``name`` in the current namespace holds ``ip``, the first
+    address of ``subnet`` (the controller's address on that side)."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+    ip: str
+
+
+def _make_bridge(name: str, mac: str, address: str) -> None:
+    # A fixed MAC: else the bridge takes its lowest port's MAC, which changes when a host is
+    # added or removed, and the other hosts' ARP entry for the bridge IP (the target) goes
+    # stale: their load stalls for ~30 s after any other host comes or goes.
+    _ip_batch([f"link add {name} type bridge", f"link set {name} address {mac}",
+               f"addr add {address} dev {name}", f"link set {name} up"])
+    try:
+        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")
+    except OSError:
+        pass
 
 
 def _b36(n: int) -> str:
@@ -82,7 +117,9 @@ class Lab:
         self.prefix = prefix
         self.bridge = f"{prefix}br"
         self.hosts: dict[str, Host] = {}
+        self.bridges: dict[str, Bridge] = {}
         self._counter = 0
+        self._bridge_counter = 0
         self._lock = threading.RLock()
         self._closed = False
         self.registry = Path(os.environ["SWARM_LAB_REGISTRY"]) \
@@ -114,17 +151,8 @@ class Lab:
         self._atexit_cb = _close_at_exit
         atexit.register(_close_at_exit)
         try:
-            # A fixed MAC: else the bridge takes its lowest port's MAC, which changes when a
-            # host is added or removed, and the other hosts' ARP entry for the bridge IP (the
-            # target) goes stale: their load stalls for ~30 s after any other host comes or goes.
-            _ip_batch([f"link add {self.bridge} type bridge",
-                       f"link set {self.bridge} address 02:77:00:00:00:01",
-                       f"addr add {self.bridge_ip}/{self.subnet.prefixlen} dev {self.bridge}",
-                       f"link set {self.bridge} up"])
-            try:
-                Path(f"/proc/sys/net/ipv6/conf/{self.bridge}/disable_ipv6").write_text("1")
-            except OSError:
-                pass
+            _make_bridge(self.bridge, "02:77:00:00:00:01",
+                         f"{self.bridge_ip}/{self.subnet.prefixlen}")
         except BaseException:
             self.close()
             raise
@@ -157,6 +185,50 @@ class Lab:
         if entry is not None:
             entry.unlink(missing_ok=True)
 
+    # -- more networks -----------------------------------------------------
+
+    def add_bridge(self, subnet: str) -> Bridge:
+        """A second bridge holding the first address of `subnet` (see the module's doc)."""
+        net = ipaddress.ip_network(subnet)
+        if net.version != 4 or net.overlaps(self.subnet) or any(
+                net.overlaps(b.subnet) for b in self.bridges.values()):
+            raise LabError(f"{subnet}: not an IPv4 subnet apart from the lab's networks")
+        with self._lock:
+            if self._closed:
+                raise LabError("lab is closed")
+            index = self._bridge_counter
+            self._bridge_counter += 1
+            name = f"{self.prefix}b{_b36(index)}"
+            bridge = Bridge(name, net, str(next(net.hosts())))
+            self.bridges[name] = bridge
+        try:
+            _make_bridge(name, f"02:77:00:00:01:{index % 256:02x}",
+                         f"{bridge.ip}/{net.prefixlen}")
+        except BaseException:
+            self.remove_bridge(bridge)
+            raise
+        return bridge
+
+    def remove_bridge(self, bridge: Bridge) -> None:
+        """Remove the bridge's hosts, then the bridge itself (by its name). Idempotent."""
+        for host in [h for h in list(self.hosts.values()) if h.public_bridge == bridge.name]:
+            host.remove()
+        _run(["ip", "link", "del", bridge.name], check=False)
+        with self._lock:
+            self.bridges.pop(bridge.name, None)
+
+    @contextlib.contextmanager
+    def cut_off(self) -> Iterator[None]:
+        """While inside: this namespace cannot open connections into the main bridge (REJECT:
+        they fail at once, "connection refused"); what the hosts open to it still works."""
+        rule = ["OUTPUT", "-o", self.bridge, "-m", "conntrack", "--ctstate", "NEW",
+                "-m", "comment", "--comment", f"{self.prefix} cut off", "-j", "REJECT"]
+        _run(["iptables", "-w", "10", "-I", *rule])
+        try:
+            yield
+        finally:
+            _run(["iptables", "-w", "10", "-D", *rule])
+
     # -- hosts --------------------------------------------------------------
 
     def free_ip(self, start: int = 100) -> str:
@@ -175,7 +247,8 @@ class Lab:
                  sshd_delay: float = 0.0, power_broken: bool = False,
                  own_root: bool = True, user: str = "root", sudo: bool = True,
                  hide: Iterable[str] = (), bare: bool = False,
-                 firewall: str | None = None) -> Host:
+                 firewall: str | None = None, public_bridge: Bridge | None = None,
+                 public_ip: str | None = None) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
@@ -195,6 +268,8 @@ class Lab:
         layer with passwordless ``sudo`` (or none); root then refuses the key, as on EC2.
         ``hide``: machine paths the host does not have (e.g. its Python).
         ``firewall``: an iptables table loaded in its namespace before it boots (firewall.py).
+        ``public_bridge`` / ``public_ip``: a second NIC on that bridge (``add_bridge``) owning
+        ``public_ip`` (default: a free address of the bridge's subnet), sshd listening there too.
         """
         if dead is True:
             dead = "silent"
@@ -209,6 +284,7 @@ class Lab:
         with self._lock:
             if self._closed:
                 raise LabError("lab is closed")
+            public_ip = self._public_address(public_bridge, public_ip)
             if ip is None:
                 ip = self.free_ip()
             addr = ipaddress.ip_address(ip)
@@ -236,6 +312,9 @@ class Lab:
                         sshd_delay=sshd_delay, power_broken=power_broken,
                         own_root=own_root, user=user, sudo=sudo, hidden=hidden, bare=bare,
                         firewalled=firewall is not None)
+            if public_bridge is not None:
+                host.public_ip, host.public_bridge = public_ip, public_bridge.name
+                host.public_veth = f"{self.prefix}p{n}"
             self.hosts[ip] = host
         try:
             self._build(host, authorized_key, firewall)
@@ -249,8 +328,30 @@ class Lab:
             raise
         return host
 
+    def _public_address(self, bridge: Bridge | None, ip: str | None) -> str | None:
+        """The address a host's second NIC owns, checked; the caller holds the lock."""
+        if bridge is None:
+            if ip is not None:
+                raise LabError("public_ip needs a public_bridge")
+            return None
+        if self.bridges.get(bridge.name) != bridge:
+            raise LabError(f"bridge {bridge.name} is not this lab's")
+        taken = {h.public_ip for h in self.hosts.values()} | {bridge.ip}
+        if ip is None:
+            ip = next((str(a) for a in bridge.subnet.hosts() if str(a) not in taken), None)
+            if ip is None:
+                raise LabError(f"no free address left in {bridge.subnet}")
+        addr = ipaddress.ip_address(ip)
+        if ip in taken or addr in self.subnet or addr in (
+                bridge.subnet.network_address, bridge.subnet.broadcast_address):
+            raise LabError(f"{ip} is not a free public address for {bridge.name}")
+        return ip
+
     def _build(self, host: Host, authorized_key: str, firewall: str | None = None) -> None:
-        init = write_host_files(host, authorized_key,
+        public = None
+        if host.public_ip is not None:
+            public = self.bridges[host.public_bridge]
+        init = write_host_files(host, authorized_key, public=public,
                                 session_path=SYSTEM_PATH if host.bare else self.session_path,
                                 prefixlen=self.subnet.prefixlen,
                                 keep_paths=[] if host.bare else self._keep_paths,
@@ -264,6 +365,14 @@ class Lab:
             Path(f"/proc/sys/net/ipv6/conf/{host.veth}/disable_ipv6").write_text("1")
         except OSError:
             pass
+        if host.public_ip is not None:
+            bridge = self.bridges[host.public_bridge]
+            lines = [f"link add {host.public_veth} type veth peer name eth1 netns {host.netns}",
+                     f"link set {host.public_veth} master {bridge.name} up"]
+            if ipaddress.ip_address(host.public_ip) not in bridge.subnet:
+                lines.append(f"route replace {host.public_ip}/32 dev {bridge.name} "
+                             f"src {bridge.ip}")
+            _ip_batch(lines)
         if firewall is not None:
             restore_firewall(host.netns, firewall)
 
@@ -329,6 +438,8 @@ class Lab:
         except LabError as exc:
             errors.append(str(exc))
         _run(["ip", "link", "del", self.bridge], check=False)
+        for bridge in list(self.bridges.values()):
+            self.remove_bridge(bridge)
         try:
             _safe_rmtree(self.base_dir)
             entry = self._registry_entry("dirs", self.prefix)
@@ -354,6 +465,8 @@ class Lab:
         for entry in os.listdir("/proc"):
             if entry.isdigit() and marker in _cmdline(int(entry)):
                 procs.append(f"{entry} {_cmdline(int(entry))}")
-        return {"netns": netns, "links": links, "processes": procs,
+        routes = [r for r in _run(["ip", "-o", "route", "show"], check=False).stdout.splitlines()
+                  if f"dev {self.prefix}" in r]
+        return {"netns": netns, "links": links, "routes": routes, "processes": procs,
                 "dirs": [str(self.base_dir)] if self.base_dir.exists() else []}
 

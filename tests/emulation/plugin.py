@@ -23,6 +23,12 @@ ec2_env (function) -> Ec2Env(env: dict, subnet_id: str)
     is what a CLI subprocess needs (AWS_ENDPOINT_URL, fake credentials, ...).
     Resets again afterwards, failing the test if host creation failed.
 bridge_target (function) -> swarm.demo.target.TargetServer on 10.77.1.1, port 0.
+public_bridge (function) -> lab.Bridge: a second bridge, 10.88.1.0/24 (the controller on .1).
+bastion (function) -> Bastion: an EC2 instance launched in the lab subnet with a public IP its
+    host owns on ``public_bridge``, its own security group allowing 22 from the controller's
+    public-side address only, the test's key pair; terminated afterwards.
+cut_off (function): the controller cannot open connections into the lab subnet
+    (``Lab.cut_off``): instances are reached through the bastion only.
 
 Without root / ``ip netns`` / sshd the fixtures above (except netguard) skip
 the test -- or fail it when ``CI`` is true: CI never silently skips.
@@ -30,19 +36,24 @@ the test -- or fail it when ``CI`` is true: CI never silently skips.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import pytest
 
 from .guard import install_guard
 from .host import SSHD, Host
-from .lab import Lab
+from .lab import Bridge, Lab
+
+if TYPE_CHECKING:
+    from .ec2 import EmulatedEC2
 
 LAB_NETWORKS = ("10.77.0.0/16",)
+PUBLIC_SUBNET = "10.88.1.0/24"
 
 _reason_cache: list[str | None] = []
 
@@ -219,3 +230,87 @@ def bridge_target(lab):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def public_bridge(lab):
+    bridge = lab.add_bridge(PUBLIC_SUBNET)
+    try:
+        yield bridge
+    finally:
+        lab.remove_bridge(bridge)
+
+
+class Bastion(NamedTuple):
+    instance_id: str
+    host: Host
+    address: str      # its moto public IP, owned by its host on the public bridge
+    group_id: str     # its own security group
+    key_path: Path    # the private key of the key pair it was launched with
+    user: str
+
+
+@contextlib.contextmanager
+def long_since(ec2: "EmulatedEC2") -> Iterator[None]:
+    """What a test sets up inside is as if it had existed long before: found at once (no
+    eventual consistency), its sshd answering."""
+    q = ec2.quirks
+    saved = (q.group_not_found, q.key_not_found, q.instance_not_found, q.sshd_late_s)
+    q.group_not_found = q.key_not_found = q.instance_not_found = False
+    q.sshd_late_s = 0.0
+    try:
+        yield
+    finally:
+        q.group_not_found, q.key_not_found, q.instance_not_found, q.sshd_late_s = saved
+
+
+def launch_bastion(ec2: "EmulatedEC2", bridge: Bridge, subnet_id: str, key_path: Path) -> Bastion:
+    """An instance as a team's bastion is: public IP, SSH open to the controller only."""
+    instance_id, host, gid = launch_in_lab(ec2, subnet_id, "bastion", key_path,
+                                           {"IpRanges": [{"CidrIp": f"{bridge.ip}/32"}]},
+                                           public_bridge=bridge)
+    return Bastion(instance_id, host, host.public_ip, gid, key_path, host.user)
+
+
+def launch_in_lab(ec2: "EmulatedEC2", subnet_id: str, name: str, key_path: Path,
+                  ssh_from: dict, public_bridge: Bridge | None = None) -> tuple[str, Host, str]:
+    """One instance the test owns, long since there (``long_since``): key pair `name` (private
+    key at `key_path`), its own group `name` taking port 22 from `ssh_from` (the sources of an
+    IpPermission), a public IP owned on `public_bridge` or none. -> (id, host, group id)"""
+    from .ec2 import UBUNTU_AMI
+
+    with long_since(ec2):
+        client = ec2.client()
+        public = make_ed25519_keypair(key_path, name)
+        client.import_key_pair(KeyName=name, PublicKeyMaterial=public.encode())
+        vpc = client.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]["VpcId"]
+        gid = client.create_security_group(GroupName=name, Description=name,
+                                           VpcId=vpc)["GroupId"]
+        client.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ssh_from}])
+        before = ec2.host_options
+        if public_bridge is not None:
+            ec2.host_options = lambda ip, index: {"public_bridge": public_bridge}
+        try:
+            inst = client.run_instances(
+                ImageId=UBUNTU_AMI, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                KeyName=name, NetworkInterfaces=[{
+                    "DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [gid],
+                    "AssociatePublicIpAddress": public_bridge is not None}])["Instances"][0]
+        finally:
+            ec2.host_options = before
+    return inst["InstanceId"], ec2.host_for(inst["InstanceId"]), gid
+
+
+@pytest.fixture
+def bastion(emulated_ec2, ec2_env, public_bridge, tmp_path):
+    made = launch_bastion(emulated_ec2, public_bridge, ec2_env.subnet_id,
+                          tmp_path / "bastion_key")
+    yield made
+    emulated_ec2.client().terminate_instances(InstanceIds=[made.instance_id])
+
+
+@pytest.fixture
+def cut_off(lab):
+    with lab.cut_off():
+        yield

@@ -12,6 +12,11 @@ by the tests about them:
   (AuthorizeSecurityGroupIngress, RunInstances) answers `InvalidGroup.NotFound`.
 - `key_not_found`: the first RunInstances naming a just-created or imported key pair answers
   `InvalidKeyPair.NotFound`.
+- `profile_not_found`: the first RunInstances naming a just-created IAM instance profile
+  (`IamInstanceProfile.Name`) answers `InvalidParameterValue` "Value (NAME) for parameter
+  iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name": IAM is eventually
+  consistent ("Changes that I make are not always immediately visible", IAM User Guide), and
+  EC2 refuses a profile made seconds ago this way (Terraform retries it for 2 minutes).
 - `group_held_s`: DeleteSecurityGroup answers `DependencyViolation` until this many seconds
   after the last TerminateInstances (0: off).
 - `reuse_ips`: a terminated instance's private IP goes to the next instance launched in its
@@ -99,6 +104,7 @@ class Place:
 class Quirks:
     group_not_found: bool = True
     key_not_found: bool = True
+    profile_not_found: bool = True
     group_held_s: float = 2.0
     reuse_ips: bool = True
     sshd_late_s: float = 3.0
@@ -115,6 +121,7 @@ class Quirks:
     fresh_instances: set[str] = field(default_factory=set)
     fresh_groups: set[str] = field(default_factory=set)
     fresh_keys: set[str] = field(default_factory=set)
+    fresh_profiles: set[str] = field(default_factory=set)
     last_terminate: float = 0.0
     # (region, ClientToken) -> (compared parameters, moto's answer) of launches that succeeded
     launches: dict[tuple[str, str], tuple[dict[str, str], Any]] = field(default_factory=dict)
@@ -124,6 +131,7 @@ class Quirks:
     def off(self) -> Quirks:
         """moto as it is: every quirk switched off (for tests about something else)."""
         self.group_not_found = self.key_not_found = self.reuse_ips = False
+        self.profile_not_found = False
         self.group_held_s = self.sshd_late_s = 0.0
         self.require_imdsv2 = self.spot_role_missing = False
         self.vcpu_limit = self.max_spot = None
@@ -147,6 +155,11 @@ class Quirks:
         if self.key_not_found:
             with self._lock:
                 self.fresh_keys.add(name)
+
+    def created_profile(self, name: str) -> None:
+        if self.profile_not_found:
+            with self._lock:
+                self.fresh_profiles.add(name)
 
     def launched(self, instance_ids: list[str]) -> None:
         if self.instance_not_found:
@@ -247,6 +260,11 @@ class Quirks:
             name = params["KeyName"]
             self.fresh_keys.discard(name)
             return "InvalidKeyPair.NotFound", f"The key pair '{name}' does not exist"
+        if action == "RunInstances" and params.get("IamInstanceProfile.Name") in self.fresh_profiles:
+            name = params["IamInstanceProfile.Name"]
+            self.fresh_profiles.discard(name)
+            return ("InvalidParameterValue", f"Value ({name}) for parameter iamInstanceProfile.name "
+                    "is invalid. Invalid IAM Instance Profile name")
         if action in ("DescribeInstances", "TerminateInstances") and self.fresh_instances:
             named = {v for k, v in params.items() if k.startswith("InstanceId.")}
             filtered = {v for k, v in params.items() if k.startswith("Filter.")

@@ -56,17 +56,20 @@ def retry_while(
     codes: frozenset[str],
     budget_s: float,
     on_wait: Callable[[str, float], None] | None = None,
+    code_of: Callable[[BaseException], str] | None = None,
 ) -> T:
     """call(), retried with backoff (0.5 s, doubling to 8 s) while it fails with one of
     `codes`, for at most `budget_s`; then its last error is raised. `on_wait(code, waited_s)`
-    before each pause. For failures AWS documents as passing, never for a caller's mistake."""
+    before each pause; `code_of(exc)`: a failure's code, where its AWS code alone does not
+    say (default: the AWS code, or the transport error's name). For failures AWS documents
+    as passing, never for a caller's mistake."""
     deadline = time.monotonic() + budget_s
     delay, waited = 0.5, 0.0
     for _ in range(int(budget_s / 0.5) + 2):  # bounded in count as well as in time
         try:
             return call()
         except Exception as exc:
-            code = error_code(exc) or transport_error(exc)
+            code = code_of(exc) if code_of else error_code(exc) or transport_error(exc)
             if code not in codes or time.monotonic() + delay > deadline:
                 raise
             if on_wait is not None:

@@ -43,7 +43,7 @@ def _one_line(text: str, limit: int = MAX_DETAIL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _aws_message(exc: BaseException) -> str:
+def aws_message(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Message") or "")
@@ -51,7 +51,7 @@ def _aws_message(exc: BaseException) -> str:
 
 
 def _message(exc: BaseException, limit: int = MAX_DETAIL) -> str:
-    msg = _aws_message(exc)
+    msg = aws_message(exc)
     if msg:
         # UnauthorizedOperation appends a huge encoded blob: keep the readable part.
         msg = msg.split(ENCODED.rstrip(": "))[0].removeprefix(
@@ -64,7 +64,7 @@ def _message(exc: BaseException, limit: int = MAX_DETAIL) -> str:
 def _denied(exc: BaseException) -> tuple[str | None, str | None]:
     """(the policy an explicit deny came from, the encoded authorization failure message) of
     an authorization failure; either None where AWS did not say."""
-    readable, _, encoded = _aws_message(exc).partition(ENCODED)
+    readable, _, encoded = aws_message(exc).partition(ENCODED)
     deny = _DENY.search(" ".join(readable.split()))
     return (deny.group(1) if deny else None), (encoded.split()[0] if encoded.strip() else None)
 

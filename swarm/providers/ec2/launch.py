@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm.errors import ProviderError
+from swarm.providers.ec2 import ssm
 from swarm.providers.ec2.aws import (
     ANSWER_LOST,
     ANSWER_LOST_WAIT_S,
@@ -148,8 +149,8 @@ def find_placement(
 
 def run_instances(ec2: Client, say: Callable[[str], None] = lambda _: None, **params: Any) -> Any:
     """One launch, whatever the retries: the same ClientToken makes EC2 apply it once.
-    The group and key pair made a moment ago may not be found yet, and a launch's answer may
-    be lost after it happened: both asked again with that token (bounded)."""
+    The group, key pair and instance profile made a moment ago may not be found yet, and a
+    launch's answer may be lost after it happened: all asked again with that token (bounded)."""
     token = uuid.uuid4().hex
 
     def lost(code: str, waited: float) -> None:
@@ -158,15 +159,35 @@ def run_instances(ec2: Client, say: Callable[[str], None] = lambda _: None, **pa
             "ClientToken, which launches nothing twice"
         )
 
+    def launch() -> Any:
+        return retry_while(
+            lambda: retry_while(
+                lambda: ec2.run_instances(ClientToken=token, **params),
+                JUST_CREATED,
+                JUST_CREATED_WAIT_S,
+            ),
+            ANSWER_LOST,
+            ANSWER_LOST_WAIT_S,
+            lost,
+        )
+
+    if "IamInstanceProfile" not in params:
+        return launch()
+
+    def not_visible(code: str, waited: float) -> None:
+        if waited == 0:
+            say(
+                f"EC2 does not see the new instance profile {params['IamInstanceProfile']['Name']} "
+                f"yet (IAM is eventually consistent): retrying for up to "
+                f"{ssm.PROFILE_WAIT_S / 60:.0f} min"
+            )
+
     return retry_while(
-        lambda: retry_while(
-            lambda: ec2.run_instances(ClientToken=token, **params),
-            JUST_CREATED,
-            JUST_CREATED_WAIT_S,
-        ),
-        ANSWER_LOST,
-        ANSWER_LOST_WAIT_S,
-        lost,
+        launch,
+        frozenset({ssm.PROFILE_NOT_VISIBLE}),
+        ssm.PROFILE_WAIT_S,
+        not_visible,
+        ssm.launch_code,
     )
 
 

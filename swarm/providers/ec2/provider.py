@@ -1,7 +1,8 @@
 """EC2 provider: nodes are instances tagged `swarm:stack`/`swarm:role`; AWS is the only truth.
 
 Every resource is tagged at creation (instances and their volumes, the stack's security
-group `swarm-<stack>` and key pair `swarm-<stack>`). Human messages go to `self.notices`
+group `swarm-<stack>` and key pair `swarm-<stack>`; with connect = "ssm", its IAM role and
+instance profile, ssm.py). Human messages go to `self.notices`
 (the core drains and prints them); nothing here prints or sleeps outside a bounded waiter.
 The generated private key lives at `key_path(stack)` =
 `<state dir>/ec2/<region>/<stack>/id_swarm` (0600), next to the stack's `known_hosts`.
@@ -20,7 +21,7 @@ from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key, stack_expiry
 from swarm.providers.base import Elsewhere, Provider, Stack
-from swarm.providers.ec2 import launch, market, regions, setup, tags
+from swarm.providers.ec2 import bastion, launch, market, regions, setup, ssm, tags
 from swarm.providers.ec2.aws import (
     AwsClients,
     chunks,
@@ -31,7 +32,7 @@ from swarm.providers.ec2.launch import Placement
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc, unix_from_iso
 from swarm.remote import known_hosts, poweroff
-from swarm.remote.base import Runner
+from swarm.remote.base import DIRECT, Route, Runner
 
 MAX_COUNT = 500
 LIVE_STATES = ("pending", "running", "stopping", "stopped")  # shutting-down is on its way out
@@ -44,6 +45,7 @@ METADATA_OPTIONS = {"HttpTokens": "required", "HttpEndpoint": "enabled"}
 class _Prepared:
     group_id: str
     key_name: str
+    instance_profile: str | None = None  # connect = "ssm"
 
 
 class Ec2Provider(AwsClients, Provider):
@@ -67,6 +69,8 @@ class Ec2Provider(AwsClients, Provider):
         self._placement: Placement | None = None
         self._checked: dict[tuple[str, int], tuple[str, str]] = {}
         self._role_images: dict[Role, tuple[str, str]] | None = None
+        self._sources: setup.SshFrom | None = None
+        self._bastion = bastion.Bastion(config.ec2.bastion) if config.ec2.bastion else None
 
     # ---- places, users, tags ----
 
@@ -101,27 +105,44 @@ class Ec2Provider(AwsClients, Provider):
         key_file = self.key_path(stack)
         if self.cfg.key_name:
             setup.check_key_file(key_file)
-        # connect = "private": the controller is inside the VPC (or reaches it through it),
-        # so the VPC's own range, not this machine's public address (a lookup that is wrong).
-        private = self.cfg.connect == "private" and not self.cfg.ssh_cidr
-        cidr = "" if private else setup.ssh_cidr(self.cfg.ssh_cidr)
+        over_ssm = self.cfg.connect == "ssm"  # no SSH rule at all: SSH comes from inside
         port = self.config.locust.master_port
         with aws_errors(
             f"prepare the security group and key pair of stack {stack.name}", self.region
         ):
             vpc_id = self._find_placement().vpc_id  # one group per VPC: good in every zone
-            if private:
-                cidr = setup.ssh_cidr(setup.vpc_cidr(self.ec2, vpc_id))
             shared = self._tags(stack.name, tags.STACK_ROLE)
             gid = setup.ensure_security_group(
-                self.ec2, stack.name, vpc_id, cidr, (port, port + 1), shared
+                self.ec2, stack.name, vpc_id, self._ssh_from(vpc_id), (port, port + 1), shared
             )
             if self.cfg.key_name:
                 setup.check_user_key(self.ec2, self.cfg.key_name, key_file, self.region)
                 key_name = self.cfg.key_name
             else:
                 key_name = setup.ensure_key_pair(self.ec2, stack.name, key_file, shared)
-        self._prepared[stack.name] = _Prepared(gid, key_name)
+        profile = self.cfg.instance_profile  # checked by check_launch
+        if over_ssm and not profile:
+            with aws_errors(f"prepare the instance profile of stack {stack.name}", self.region):
+                profile = ssm.ensure_profile(self.client("iam"), stack.name, self.region, shared)
+        self._prepared[stack.name] = _Prepared(gid, key_name, profile)
+
+    def _ssh_from(self, vpc_id: str) -> setup.SshFrom:
+        """Who may open port 22, looked up once per command."""
+        if self._sources is None:
+            if self._bastion is not None:
+                self._sources = self._bastion.ssh_from(
+                    self.ec2, self.cfg.ssh_cidr, vpc_id, self.region
+                )
+            elif self.cfg.connect == "ssm":  # no SSH rule at all: SSH comes from inside
+                self._sources = setup.SshFrom()
+            elif self.cfg.connect == "private" and not self.cfg.ssh_cidr:
+                # The controller is inside the VPC (or reaches it through it): the VPC's own
+                # range, not this machine's public address (a lookup that is wrong there).
+                vpc = setup.vpc_cidr(self.ec2, vpc_id)
+                self._sources = setup.SshFrom((setup.ssh_cidr(vpc),))
+            else:
+                self._sources = setup.SshFrom((setup.ssh_cidr(self.cfg.ssh_cidr),))
+        return self._sources
 
     def list_nodes(self, stack: Stack, role: Role | None = None) -> list[Node]:
         filters = tags.stack_filters(stack.name, role)
@@ -144,11 +165,17 @@ class Ec2Provider(AwsClients, Provider):
         tags.check_user_tags(self.cfg.tags)
         if self.cfg.key_name:
             setup.check_key_file(self.key_path(stack))
+        if self.cfg.connect == "ssm":
+            ssm.check_tools()
         if (role, count) in self._checked:
             return self._checked[role, count]
         with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
+            if self.cfg.connect == "ssm" and self.cfg.instance_profile:
+                ssm.check_named_profile(self.client("iam"), self.cfg.instance_profile)
             settings = self._images()[role]  # a typo in a type: said before any zone is
             self._find_placement().with_room(count)
+            if self._bastion is not None:  # a bastion not found: said before a launch
+                self._ssh_from(self._find_placement().vpc_id)
         self._checked[role, count] = settings
         return settings
 
@@ -204,8 +231,8 @@ class Ec2Provider(AwsClients, Provider):
             "Groups": [prep.group_id],
             "DeleteOnTermination": True,
         }
-        if self.cfg.connect == "public":
-            nic["AssociatePublicIpAddress"] = True
+        if self.cfg.public_ip_wanted is not None:  # None: the subnet's default
+            nic["AssociatePublicIpAddress"] = self.cfg.public_ip_wanted
         params: dict[str, Any] = dict(
             ImageId=image_id,
             InstanceType=itype,
@@ -221,6 +248,8 @@ class Ec2Provider(AwsClients, Provider):
                 for rt in ("instance", "volume")
             ],
         )
+        if prep.instance_profile:
+            params["IamInstanceProfile"] = {"Name": prep.instance_profile}
         resp = market.launch(
             self._launch_in_zones,
             params,
@@ -327,6 +356,9 @@ class Ec2Provider(AwsClients, Provider):
                 self.ec2.delete_key_pair(KeyName=pair["KeyName"])
         if not self.cfg.key_name:
             setup.remove_local_key(self.key_path(stack))
+        if self.cfg.connect == "ssm" and not self.cfg.instance_profile:  # a named one stays
+            with aws_errors(f"delete the instance profile of stack {stack.name}", self.region):
+                ssm.remove_profile(self.client("iam"), stack.name, self.region)
         with aws_errors(f"delete the security group of stack {stack.name}", self.region):
             for group in setup.find_security_groups(self.ec2, stack.name):
                 self._delete_group(stack, group["GroupId"])
@@ -384,10 +416,15 @@ class Ec2Provider(AwsClients, Provider):
         from swarm.remote.ssh import SSHRunner  # paramiko: only when a node is reached
 
         if node.ssh is None:
+            kind = "public" if self.cfg.connect == "public" else "private"
             raise ProviderError(
-                f"node {node.name or node.id} has no {self.cfg.connect} IP address: "
+                f"node {node.name or node.id} has no {kind} IP address: "
                 'set [ec2] connect = "private" or "public" to match your network'
             )
+        route = self._bastion.route() if self._bastion is not None else DIRECT
+        if self.cfg.connect == "ssm":  # node.ssh.host is the instance id
+            ssm.check_tools()
+            route = Route(proxy_command=ssm.proxy_command(self.region, self.cfg.profile))
         return SSHRunner(
             host=node.ssh.host,
             port=node.ssh.port,
@@ -395,6 +432,7 @@ class Ec2Provider(AwsClients, Provider):
             key_file=self.key_path(stack),
             known_hosts=self.state_dir(stack) / "known_hosts",
             label=node.name or node.id,
+            route=route,
         )
 
     def price_book(self) -> PriceBook:
@@ -423,6 +461,8 @@ class Ec2Provider(AwsClients, Provider):
         found = {**(fallback_tags or {}), **tags.tag_dict(inst)}
         public, private = inst.get("PublicIpAddress"), inst.get("PrivateIpAddress")
         connect_ip = public if self.cfg.connect == "public" else private
+        if self.cfg.connect == "ssm":  # reached by instance id, through Session Manager
+            connect_ip = inst["InstanceId"]
         launched = inst.get("LaunchTime")
         return Node(
             id=inst["InstanceId"],

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import stat
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,23 @@ def ssh_cidr(configured: str | None) -> str:
     return str(net)
 
 
+@dataclass(frozen=True)
+class SshFrom:
+    """Who may open port 22 of the stack's instances: networks, or security groups (a
+    bastion's); nothing else ever."""
+
+    cidrs: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
 def _ip_ranges(cidr: str) -> dict[str, Any]:
     if ipaddress.ip_network(cidr).version == 6:
         return {"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": "swarm: SSH from the controller"}]}
     return {"IpRanges": [{"CidrIp": cidr, "Description": "swarm: SSH from the controller"}]}
+
+
+SSH_GROUP_NOTE = "swarm: SSH from the bastion"
+LOCUST_GROUP_NOTE = "swarm: Locust master/workers"
 
 
 def _rule_keys(perm: dict[str, Any]) -> list[tuple]:
@@ -152,9 +166,8 @@ def _permission(key: tuple) -> dict[str, Any]:
     if kind == "cidr":
         perm.update(_ip_ranges(value))
     elif kind == "group":
-        perm["UserIdGroupPairs"] = [
-            {"GroupId": value, "Description": "swarm: Locust master/workers"}
-        ]
+        note = SSH_GROUP_NOTE if lo == 22 else LOCUST_GROUP_NOTE
+        perm["UserIdGroupPairs"] = [{"GroupId": value, "Description": note}]
     else:
         perm["PrefixListIds"] = [{"PrefixListId": value}]
     return perm
@@ -173,16 +186,18 @@ def ensure_security_group(
     ec2: Client,
     stack: str,
     vpc_id: str,
-    cidr: str,
+    ssh_from: SshFrom,
     locust_ports: tuple[int, int],
     tags: dict[str, str],
 ) -> str:
     """The stack's group in this VPC, created if missing, with exactly swarm's ingress rules:
-    SSH 22 from `cidr`, Locust `locust_ports` from the group itself; nothing else."""
-    if ipaddress.ip_network(cidr).prefixlen == 0:
-        raise ProviderError(
-            f"refusing to open SSH to the whole internet ({cidr}): set [ec2] ssh_cidr"
-        )
+    SSH 22 from `ssh_from` (nobody: connect = "ssm"), Locust `locust_ports` from the group
+    itself; nothing else."""
+    for cidr in ssh_from.cidrs:
+        if ipaddress.ip_network(cidr).prefixlen == 0:
+            raise ProviderError(
+                f"refusing to open SSH to the whole internet ({cidr}): set [ec2] ssh_cidr"
+            )
     found = find_security_groups(ec2, stack, vpc_id)
     if found:
         group = found[0]
@@ -196,13 +211,16 @@ def ensure_security_group(
             gid = ec2.create_security_group(
                 GroupName=name,
                 VpcId=vpc_id,
-                Description=f"swarm stack {stack}: SSH from the controller, "
-                "Locust inside the group",
+                Description=f"swarm stack {stack}: "
+                + ("SSH from the controller, " if ssh_from.cidrs or ssh_from.groups else "")
+                + "Locust inside the group",
                 TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
             )["GroupId"]
         group = {"GroupId": gid, "IpPermissions": []}
     gid = group["GroupId"]
-    want = {("tcp", 22, 22, "cidr", cidr), ("tcp", locust_ports[0], locust_ports[1], "group", gid)}
+    want = {("tcp", locust_ports[0], locust_ports[1], "group", gid)}
+    want |= {("tcp", 22, 22, "cidr", c) for c in ssh_from.cidrs}
+    want |= {("tcp", 22, 22, "group", g) for g in ssh_from.groups}
     have = {k for perm in group.get("IpPermissions", []) for k in _rule_keys(perm)}
     extra, missing = sorted(have - want, key=str), sorted(want - have, key=str)
     # A group just created may not be found yet by the next call (eventual consistency).
