@@ -25,7 +25,9 @@ def workdir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def cli_env(workdir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SWARM_"))}
+    # GITHUB_STEP_SUMMARY: a test's runs never write into the summary of the CI job running it
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "SWARM_", "GITHUB_STEP_SUMMARY"))}
     env["SWARM_STATE_DIR"] = str(tmp_path / "state")
     env["PYTHONPATH"] = str(REPO)
     env["NO_COLOR"] = "1"

@@ -295,6 +295,33 @@ RUN_CASES = [
     RunCase("check-unknown-metric", (*H, "-f", "signups.py", "--check", "p42<3ms"),
             ("unknown metric 'p42'",)),
     RunCase("check-wrong-unit", (*H, "-f", "signups.py", "--check", "rps>5ms"), ("rps takes",)),
+    RunCase("check-empty-name", (*H, "-f", "signups.py", "--check", "p95[]<1s"),
+            ("bad --check 'p95[]<1s'", "[] names no stats entry")),
+    RunCase("check-cpu-of-a-name", (*H, "-f", "signups.py", "--check", "cpu[worker-1]<90%"),
+            ("cpu is the nodes' peak",)),
+    RunCase("check-relative-in-ms", (*H, "-f", "signups.py", "--check", "p95<+10ms"),
+            ("a relative check is a signed percent",)),
+    RunCase("check-success-over-100", (*H, "-f", "signups.py", "--check", "success>101%"),
+            ("success is a fraction",)),
+    RunCase("check-relative-without-baseline",
+            (*H, "-f", "signups.py", "--headless", "-t", "2s", "--check", "p95[WS rtt]<+10%"),
+            ("relative check 'p95[WS rtt]<+10%'", "add --baseline prev|last|RUN")),
+    RunCase("baseline-none-yet", (*H, "-f", "signups.py", "--headless", "-t", "2s",
+                                  "--baseline", "prev", "--check", "p95<+10%"),
+            ("--baseline prev: stack 'badrun' has no passed run in results/badrun/ yet",)),
+    RunCase("baseline-last-none-yet", (*H, "-f", "signups.py", "--headless", "-t", "2s",
+                                       "--baseline", "last"),
+            ("--baseline last: stack 'badrun' has no run with statistics",)),
+    RunCase("baseline-unknown-run", (*H, "-f", "signups.py", "--headless", "-t", "2s",
+                                     "--baseline", "1999"), ("--baseline: no run '1999'",)),
+    RunCase("baseline-not-headless", (*H, "-f", "signups.py", "--baseline", "last"),
+            ("--baseline judges a headless run",)),
+    RunCase("baseline-anyway-alone", (*H, "-f", "signups.py", "--baseline-anyway"),
+            ("--baseline-anyway goes with --baseline",)),
+    RunCase("junit-not-headless", (*H, "-f", "signups.py", "--junit", "load.xml"),
+            ("--junit reports a headless run",)),
+    RunCase("junit-is-a-directory", (*H, "-f", "signups.py", "--headless", "-t", "2s",
+                                     "--junit", "locustfiles"), ("--junit", "is a directory")),
     RunCase("profile-unknown", (*H, "-f", "signups.py", "--profile", "nightly"),
             ("unknown profile 'nightly'",)),
     RunCase("profile-bad-check", (*H, "-f", "signups.py", "--profile", "typo"),
@@ -319,7 +346,8 @@ def local_stack(tmp_path_factory):
         f'[stack]\nname = "badrun"\nprovider = "local"\n'
         f"[locust]\nweb_port = {free_port()}\nmaster_port = {free_port()}\n"
         '[profiles.typo]\nchecks = ["p95<<1"]\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SWARM_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "SWARM_", "GITHUB_STEP_SUMMARY"))}
     env.update(SWARM_STATE_DIR=str(state), PYTHONPATH=str(REPO), NO_COLOR="1")
     assert swarm("up", "master", cwd=work, env=env).code == 0
     assert swarm("up", "workers", "-n", "1", cwd=work, env=env).code == 0

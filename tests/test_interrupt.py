@@ -10,11 +10,13 @@ import csv
 import json
 import signal
 import time
+import xml.etree.ElementTree as ET
 
 from tests.reliability import ec2_stack, finish, locust_pids, poll, start
 from tests.helpers import processes_under, swarm
 
-RUN = ["-f", "viral_load.py", "--headless", "-u", "10", "-r", "10", "-t", "5m"]
+RUN = ["-f", "viral_load.py", "--headless", "-u", "10", "-r", "10", "-t", "5m",
+       "--check", "p95<1s", "--junit", "junit.xml"]
 
 
 def interrupt_run(workdir, env, target, tmp_path, stack: str) -> tuple[str, dict, int]:
@@ -59,6 +61,12 @@ def test_ctrl_c_stops_a_local_run_and_keeps_its_results(workdir, cli_env, local_
         assert left == [], left
         res = swarm("results", "--last", cwd=workdir, env=cli_env)
         assert "verdict: interrupted" in res.err, res.err
+        # CI's report: not judged, so no pass: the run an error case, its check skipped
+        suite = ET.parse(workdir / "junit.xml").getroot().find("testsuite")
+        assert (suite.get("errors"), suite.get("skipped"), suite.get("failures")) == ("1", "1", "0")
+        err = suite.find("testcase[@name='locust run']/error")
+        assert err.get("message").startswith("locust run: interrupted (Ctrl-C): not judged"), \
+            err.get("message")
     finally:
         swarm("down", cwd=workdir, env=cli_env)
 

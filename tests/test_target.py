@@ -5,6 +5,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -134,6 +135,27 @@ def test_counts_total_stats_and_reset(server):
     assert server.counts() == {} and server.total() == 0
     # reset() only clears counters; data survives.
     assert call(server, "POST", "/plays", {"kandu_id": 1})[2] == {"plays": 2}
+
+
+def _timed(srv, path):
+    t = time.monotonic()
+    status = call(srv, "GET", path)[0]
+    return status, (time.monotonic() - t) * 1000
+
+
+def test_the_delay_switch_slows_every_response_but_its_own(server):
+    """A slower target for the baseline tests: POST /admin/delay, or set_delay in-process."""
+    assert call(server, "POST", "/admin/delay", {"ms": 200}) == (200, "application/json",
+                                                                {"delay_ms": 200.0})
+    for path in ("/health", "/kandus/1", "/nope"):
+        status, ms = _timed(server, path)
+        assert ms >= 200, (path, status, ms)
+    assert call(server, "POST", "/admin/delay", {"ms": "fast"})[0] == 400
+    assert call(server, "POST", "/admin/delay", {"ms": -1})[0] == 400
+    server.set_delay(0)
+    assert _timed(server, "/health")[1] < 200
+    # the switch is the test's, not the load's: never counted
+    assert server.counts() == {"GET /health": 2, "GET /kandus/{id}": 1, "GET <unknown>": 1}
 
 
 def test_keep_alive(server):

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from swarm import config, paths
-from swarm.cli import render
+from swarm.cli import ci, render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import Interrupted, RunFailed, SwarmError, UsageError
 from swarm.locust.stats import Summary
@@ -93,8 +94,26 @@ def up(c: Ctx, role: str, count: int | None) -> None:
     "checks",
     multiple=True,
     metavar="EXPR",
-    help="Fail (exit 1) unless it holds: p95<200ms, p99<1s, avg<100ms, fail_ratio<1%, rps>50, "
-    "cpu<90%.",
+    help="Fail (exit 1) unless it holds: p95<200ms, p99<1s, avg<100ms, max<2s, fail_ratio<1%, "
+    "success>99%, rps>50, cpu<90%; of one stats entry: p95[WS rtt]<200ms, p95[GET /items]<1s; "
+    "against --baseline: p95<+10%, rps>-5%.",
+)
+@click.option(
+    "--baseline",
+    metavar="prev|last|RUN",
+    help="The past run that relative checks (p95<+10%) compare with: prev = this stack's "
+    "newest run that passed, last = its newest run with statistics whatever its verdict, or a "
+    "run id, prefix or path. Refuses a run with another locustfile, users, run time, host or "
+    "worker count.",
+)
+@click.option(
+    "--baseline-anyway", is_flag=True, help="Compare with a baseline that is not comparable."
+)
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write a JUnit XML report: each check a test case, and the run itself.",
 )
 @click.option(
     "--require-all", is_flag=True, help="Refuse to start unless every worker is reachable."
@@ -111,10 +130,15 @@ def run(
     headless: bool,
     profile: str | None,
     checks: tuple[str, ...],
+    baseline: str | None,
+    baseline_anyway: bool,
+    junit: Path | None,
     require_all: bool,
     extra: tuple[str, ...],
 ) -> None:
     """(Re)start Locust on every node: master, then one worker process per core."""
+    if junit is not None and not headless:
+        raise UsageError("--junit reports a headless run: add --headless and -t")
     opts = RunOptions(
         host=host,
         locustfile=locustfile,
@@ -126,9 +150,25 @@ def run(
         checks=tuple(checks),
         extra_args=tuple(a for a in extra if a != "--"),
         require_all=require_all,
+        baseline=baseline,
+        baseline_anyway=baseline_anyway,
     )
-    sess = c.session()
-    outcome = start_run(sess, opts)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY") if headless else None
+
+    def report(r: ci.Report) -> None:
+        for line in ci.write(r, junit, step_summary):
+            render.err.print(f"[yellow]![/yellow] {escape(line)}")
+
+    try:
+        sess = c.session()
+        outcome = start_run(sess, opts)
+    except SwarmError as e:
+        if headless:
+            try:
+                report(ci.Report.error(_stack_name(c), str(e), checks))
+            except SwarmError as unwritten:  # the run's own error is the one to end with
+                render.err.print(f"[yellow]![/yellow] {escape(str(unwritten))}")
+        raise
     if not headless:
         render.err.print(
             f"Locust runs on stack {sess.stack.name!r}: open the web UI with "
@@ -167,8 +207,11 @@ def run(
             f"{outcome.workers_expected} worker process(es) stayed connected"
         )
     render.err.print(f"results: {outcome.results_dir}")
+    if outcome.baseline:
+        render.err.print(f"baseline: {outcome.baseline}")
     for ch in outcome.checks:
-        render.err.print(render.check_line(ch))
+        render.err.print(render.check_line(ch.check, ch.ok, ch.ambiguous, ch.says))
+    report(ci.Report.of(sess.stack.name, outcome))
     verdict = outcome.judgement
     if verdict.verdict == Verdict.INTERRUPTED:
         stats = "partial results" if outcome.summary else "no statistics yet; logs"
@@ -177,6 +220,16 @@ def run(
         )
     if verdict.exit_code:
         raise RunFailed(f"the run failed: {verdict.why}", verdict.exit_code)
+
+
+def _stack_name(c: Ctx) -> str:
+    """For a report of a run that stopped before its session: swarm.toml may be the cause."""
+    if c.stack_name:
+        return c.stack_name
+    try:
+        return c.config().stack.name
+    except SwarmError:
+        return "swarm"
 
 
 @cli.command()
@@ -395,7 +448,7 @@ def demo(run_time: str | None, ws: bool) -> None:
     if ws:
         render.err.print(_ws_demo_line(got.counts, summary, got.run.workers_expected))
         for ch in got.run.checks:
-            render.err.print(render.check_line(ch))
+            render.err.print(render.check_line(ch.check, ch.ok, ch.ambiguous, ch.says))
     else:
         render.err.print(
             f"the target served {got.served} requests; Locust counted {total.requests} "

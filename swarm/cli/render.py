@@ -20,7 +20,6 @@ from swarm.models import HostResult, Node
 from swarm.pipeline import expiry
 from swarm.pipeline.cost import format_usd
 from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
-from swarm.pipeline.judge import CheckResult
 from swarm.pipeline.progress import Board, span_text
 from swarm.pipeline.session import Reporter
 from swarm.pipeline.status import Status
@@ -31,11 +30,6 @@ err = Console(
     stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160
 )
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-
-
-def check_line(ch: CheckResult) -> str:
-    mark = "[green]pass[/green]" if ch.ok else "[red]FAIL[/red]"
-    return f"check {ch.check}: {mark} (actual {ch.actual_shown})"
 
 
 class ConsoleReporter(Reporter):
@@ -133,24 +127,41 @@ def host_results_table(title: str, results: Sequence[HostResult]) -> Table:
     return t
 
 
-def summary_table(summary: Summary) -> Table:
-    t = Table(title="Summary", title_justify="left")
-    cols = ("type", "name", "requests", "failures", "fail %", "rps")
-    for col in (*cols, "avg ms", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        t.add_column(col, justify="left" if col in ("type", "name") else "right")
-    for e in [*summary.endpoints, summary.total]:
-        style = "bold" if e is summary.total else None
-        t.add_row(
+SUMMARY_COLUMNS = ("type", "name", "requests", "failures", "fail %", "rps") + tuple(
+    f"{m} ms" for m in ("avg", "p50", "p95", "p99", "max")
+)
+
+
+def summary_rows(summary: Summary) -> tuple[tuple[str, ...], list[list[str]]]:
+    """The per-name figures and the total last, as text: the terminal's table and CI's."""
+    return SUMMARY_COLUMNS, [
+        [
             e.method,
-            "Total" if e is summary.total else escape(e.name),
+            "Total" if e is summary.total else e.name,
             str(e.requests),
             str(e.failures),
             f"{e.fail_ratio * 100:.1f}",
             f"{e.rps:.1f}",
             *(f"{ms:.0f}" for ms in (e.avg_ms, e.p50_ms, e.p95_ms, e.p99_ms, e.max_ms)),
-            style=style,
-        )
+        ]
+        for e in [*summary.endpoints, summary.total]
+    ]
+
+
+def summary_table(summary: Summary) -> Table:
+    t = Table(title="Summary", title_justify="left")
+    heads, rows = summary_rows(summary)
+    for col in heads:
+        t.add_column(col, justify="left" if col in ("type", "name") else "right")
+    for i, row in enumerate(rows):
+        t.add_row(*map(escape, row), style="bold" if i == len(rows) - 1 else None)
     return t
+
+
+def check_line(check: str, ok: bool, ambiguous: bool, says: str) -> str:
+    """`check p95<300ms: FAIL (actual 412 ms)`, as a run and `swarm results RUN` show it."""
+    mark = "[green]pass[/green]" if ok else "[red]ERROR[/red]" if ambiguous else "[red]FAIL[/red]"
+    return f"check {escape(check)}: {mark} ({escape(says)})"
 
 
 def failures_table(failures: Sequence[Failure], limit: int = 5) -> Table:

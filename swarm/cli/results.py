@@ -108,10 +108,15 @@ def _show(run: history.RunInfo) -> None:
     verdict = history.run_row(run).verdict
     if verdict:
         render.err.print(f"verdict: {render.VERDICT_STYLE.get(verdict, '{}').format(verdict)}")
-    for ch in (run.record or {}).get("checks") or []:
-        mark = "[green]pass[/green]" if ch.get("ok") else "[red]FAIL[/red]"
+    rec = run.record or {}
+    if rec.get("baseline"):
+        render.err.print(f"baseline: {escape(str(rec['baseline']))}")
+    for ch in rec.get("checks") or []:
+        # older records kept no `says`: their checks were all absolute
+        says = ch.get("says") or f"actual {judge.shown(judge.metric_of(ch), ch.get('actual'))}"
         render.err.print(
-            f"check {escape(str(ch.get('check')))}: {mark} "
-            f"(actual {judge.shown(judge.metric_of(ch), ch.get('actual'))})"
+            render.check_line(
+                str(ch.get("check")), bool(ch.get("ok")), bool(ch.get("ambiguous")), says
+            )
         )
     render.err.print(f"results: {run.path}")

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
@@ -26,6 +27,9 @@ PBKDF2_ITERATIONS = 20_000
 ASSET_SIZE = 4096
 SEED_KANDUS = 5
 MAX_BODY = 1 << 20
+ADMIN_DELAY = "/admin/delay"
+# the test's own calls: never delayed, never counted with the load's
+UNCOUNTED = ("GET /stats", f"POST {ADMIN_DELAY}")
 
 Reply = tuple[int, Any]  # (status, JSON-able body or bytes)
 Endpoint = Callable[[str | None, bytes], Reply]  # (path argument, raw body) -> reply
@@ -49,6 +53,9 @@ class State:
         self.tokens: dict[str, int] = {}  # token -> user_id
         self.kandus: dict[int, dict] = {}
         self.next_kandu_id = 1
+        # added to every response (POST /admin/delay): a target made slower on purpose, for
+        # the baseline tests (`p95<+10%` must catch it)
+        self.delay_ms = 0.0
         for n in range(1, SEED_KANDUS + 1):
             self.add_kandu(f"Seed kandu {n}", [{"type": "sprite", "n": n}], None)
 
@@ -194,6 +201,7 @@ class KanduHandler(BaseHTTPRequestHandler):
                 "/kandus": self._save_kandu,
                 "/plays": self._play,
                 "/flags": self._flag,
+                ADMIN_DELAY: self._set_delay,
             }
             if path in posts:
                 return f"POST {path}", posts[path], None
@@ -205,9 +213,13 @@ class KanduHandler(BaseHTTPRequestHandler):
             payload, ctype = body, "application/octet-stream"
         else:
             payload, ctype = json.dumps(body).encode(), "application/json"
-        # Count before writing: once the client has its response the request
-        # must already show up in counts(), or a caller comparing totals races.
-        if route != "GET /stats":
+        if route not in UNCOUNTED:
+            with self.state.lock:
+                delay = self.state.delay_ms
+            if delay:
+                time.sleep(delay / 1000)
+            # Count before writing: once the client has its response the request
+            # must already show up in counts(), or a caller comparing totals races.
             self.server.count(route)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -311,6 +323,14 @@ class KanduHandler(BaseHTTPRequestHandler):
                 raise HttpError(404, "no such kandu")
             kandu["flags"] += 1
         return 201, {"flagged": True}
+
+    def _set_delay(self, _arg: str | None, raw: bytes) -> Reply:
+        ms = self._json(raw).get("ms")
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not 0 <= ms <= 60_000:
+            raise HttpError(400, 'send {"ms": N}, 0 to 60000')
+        with self.state.lock:
+            self.state.delay_ms = float(ms)
+        return 200, {"delay_ms": float(ms)}
 
     def _get_asset(self, arg: str | None, _raw: bytes) -> Reply:
         name = unquote(arg or "")

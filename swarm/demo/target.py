@@ -112,6 +112,11 @@ class TargetServer:
         self._httpd.drop_connections()
         self._thread.join()
 
+    def set_delay(self, ms: float) -> None:
+        """Add `ms` to every response from now on (also: POST /admin/delay {"ms": N})."""
+        with self._httpd.state.lock:
+            self._httpd.state.delay_ms = float(ms)
+
     def __enter__(self) -> TargetServer:
         return self
 
@@ -122,9 +127,11 @@ class TargetServer:
         return f"TargetServer({self.url})"
 
 
-def start(host: str = "127.0.0.1", port: int = 0) -> TargetServer:
+def start(host: str = "127.0.0.1", port: int = 0, delay_ms: float = 0) -> TargetServer:
     """Serve the API in a daemon thread; port 0 picks a free port."""
-    return TargetServer(_Server((host, port)))
+    server = TargetServer(_Server((host, port)))
+    server.set_delay(delay_ms)
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument(
+        "--delay-ms", type=float, default=0, help="add this to every response (a slower target)"
+    )
     args = parser.parse_args(argv)
 
     done = threading.Event()
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            server = start(args.host, args.port)
+            server = start(args.host, args.port, args.delay_ms)
         except OSError as err:
             print(f"cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
             return 1

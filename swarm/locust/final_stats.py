@@ -11,10 +11,12 @@ Two losses it closes (Locust 2.47, read from its source):
 - The master rewrites `<prefix>_stats.csv` once a second and closes it at exit without a
   last write. Here, when Locust quits, the stats, failures and exceptions CSV files are
   written once more from the final figures (atomically: the reader never sees half a file).
-- `--json-file` is written just before that, through `RequestStats.serialize_stats`, which
-  resets every entry it serializes (it is how a worker hands its figures on) but not the
-  Aggregated one: the CSV written after it had every per-name row at 0. On the master,
-  nothing else serializes its stats, so there they are serialized without the reset.
+- Locust's --json-file write, just before `quit`, serializes each entry with
+  `get_stripped_report`, which resets it (what a worker's report to its master needs): the CSV
+  files written on `quit` would have the Aggregated row right and every per-name row at 0. On
+  the master, whose serialize_stats feeds only that file (and --json), it serializes without
+  the reset. Not earlier, on `quitting`: the master's own quitting listener stops the workers,
+  and their last reports arrive after it.
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ def _on_init(environment: Any, **_: Any) -> None:
 
     elif isinstance(runner, MasterRunner):
         stats = environment.stats
-        stats.serialize_stats = lambda: [
-            e.serialize() for e in stats.entries.values() if e.num_requests or e.num_failures
-        ]
+
+        def _serialize_keeping_entries() -> list[Any]:
+            return [
+                e.serialize() for e in stats.entries.values() if e.num_requests or e.num_failures
+            ]
+
+        stats.serialize_stats = _serialize_keeping_entries
 
         @environment.events.quit.add_listener
         def _write_final_csv(**__: Any) -> None:

@@ -98,13 +98,18 @@ _SAME = (
 )
 
 
-def differences(a: RunInfo, b: RunInfo) -> list[str]:
-    """What makes two runs not comparable (empty when they are)."""
+COMPARED = tuple(label for label, _ in _SAME)
+
+
+def differences(a: RunInfo, b: RunInfo, labels: tuple[str, ...] = COMPARED) -> list[str]:
+    """What makes two runs not comparable (empty when they are), among `labels`."""
 
     def show(label: str, v: Any) -> str:
         return "?" if v is None else str(v)[:12] if "sha" in label else str(v)
 
-    pairs = ((label, get(a.record or {}), get(b.record or {})) for label, get in _SAME)
+    pairs = (
+        (label, get(a.record or {}), get(b.record or {})) for label, get in _SAME if label in labels
+    )
     return [
         f"{label} {show(label, va)} vs {show(label, vb)}" for label, va, vb in pairs if va != vb
     ]

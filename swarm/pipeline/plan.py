@@ -13,6 +13,7 @@ from swarm.config.schema import ENV_NAME_RE, ChecksSection, Profile
 from swarm.errors import UsageError
 from swarm.locust.argv import RunSpec, parse_duration
 from swarm.models import Node, Role
+from swarm.pipeline import baseline as baselines
 from swarm.pipeline.judge import Check, checks_from_table, parse_check
 from swarm.pipeline.session import OTEL_EXTRA, Session, missing_for_extra
 
@@ -33,6 +34,8 @@ class RunOptions:
     checks: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
     require_all: bool = False
+    baseline: str | None = None  # prev, last, or a run (--baseline)
+    baseline_anyway: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Plan:
     checks: list[Check]
     profile: str | None
     require_all: bool = False
+    baseline: baselines.Baseline | None = None
 
     @property
     def run_s(self) -> int | None:
@@ -106,7 +110,7 @@ def _defines_user(tree: ast.Module) -> bool:
     return False
 
 
-def plan_run(sess: Session, opts: RunOptions) -> Plan:
+def plan_run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> Plan:
     cfg = sess.stack.config
     host = check_host_url(opts.host)
     prof = None
@@ -134,6 +138,7 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         or profile_checks(prof)
         or checks_from_table(cfg.checks)
     )
+    baseline = plan_baseline(sess, opts, checks, results_root)
     ship, rel = resolve_locustfile(cfg.resolve(cfg.locust.files_dir), opts.locustfile)
     env = {**cfg.locust.env, **(prof.env if prof else {})}
     if cfg.locust.otel:
@@ -156,7 +161,27 @@ def plan_run(sess: Session, opts: RunOptions) -> Plan:
         env=env,
         otel=cfg.locust.otel,
     )
-    return Plan(ship, spec, checks, opts.profile, opts.require_all)
+    if baseline is not None:
+        baseline.check(baselines.this_run(spec, ship, 0, None), baselines.PLANNED)
+    return Plan(ship, spec, checks, opts.profile, opts.require_all, baseline)
+
+
+def plan_baseline(
+    sess: Session, opts: RunOptions, checks: list[Check], results_root: Path
+) -> baselines.Baseline | None:
+    relative = [c.text for c in checks if c.relative]
+    if opts.baseline is None:
+        if opts.baseline_anyway:
+            raise UsageError("--baseline-anyway goes with --baseline prev|last|RUN")
+        if relative:
+            raise UsageError(
+                f"relative check {relative[0]!r} compares with a baseline run: "
+                "add --baseline prev|last|RUN"
+            )
+        return None
+    if not opts.headless:
+        raise UsageError("--baseline judges a headless run: add --headless and -t")
+    return baselines.find(results_root, sess.stack.name, opts.baseline, opts.baseline_anyway)
 
 
 def profile_checks(prof: Profile | None) -> list[Check]:

@@ -58,6 +58,9 @@ class RunRecord:
     missing_workers: list[str]
     workers_cpu_peak: dict[str, float]
     master_cpu_peak: float | None
+    baseline: str | None  # the id of the run the relative checks compared with
+    # what made the baseline not comparable, compared all the same (--baseline-anyway)
+    baseline_differences: list[str]
     checks: list[CheckResult]
     summary: Summary | None
 
@@ -98,11 +101,15 @@ class FetchedRecord:
         }
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def file_hashes(files_dir: Path) -> dict[str, str]:
     out = {}
     for p in sorted(files_dir.rglob("*")):
         if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"):
-            out[p.relative_to(files_dir).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+            out[p.relative_to(files_dir).as_posix()] = file_sha256(p)
     return out
 
 

@@ -26,10 +26,11 @@ from swarm.locust.stats import (
     parse_stats_csv,
 )
 from swarm.models import HostResult, Node
+from swarm.pipeline import baseline as baselines
 from swarm.pipeline import expiry, fetch, record
 from swarm.pipeline.follow import Followed, follow
 from swarm.pipeline.judge import CheckResult, Judgement, Verdict, saturated
-from swarm.pipeline.plan import RunOptions, plan_run, stack_nodes
+from swarm.pipeline.plan import RunOptions, plan_run, processes_per_worker, stack_nodes
 from swarm.pipeline.session import Session, locust_version
 from swarm.pipeline.start import RunContext, start, stop_workers
 from swarm.remote.fanout import fan_out
@@ -52,11 +53,21 @@ class RunOutcome:
     judgement: Judgement = Judgement(Verdict.PASS, 0, "")
     failures: list[Failure] = field(default_factory=list)  # most frequent first
     raised: list[Raised] = field(default_factory=list)  # the tasks' exceptions
+    baseline: str | None = None  # the id of the run relative checks compared with
+    baseline_differences: list[str] = field(default_factory=list)  # --baseline-anyway's
 
 
 def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -> RunOutcome:
-    plan = plan_run(sess, opts)
+    plan = plan_run(sess, opts, results_root)
     master, workers = stack_nodes(sess)
+    if plan.baseline is not None:
+        # processes = -1 (a process per core) is known once the workers answered: start() checks
+        per = processes_per_worker(sess)
+        processes = per * len(workers) if per > 0 else None
+        plan.baseline.check(
+            baselines.this_run(plan.spec, plan.files_dir, len(workers), processes),
+            baselines.AT_START if processes else baselines.AT_START[:1],
+        )
     if plan.run_s:
         expiry.check_room(
             sess, [master, *workers], plan.run_s, f"the run needs {plan.spec.run_time}"
@@ -66,8 +77,18 @@ def run(sess: Session, opts: RunOptions, results_root: Path = Path("results")) -
     try:
         start(ctx)
         outcome = RunOutcome(
-            workers_expected=ctx.meta.expected, workers_seen=ctx.workers_seen, skipped=ctx.skipped
+            workers_expected=ctx.meta.expected,
+            workers_seen=ctx.workers_seen,
+            skipped=ctx.skipped,
+            baseline=plan.baseline.id if plan.baseline else None,
+            baseline_differences=ctx.baseline_differences,
         )
+        if plan.baseline is not None and ctx.baseline_differences:
+            sess.report.warn(
+                f"baseline {plan.baseline.id} is not comparable with this run (baseline vs "
+                f"now: {'; '.join(ctx.baseline_differences)}): compared all the same "
+                "(--baseline-anyway)"
+            )
         if not plan.spec.headless:
             return outcome
         # headless: follow the run, then bring everything back, even after a failure
@@ -152,7 +173,8 @@ def _finish(
     if outcome.summary is not None:
         peaks = {k: round(v, 1) for k, v in outcome.cpu_peaks.items()}
         outcome.summary = replace(outcome.summary, workers_cpu=peaks)
-        outcome.checks = [c.evaluate(outcome.summary) for c in ctx.plan.checks]
+        base = ctx.plan.baseline.summary if ctx.plan.baseline else None
+        outcome.checks = [c.evaluate(outcome.summary, base) for c in ctx.plan.checks]
     outcome.saturated = saturated(outcome.cpu_peaks)
     outcome.judgement = (
         Judgement.interrupted()
@@ -230,6 +252,8 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
             if ctx.master.name in outcome.cpu_peaks
             else None
         ),
+        baseline=outcome.baseline,
+        baseline_differences=outcome.baseline_differences,
         checks=outcome.checks,
         summary=outcome.summary,
     )

@@ -27,6 +27,7 @@ from swarm.locust.shell import (
     wait_workers_cmd,
 )
 from swarm.models import HostResult, Node, Probe, Role
+from swarm.pipeline.baseline import AT_START, PLANNED, this_run
 from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
 from swarm.remote.base import Runner, replace_tree_cmd, tar_bytes
@@ -50,6 +51,7 @@ class RunContext:
     skipped: list[HostResult] = field(default_factory=list)  # workers that did not answer
     meta: RunMeta = field(default_factory=RunMeta)
     workers_seen: int = 0  # fewest worker processes connected at any poll
+    baseline_differences: list[str] = field(default_factory=list)  # --baseline-anyway's
 
     @property
     def rd(self) -> str:
@@ -99,6 +101,10 @@ def start(ctx: RunContext) -> None:
     per = processes_per_worker(sess)
     by_node = expected_by_node(ctx.workers, {k: f.nproc for k, f in facts.items()}, per)
     expected = sum(by_node.values())
+    if plan.baseline is not None:
+        # the worker counts for sure, before any Locust starts
+        now = this_run(plan.spec, plan.files_dir, len(ctx.workers), expected)
+        ctx.baseline_differences = plan.baseline.check(now, PLANNED + AT_START)
     spec = replace(plan.spec, expect_workers=max(1, expected))
     master_ip = ctx.master.private_ip or "127.0.0.1"
     ctx.meta = RunMeta(
