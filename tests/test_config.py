@@ -42,10 +42,13 @@ def test_the_example_documents_every_key_and_parses():
 
 def test_the_example_profiles_are_the_seed_websocket_plan():
     c = config.parse((REPO / "swarm.toml.example").read_text())
-    got = {n: (p.users, p.env["WS_MESSAGES"], p.checks.avg_ms, p.checks.fail_ratio)
-           for n, p in c.profiles.items()}
-    assert got == {"light": (10, "10", 50, 0.005), "medium": (50, "20", 100, 0.01),
-                   "heavy": (100, "50", 200, 0.02), "stress": (200, "100", 500, 0.05)}
+    got = {n: (p.users, p.env["WS_MESSAGES"], p.checks) for n, p in c.profiles.items()}
+    assert got == {
+        "light": (10, "10", ("avg[WS rtt]<50ms", "success>99.5%")),
+        "medium": (50, "20", ("avg[WS rtt]<100ms", "success>99%")),
+        "heavy": (100, "50", ("avg[WS rtt]<200ms", "success>98%")),
+        "stress": (200, "100", ("avg[WS rtt]<500ms", "success>95%")),
+    }
 
 
 def test_a_profile_takes_its_checks_as_a_list_too():

@@ -61,12 +61,15 @@ def test_ws_chat_on_ec2_counts_what_the_target_saw(workdir, cli_env, ec2_env, em
         # --ws-rate reaches the workers as a Locust custom argument (4/s, not the default 1/s)
         res = swarm("run", "-H", bridge_target.url, "-f", "ws_chat.py", "--headless",
                     "-u", str(users), "-r", str(users), "-t", "6s",
-                    "--check", "p95<5s", "--check", "p95<0.001ms",
+                    "--check", "p95[WS rtt]<5s", "--check", "p95[WS rtt]<0.001ms",
+                    "--check", "p95[WS connect]<5s",
                     "--", "--ws-rate", "4", "--ws-room", "ec2",
                     cwd=workdir, env=env, timeout=240)
         assert "2 of 2 worker process(es) connected" in res.err, res.err
-        assert "check p95<5s: pass" in res.err and "check p95<0.001ms: FAIL" in res.err, res.err
-        assert res.code == 1 and "1 check(s) failed: p95<0.001ms" in res.err_lines[-1], res.err
+        assert "check p95[WS rtt]<5s: pass" in res.err, res.err
+        assert "check p95[WS connect]<5s: pass" in res.err, res.err
+        assert "check p95[WS rtt]<0.001ms: FAIL" in res.err, res.err
+        assert res.code == 1 and "1 check(s) failed: p95[WS rtt]<0.001ms" in res.err_lines[-1], res.err
         rows = stats_rows(latest_run(workdir, "ws"))
         seen = ws_counts(bridge_target)
         assert int(rows["WS connect"]["Request Count"]) == users, rows["WS connect"]
@@ -105,10 +108,10 @@ def example_stack(tmp_path_factory):
 # profile -> (its checks as judged, users for this short run: light's own 10, the others
 # scaled down so a 2-core machine runs them in seconds; flags win over a profile)
 PROFILES = {
-    "light": (["avg<50ms", "fail_ratio<=0.005"], None),
-    "medium": (["avg<100ms", "fail_ratio<=0.01"], 10),
-    "heavy": (["avg<200ms", "fail_ratio<=0.02"], 10),
-    "stress": (["avg<500ms", "fail_ratio<=0.05"], 10),
+    "light": (["avg[WS rtt]<50ms", "success>99.5%"], None),
+    "medium": (["avg[WS rtt]<100ms", "success>99%"], 10),
+    "heavy": (["avg[WS rtt]<200ms", "success>98%"], 10),
+    "stress": (["avg[WS rtt]<500ms", "success>95%"], 10),
 }
 
 
@@ -143,7 +146,7 @@ def test_demo_ws_runs_the_light_scenario_to_its_end(workdir, cli_env, tmp_path):
     # light: 10 clients x 10 messages (its env), every one sent and echoed well within 10 s
     assert (opened, received, connects, rtts) == (10, 100, 10, 100), line
     assert rtts + pushes == sent, line
-    assert "check avg<50ms: pass" in res.err and "check fail_ratio<=0.005: pass" in res.err
+    assert "check avg[WS rtt]<50ms: pass" in res.err and "check success>99.5%: pass" in res.err
     assert processes_under(tmp_path / "state") == []
 
 
