@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+import queue
 import signal
 import subprocess
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -94,6 +97,24 @@ def test_hosts_behind_a_two_hop_proxyjump_chain_from_ssh_config_aliases(
     finally:
         ui.send_signal(signal.SIGINT)
         assert ui.wait(timeout=20) == 0
+
+    # `logs -f`: a stream per node, each through the chain, until Ctrl-C
+    follow = subprocess.Popen([*SWARM, "logs", "-f", "all"], cwd=workdir, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in follow.stdout], daemon=True).start()
+    got: set[str] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while got != {"master", "worker-1"} and time.monotonic() < deadline:
+            try:
+                got.add(lines.get(timeout=1).split(" | ", 1)[0])
+            except queue.Empty:
+                pass
+        assert {"master", "worker-1"} <= got, got
+    finally:
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=20) == 0
 
     res = swarm("down", cwd=workdir, env=env, timeout=120)
     assert res.code == 0, res.err
