@@ -87,6 +87,21 @@ def test_a_region_not_enabled_is_skipped_a_refusal_named_and_a_silent_one_bounde
                    "sa-east-1": "no answer in 0.5s"}
 
 
+def test_regions_never_started_before_the_deadline_are_unanswered_not_a_crash(monkeypatch):
+    """More regions than threads, every thread held past the deadline: the regions still
+    queued are cancelled when the scan stops waiting (a CLI traceback before: the scan took
+    longer than SCAN_TIMEOUT_S on a busy machine)."""
+    monkeypatch.setattr(regions, "SCAN_TIMEOUT_S", 0.3)
+    gate = threading.Event()
+    names = [f"xx-test-{i}" for i in range(20)]       # 16 threads: 4 never start
+    session = FakeSession({r: FakeClient(hold=10.0, gate=gate) for r in names})
+    try:
+        got = regions.count_instances(session, names, "s", ["running"])
+    finally:
+        gate.set()
+    assert got == {r: "no answer in 0.3s" for r in names}
+
+
 def test_elsewhere_asks_the_local_regions_or_every_region(tmp_path, monkeypatch):
     monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path))
     (tmp_path / "ec2" / "eu-north-1" / "s").mkdir(parents=True)

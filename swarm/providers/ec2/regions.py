@@ -78,7 +78,8 @@ def count_instances(
         pool.shutdown(wait=False, cancel_futures=True)
     out: dict[str, int | str] = {}
     for fut, region in futures.items():
-        if not fut.done():
+        # Not started when the wait ended: cancelled by the shutdown, done but no answer.
+        if fut.cancelled() or not fut.done():
             out[region] = f"no answer in {SCAN_TIMEOUT_S:g}s"
         elif fut.exception() is not None:
             exc = fut.exception()
