@@ -137,6 +137,7 @@ def test_pages_hold_the_runs_figures_and_say_what_is_not_comparable(project):
 
 @pytest.mark.parametrize("args, needle", [
     (["--html", "x.html"], "--html FILE writes --compare A B [C...] or --trend [--last N]"),
+    (["--trend", "--json", "--html", "x.html"], "--html FILE writes --compare A B [C...]"),
     (["--trend", "20261201", "--html", "x.html"], "--trend charts the stack's past runs"),
     (["--trend", "--last", "0", "--html", "x.html"], "--last 0: give a count of runs"),
     (["--compare", "last", "--html", "x.html"], "--compare takes two runs or more"),

@@ -68,7 +68,7 @@ def results(
 ) -> None:
     """List past runs, show RUN again, compare runs, chart them, or fetch the latest again."""
     if trend or html_file:
-        return _html(c, refs, last, compare, trend, html_file, fetch_again or all_stacks)
+        return _html(c, refs, last, compare, trend, html_file, fetch_again or all_stacks or as_json)
     if compare and len(refs) != 2:
         raise UsageError("--compare A B takes two runs (more with --html FILE)")
     if last not in (None, BARE_LAST):
