@@ -12,6 +12,8 @@ command -v ps >/dev/null 2>&1 || missing="$missing procps"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 # emulated hosts log in as ubuntu / ec2-user with passwordless sudo, as on EC2
 command -v sudo >/dev/null 2>&1 || missing="$missing sudo"
+# tests/test_html_report.py opens the --html pages in headless Chromium
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v iptables-restore >/dev/null 2>&1 || [ -x /usr/sbin/iptables-restore ] || missing="$missing iptables"
 if [ "${1:-}" = bench ]; then
   [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"

@@ -40,6 +40,7 @@ ONLY_IN = {
     "boto3": ("swarm.providers.ec2",),
     "botocore": ("swarm.providers.ec2",),
     "wsproto": ("swarm.demo.ws",),
+    "plotly": ("swarm.cli.html",),
 }
 # Programs of their own: the warm Locust runs on hosts (stdlib + Locust), the target is
 # started as `python -m swarm.demo.target`; they may print, and warm_host imports no swarm.

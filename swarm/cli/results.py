@@ -9,13 +9,14 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from swarm.cli import render
+from swarm.cli import html, render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import UsageError
-from swarm.pipeline import history, judge
+from swarm.pipeline import charts, history, judge
 from swarm.pipeline.record import RUN_FILE
 
 ROOT = Path("results")
+BARE_LAST = -1  # `--last` without N
 
 
 def _echo(data: Any) -> None:
@@ -23,14 +24,27 @@ def _echo(data: Any) -> None:
 
 
 @cli.command()
-@click.argument("run_ref", metavar="[RUN]", required=False)
-@click.option("--last", is_flag=True, help="Show the newest run again.")
+@click.argument("refs", metavar="[RUN]...", nargs=-1)
+@click.option(
+    "--last",
+    type=int,
+    is_flag=False,
+    flag_value=BARE_LAST,
+    default=None,
+    metavar="[N]",
+    help="Show the newest run again; with --trend, how many runs to chart.",
+)
 @click.option(
     "--compare",
-    "pair",
-    nargs=2,
-    metavar="A B",
-    help="Two runs side by side (ids, unique prefixes, paths, `last`, `prev`).",
+    is_flag=True,
+    help="Runs side by side: --compare A B (--html: A B C...; ids, prefixes, paths, last, prev).",
+)
+@click.option("--trend", is_flag=True, help="The stack's past runs over time (with --html).")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write --compare or --trend as one self-contained HTML page with charts.",
 )
 @click.option(
     "--fetch",
@@ -43,17 +57,30 @@ def _echo(data: Any) -> None:
 @pass_ctx
 def results(
     c: Ctx,
-    run_ref: str | None,
-    last: bool,
-    pair: tuple[str, str] | None,
+    refs: tuple[str, ...],
+    last: int | None,
+    compare: bool,
+    trend: bool,
+    html_file: Path | None,
     fetch_again: bool,
     all_stacks: bool,
     as_json: bool,
 ) -> None:
-    """List past runs, show RUN again, compare two, or fetch the latest from the master."""
-    if sum(map(bool, (run_ref, last, pair, fetch_again))) > 1:
+    """List past runs, show RUN again, compare runs, chart them, or fetch the latest again."""
+    if trend or html_file:
+        return _html(c, refs, last, compare, trend, html_file, fetch_again or all_stacks or as_json)
+    if compare and len(refs) != 2:
+        raise UsageError("--compare A B takes two runs (more with --html FILE)")
+    if last not in (None, BARE_LAST):
+        raise UsageError(f"--last {last}: a count of runs goes with --trend")
+    if len(refs) > 1 and not compare:
         raise UsageError("give one of RUN, --last, --compare A B or --fetch")
-    if all_stacks and (run_ref or last or pair or fetch_again):
+    pair = refs if compare else None
+    run_ref = None if compare or not refs else refs[0]
+    show_last = last is not None
+    if sum(map(bool, (run_ref, show_last, pair, fetch_again))) > 1:
+        raise UsageError("give one of RUN, --last, --compare A B or --fetch")
+    if all_stacks and (run_ref or show_last or pair or fetch_again):
         raise UsageError("--all-stacks only lists runs: drop it to show, compare or fetch one")
     if fetch_again:
         run = history.fetch_latest(c.session(), ROOT)
@@ -78,7 +105,7 @@ def results(
         if diff:
             render.err.print(f"[yellow]![/yellow] not comparable: {escape('; '.join(diff))}")
         return None
-    if run_ref or last:
+    if run_ref or show_last:
         run = history.resolve(runs, run_ref or "last", stack)
         return _echo(history.run_json(run)) if as_json else _show(run)
     if as_json:
@@ -96,6 +123,32 @@ def results(
     title = "runs of every stack" if all_stacks else f"runs of stack {stack}"
     render.out.print(render.runs_table(title, runs, with_stack=all_stacks))
     return None
+
+
+def _html(
+    c: Ctx,
+    refs: tuple[str, ...],
+    last: int | None,
+    compare: bool,
+    trend: bool,
+    out: Path | None,
+    other: bool,
+) -> None:
+    if compare == trend or out is None or other:
+        raise UsageError("--html FILE writes --compare A B [C...] or --trend [--last N]")
+    if trend and refs:
+        raise UsageError("--trend charts the stack's past runs: it takes no RUN")
+    stack = c.config().stack.name
+    runs = history.list_runs(ROOT, stack)
+    if compare:
+        picked = [history.resolve(runs, r, stack) for r in refs]
+        page = html.compare_page(charts.comparison(stack, picked))
+    else:
+        page = html.trend_page(
+            charts.trend(stack, runs, charts.TREND_LAST if last in (None, BARE_LAST) else last)
+        )
+    html.write(out, page)
+    render.err.print(f"wrote {escape(str(out))}")
 
 
 def _show(run: history.RunInfo) -> None:

@@ -14,6 +14,7 @@ CSV_PREFIX = f"{RESULTS_DIR}/locust"
 HTML_FILE = f"{RESULTS_DIR}/report.html"
 JSON_FILE = f"{RESULTS_DIR}/stats.json"
 STATS_CSV = "locust_stats.csv"  # the name of CSV_PREFIX's stats file in a results dir
+HISTORY_CSV = "locust_stats_history.csv"  # a row of the Aggregated every second
 FAILURES_CSV = "locust_failures.csv"
 EXCEPTIONS_CSV = "locust_exceptions.csv"
 # swarm's Locust plugin (final_stats.py), written into the remote dir by every start command

@@ -181,3 +181,41 @@ def parse_exceptions_csv(text: str) -> list[Raised]:
             )
         )
     return sorted(out, key=lambda e: -e.count)
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One row of Locust's <prefix>_stats_history.csv: the run's state at one second."""
+
+    t: float  # seconds since the first row
+    users: int
+    rps: float
+    failures_per_s: float
+    p50_ms: float | None  # None before the first response ("N/A")
+    p95_ms: float | None
+
+
+def parse_stats_history(text: str, name: str = "Aggregated") -> list[HistoryPoint]:
+    """Locust's <prefix>_stats_history.csv -> the rows of one stats name, oldest first."""
+
+    def opt(v: str | None) -> float | None:
+        try:
+            return float(v or "")
+        except ValueError:
+            return None
+
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("Name") == name]
+    if not rows:
+        return []
+    t0 = _f(rows[0].get("Timestamp"))
+    return [
+        HistoryPoint(
+            _f(r.get("Timestamp")) - t0,
+            int(_f(r.get("User Count"))),
+            _f(r.get("Requests/s")),
+            _f(r.get("Failures/s")),
+            opt(r.get("50%")),
+            opt(r.get("95%")),
+        )
+        for r in rows
+    ]
