@@ -5,9 +5,12 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test test-mutations lint bench clean
 
+# The distribution was called `swarm` before it became swarm-locust-ec2: a venv that has the
+# old one drops it, or both would own .venv/bin/swarm.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip uninstall -q -y swarm 2>/dev/null || true
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 

@@ -14,6 +14,12 @@ def scaffold_dir() -> Path:
     return Path(__file__).parent / "data" / "scaffold"
 
 
+def default_bootstrap_dir() -> Path:
+    """The packaged bootstrap/: used when a project has none of its own, and shipped next to
+    a project's own so its script can run it first."""
+    return scaffold_dir() / "bootstrap"
+
+
 def state_dir() -> Path:
     """SWARM_STATE_DIR, else the platform's user state dir (~/.local/state/swarm)."""
     env = os.environ.get("SWARM_STATE_DIR")

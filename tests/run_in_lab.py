@@ -21,7 +21,9 @@ no route, so nothing the command does can leave the machine.  Emulated hosts
   swarm's offline wheelhouses for this machine's system Python (``swarm wheelhouse``, and
   ``--otel``, as a bare emulated host finds Python) and passes its dir as ``SWARM_TEST_WHEELHOUSE_CACHE``; when
   that fails it says why in one line and the tests needing it skip (fail under CI);
-  ``--no-wheelhouse`` skips that (a pytest-xdist worker's lab: the controller's run made it).
+  ``--no-wheelhouse`` skips that (a pytest-xdist worker's lab: the controller's run made it);
+  it downloads too the wheels of swarm's own dependencies (``SWARM_TEST_INSTALL_WHEELS``), with
+  which tests/test_install.py installs swarm's wheel in the lab as a user would;
 
 `make test` runs pytest inside one lab with two xdist workers, each started through this
 script again (``--tx popen//python=...``), so each has a namespace, bridge and subnet of its
@@ -31,6 +33,7 @@ own, as if it were alone on the machine.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
@@ -126,7 +129,52 @@ def prepare_wheelhouse() -> dict[str, str]:
             log(f"no offline wheelhouse for the tests ({what}): {why}")
             continue
         made = True
-    return {"SWARM_TEST_WHEELHOUSE_CACHE": cache} if made else {}
+    found = {"SWARM_TEST_WHEELHOUSE_CACHE": cache} if made else {}
+    install = prepare_install_wheels(Path(cache))
+    return {**found, "SWARM_TEST_INSTALL_WHEELS": str(install)} if install else found
+
+
+def prepare_install_wheels(cache: Path) -> Path | None:
+    """The wheels of swarm's own dependencies (and pip, for pipx's shared venv), so that
+    tests/test_install.py installs the built wheel into a clean venv with `pip --no-index`
+    in the lab, as a user's machine would from the index."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    # The versions of this venv: the emulated hosts run its Locust, and a node whose Locust is
+    # not the controller's would be installed from the network, which the lab does not have.
+    try:
+        frozen = subprocess.run([sys.executable, "-m", "pip", "list", "--format=freeze",
+                                 "--exclude-editable"], capture_output=True, text=True,
+                                timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"no wheels to install swarm's wheel with in the lab: {exc}")
+        return None
+    # (pip itself: the newest, which pipx's shared venv asks for)
+    pins = "\n".join(sorted(line for line in frozen.splitlines()
+                            if "==" in line and not line.startswith("pip==")))
+    key = hashlib.sha256("\n".join([sys.version, *deps, pins]).encode()).hexdigest()[:12]
+    out = cache / f"install-wheels-{key}"
+    if (out / "complete").is_file():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / "constraints.txt").write_text(pins + "\n")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary",
+                               ":all:", "-d", str(out), "-c", str(out / "constraints.txt"),
+                               "pip", *deps], capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"no wheels to install swarm's wheel with in the lab: {exc}")
+        return None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        log(f"no wheels to install swarm's wheel with in the lab: {why}")
+        return None
+    (out / "complete").write_text("")
+    return out
 
 
 def run_plain(cmd: list[str], env: dict[str, str]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from swarm import __version__, config
+from swarm import DISTRIBUTION, __version__, config
 from swarm.cli import render
 from swarm.pipeline.session import Session
 
@@ -31,7 +31,9 @@ pass_ctx = click.make_pass_decorator(Ctx)
     "--stack", metavar="NAME", help="Stack name (overrides [stack] name and SWARM_STACK)."
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for every error.")
-@click.version_option(__version__, prog_name="swarm")
+@click.version_option(
+    __version__, prog_name="swarm", message=f"%(prog)s %(version)s (pip: {DISTRIBUTION})"
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, stack: str | None, debug: bool) -> None:
     """Run distributed Locust load tests on EC2, SSH hosts, or this machine."""

@@ -11,9 +11,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from swarm.config.schema import BootstrapSection
 from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
+from swarm.paths import default_bootstrap_dir
 from swarm.pipeline import cost, expiry, wheelhouse
 from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import OTEL_EXTRA, Session, locust_version
@@ -24,6 +26,9 @@ MAX_WORKERS = 500
 READY_TIMEOUT = 600  # seconds for the provider to say "running"
 BOOTSTRAP_TIMEOUT = 1200
 UPLOAD_FAILED = 96  # exit code of the bootstrap exec when unpacking failed, not the script
+# Where a project's own bootstrap/ gets the packaged script (as $SWARM_DEFAULT_BOOTSTRAP), so
+# it can run it and add its own steps rather than copy and maintain 400 lines.
+DEFAULT_SCRIPT = "swarm-default-bootstrap.sh"
 
 
 @dataclass
@@ -62,8 +67,12 @@ def check_count(n: object) -> int:
 
 
 def check_bootstrap_dir(sess: Session) -> Path:
+    """The project's bootstrap/, else (none there, and [bootstrap] dir not set elsewhere) the
+    one swarm ships: an installed swarm needs no copy of it in every project."""
     cfg = sess.stack.config
     bdir = cfg.resolve(cfg.bootstrap.dir)
+    if cfg.bootstrap.dir == BootstrapSection().dir and not bdir.exists():
+        bdir = default_bootstrap_dir()
     script = bdir / cfg.bootstrap.script
     if sess.provider.runs_bootstrap and not script.is_file():
         raise UsageError(
@@ -216,7 +225,9 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
         env["SWARM_OFFLINE"] = "1"
         wheels = wheelhouse.Wheelhouses(cfg, env["SWARM_LOCUST_VERSION"], sess.report.info)
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
-    payload = tar_bytes(bdir)  # once: one tar per host was N x the CPU and memory
+    default = (default_bootstrap_dir() / "bootstrap.sh").read_bytes()
+    # once: one tar per host was N x the CPU and memory
+    payload = tar_bytes(bdir, extra={DEFAULT_SCRIPT: default})
     unscheduled: list[str] = []
     reasons: dict[str, str] = {}  # node id -> the script's own last failure line
 
@@ -232,7 +243,8 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
             # and the script runs inside it.
             cmd = (
                 f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
-                f'cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR="$PWD" bash {script}'
+                f'cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR="$PWD" '
+                f'SWARM_DEFAULT_BOOTSTRAP="$PWD/bootstrap/{DEFAULT_SCRIPT}" bash {script}'
             )
             if wheels is not None:
                 # Offline: the script says which Python it would install with (and which

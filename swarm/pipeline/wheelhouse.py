@@ -28,7 +28,7 @@ from pathlib import Path
 
 from swarm.config import Config
 from swarm.errors import RemoteError, SwarmError, UsageError
-from swarm.paths import cache_dir, scaffold_dir
+from swarm.paths import cache_dir, default_bootstrap_dir
 from swarm.pipeline.session import OTEL_EXTRA, locust_requirement
 from swarm.remote.base import Runner, replace_tree_cmd, tar_bytes
 
@@ -288,7 +288,7 @@ def parse_target(key: str) -> Target:
 
 def this_machine(version: str) -> Target:
     """This machine's target, found as on a node: bootstrap.sh --probe, run here."""
-    script = scaffold_dir() / "bootstrap" / "bootstrap.sh"
+    script = default_bootstrap_dir() / "bootstrap.sh"
     with tempfile.TemporaryDirectory(prefix="swarm-probe-") as tmp:
         env = {**os.environ, "SWARM_LOCUST_VERSION": version, "SWARM_OFFLINE": "1"}
         proc = subprocess.run(
