@@ -103,11 +103,14 @@ class Session:
         provider = get_provider(stack)
         if provider.can_ssh:
             # paramiko takes ~0.2 s to import; start now so it overlaps the cloud API calls
-            # instead of holding up every host's thread of the first fan-out.
+            # instead of holding up every host's thread of the first fan-out. Not a daemon:
+            # a command that fails at once (bad input) would exit mid-import, and a daemon
+            # thread stopped at exit inside cryptography's Rust extension aborts the process
+            # ("FATAL: exception not rethrown", exit -6 instead of 2; seen once in 700 tests).
             threading.Thread(
                 target=importlib.import_module,
                 args=("swarm.remote.ssh",),
-                daemon=True,
+                daemon=False,
                 name="import-ssh",
             ).start()
         sess = cls(stack, provider, report or Silent())
