@@ -19,18 +19,17 @@ from typing import Any
 from swarm import paths
 from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
-from swarm.models import Lifecycle, Node, NodeState, Role, SshAddress, order_key, stack_expiry
+from swarm.models import Node, NodeState, Role, order_key, stack_expiry
 from swarm.providers.base import Elsewhere, Provider, Stack
-from swarm.providers.ec2 import bastion, launch, market, regions, setup, ssm, tags
+from swarm.providers.ec2 import bastion, launch, market, nodes, regions, setup, ssm, tags, teardown
 from swarm.providers.ec2.aws import (
     AwsClients,
     chunks,
-    retry_while,
 )
-from swarm.providers.ec2.errors import aws_errors, error_code
+from swarm.providers.ec2.errors import aws_errors
 from swarm.providers.ec2.launch import Placement
 from swarm.providers.ec2.pricing import PriceBook
-from swarm.providers.ec2.tags import iso_utc, unix_from_iso
+from swarm.providers.ec2.tags import iso_utc
 from swarm.remote import known_hosts, poweroff
 from swarm.remote.base import DIRECT, Route, Runner
 
@@ -365,36 +364,7 @@ class Ec2Provider(AwsClients, Provider):
         self._prepared.pop(stack.name, None)
 
     def _delete_group(self, stack: Stack, gid: str) -> None:
-        said = -1.0
-
-        def waiting(code: str, waited: float) -> None:
-            nonlocal said
-            if said < 0 or waited - said >= 30:
-                said = waited
-                self.progress(
-                    f"security group {gid} is still held by the terminated instances' "
-                    f"network interfaces ({code}); retrying for up to "
-                    f"{self.group_delete_timeout / 60:.0f} min"
-                )
-
-        try:
-            retry_while(
-                lambda: self.ec2.delete_security_group(GroupId=gid),
-                frozenset({"DependencyViolation"}),
-                self.group_delete_timeout,
-                waiting,
-            )
-        except Exception as exc:
-            if error_code(exc) != "DependencyViolation":
-                raise
-            raise ProviderError(
-                f"security group {gid} of stack {stack.name} is still in use "
-                f"{self.group_delete_timeout:.0f}s after its instances were terminated "
-                "(AWS frees it with their network interfaces): it is all that is left; "
-                "`swarm down` again in a few minutes removes it",
-                code="DependencyViolation",
-                action="run `swarm down` again in a few minutes",
-            ) from exc
+        teardown.delete_group(self.ec2, stack.name, gid, self.group_delete_timeout, self.progress)
 
     def set_expiry(self, stack: Stack, nodes: list[Node], expires_at: float) -> None:
         """Re-tag the nodes' instances and volumes with the stack's new expiry."""
@@ -457,30 +427,4 @@ class Ec2Provider(AwsClients, Provider):
         return launch.wait(self.ec2, waiter_name, ids, timeout, self.poll_delay, self.region)
 
     def _node(self, inst: dict[str, Any], fallback_tags: dict[str, str] | None = None) -> Node:
-        """EC2's words become swarm's records here, at the edge."""
-        found = {**(fallback_tags or {}), **tags.tag_dict(inst)}
-        public, private = inst.get("PublicIpAddress"), inst.get("PrivateIpAddress")
-        connect_ip = public if self.cfg.connect == "public" else private
-        if self.cfg.connect == "ssm":  # reached by instance id, through Session Manager
-            connect_ip = inst["InstanceId"]
-        launched = inst.get("LaunchTime")
-        return Node(
-            id=inst["InstanceId"],
-            role=Role(found.get(tags.ROLE, "worker")),
-            private_ip=private,
-            public_ip=public,
-            state=NodeState(inst["State"]["Name"]),
-            launched_at=launched.timestamp() if launched else None,
-            lifecycle=Lifecycle.SPOT
-            if inst.get("InstanceLifecycle") == "spot"
-            else Lifecycle.ON_DEMAND,
-            ssh=SshAddress(connect_ip, 22, found.get(tags.SSH_USER) or self.ssh_user())
-            if connect_ip
-            else None,
-            instance_type=inst.get("InstanceType"),
-            expires_at=unix_from_iso(found.get(tags.EXPIRES_AT)),
-            zone=inst.get("Placement", {}).get("AvailabilityZone"),
-            image_id=inst.get("ImageId"),
-            created_at=unix_from_iso(found.get(tags.CREATED_AT)),
-            launch_index=inst.get("AmiLaunchIndex", 0),
-        )
+        return nodes.node_of(inst, self.cfg.connect, self.ssh_user(), fallback_tags)
