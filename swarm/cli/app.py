@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from swarm import DISTRIBUTION, __version__, config
+from swarm.api import Stack
 from swarm.cli import render
 from swarm.pipeline.session import Session
 
@@ -16,8 +17,11 @@ class Ctx:
     def config(self) -> config.Config:
         return config.load(self.config_path, self.stack_name)
 
+    def stack(self) -> Stack:
+        return Stack(self.config(), reporter=render.ConsoleReporter())
+
     def session(self) -> Session:
-        return Session.open(self.config(), render.ConsoleReporter())
+        return self.stack().session
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

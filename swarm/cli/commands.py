@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 
 from swarm import config, paths
+from swarm.api import bootstrap_failure
 from swarm.cli import ci, render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import Interrupted, RunFailed, SwarmError, UsageError
@@ -23,9 +24,6 @@ from swarm.pipeline import access, fleet, regions
 from swarm.pipeline import logs as node_logs
 from swarm.pipeline import status as stack_status
 from swarm.pipeline.judge import Verdict
-from swarm.pipeline.plan import RunOptions
-from swarm.pipeline.run import killall as kill_everywhere
-from swarm.pipeline.run import run as start_run
 from swarm.remote.base import Sink
 from swarm.remote.tunnel import forward
 
@@ -42,11 +40,12 @@ def up(c: Ctx, role: str, count: int | None) -> None:
         )
     if role == "master" and count not in (None, 1):
         raise UsageError("a stack has one master: drop -n")
+    stack = c.stack()
     if role == "master":
-        result = fleet.up_master(c.session())
+        result = stack.up_master(strict=False)
     else:
-        wanted = fleet.check_count(count)  # before the session: bad input touches nothing
-        result = fleet.scale_workers(c.session(), wanted)
+        assert count is not None  # said above
+        result = stack.scale_workers(count, strict=False)
     if result.nothing_to_do:
         render.err.print(result.nothing_to_do)
         return
@@ -56,20 +55,9 @@ def up(c: Ctx, role: str, count: int | None) -> None:
         render.out.print(render.host_results_table("Bootstrap", result.bootstrap))
     elif result.created:
         render.out.print(render.nodes_table("Launched", render.node_rows(result.created)))
-    if result.failed:
-        # The reason in the error line itself: the table above may be long. One reason for all
-        # (bootstrap's own), else the first node's error.
-        first = result.failed[0]
-        why = result.reason or (first.error.splitlines()[0] if first.error else "")
-        if not result.reason and not why.startswith(first.node.name):
-            why = f"{first.node.name}: {why or 'see the table above'}"
-        more = f"; +{len(result.failed) - 1} more above" if len(result.failed) > 1 else ""
-        why = f": {why}" if result.reason else f" ({why}{more})"
-        raise SwarmError(
-            f"bootstrap failed on {len(result.failed)} of {len(result.bootstrap)} "
-            f"node(s){why}; they stay in `swarm status`: fix and run `swarm up` again, "
-            "or remove them with `swarm down`"
-        )
+    failure = bootstrap_failure(result)
+    if failure is not None:
+        raise failure
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -139,20 +127,6 @@ def run(
     """(Re)start Locust on every node: master, then one worker process per core."""
     if junit is not None and not headless:
         raise UsageError("--junit reports a headless run: add --headless and -t")
-    opts = RunOptions(
-        host=host,
-        locustfile=locustfile,
-        users=users,
-        spawn_rate=spawn_rate,
-        run_time=run_time,
-        headless=headless,
-        profile=profile,
-        checks=tuple(checks),
-        extra_args=tuple(a for a in extra if a != "--"),
-        require_all=require_all,
-        baseline=baseline,
-        baseline_anyway=baseline_anyway,
-    )
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY") if headless else None
 
     def report(r: ci.Report) -> None:
@@ -160,8 +134,22 @@ def run(
             render.err.print(f"[yellow]![/yellow] {escape(line)}")
 
     try:
-        sess = c.session()
-        outcome = start_run(sess, opts)
+        stack = c.stack()
+        sess = stack.session
+        outcome = stack.run(
+            host,
+            locustfile,
+            users=users,
+            spawn_rate=spawn_rate,
+            run_time=run_time,
+            headless=headless,
+            profile=profile,
+            checks=checks,
+            extra_args=[a for a in extra if a != "--"],
+            require_all=require_all,
+            baseline=baseline,
+            baseline_anyway=baseline_anyway,
+        ).outcome
     except SwarmError as e:
         if headless:
             try:
@@ -236,7 +224,7 @@ def _stack_name(c: Ctx) -> str:
 @pass_ctx
 def killall(c: Ctx) -> None:
     """Stop Locust everywhere; keep the machines."""
-    results = kill_everywhere(c.session())
+    results = c.stack().killall()
     ran = [r.node.name for r in results if r.value]
     idle = [r.node.name for r in results if not r.value]
     said = f"stopped Locust on {', '.join(ran)}" if ran else "no Locust test was running"
@@ -374,9 +362,10 @@ def ssh(c: Ctx, node: str, command: tuple[str, ...]) -> None:
 @pass_ctx
 def down(c: Ctx, role: str | None, all_regions: bool) -> None:
     """Terminate everything this stack created (or only its workers)."""
-    sess = c.session()
+    stack = c.stack()
+    sess = stack.session
+    here = stack.down(workers_only=bool(role))
     which = Role.WORKER if role else None
-    here = fleet.down(sess, which)
     _print_down(here)
     # Nothing here: the stack may well be in another region (every region is asked then).
     found = regions.elsewhere(sess, all_regions or bool(here.nothing_to_do))

@@ -9,7 +9,7 @@ import difflib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,17 @@ def parse(text: str, path: Path | None = None, base_dir: Path | None = None) -> 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path or 'config'}: not valid TOML: {e}") from None
+    return parse_data(data, path, base_dir, text)
+
+
+def parse_data(
+    data: Mapping[str, Any],
+    path: Path | None = None,
+    base_dir: Path | None = None,
+    text: str = "",
+) -> Config:
+    """The tables swarm.toml holds, as tomllib gives them (swarm.Stack's dict form): checked
+    by the same code as the file, so the same errors (without a line to point at)."""
 
     def where(section: str | None, key: str | None) -> str:
         return _where(path, text, section, key)
@@ -216,6 +227,11 @@ def load(path: str | os.PathLike[str] | None = None, stack: str | None = None) -
         cfg = parse(text, p.resolve(), p.resolve().parent)
     else:
         cfg = parse("", None, Path.cwd())
+    return named(cfg, stack)
+
+
+def named(cfg: Config, stack: str | None = None) -> Config:
+    """--stack NAME, else $SWARM_STACK, over [stack] name."""
     name = stack or os.environ.get("SWARM_STACK")
     if name:
         try:
