@@ -220,6 +220,9 @@ class Ec2Provider(AwsClients, Provider):
         if stack.name not in self._prepared:
             self.prepare(stack)
         prep = self._prepared[stack.name]
+        # Who is launching (an STS call the first time, seconds on a busy machine) before the
+        # clock is read: created-at and expires-at are then one TTL apart, not TTL - that call.
+        self.created_by()
         # One expiry for the stack: later nodes power off with the master, not a TTL later.
         expires_at = stack_expiry(self.list_nodes(stack)) or time.time() + self.cfg.ttl
         new_tags = self._tags(
