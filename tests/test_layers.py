@@ -39,7 +39,7 @@ ONLY_IN = {
     "rich": ("swarm.cli",),
     "click": ("swarm.cli",),
     "paramiko": ("swarm.remote.ssh", "swarm.remote.hops"),
-    "fabric": ("swarm.remote.hops", "swarm.remote.sshconfig"),
+    "fabric": ("swarm.remote.sshconfig",),
     "boto3": ("swarm.providers.ec2",),
     "botocore": ("swarm.providers.ec2",),
     "wsproto": ("swarm.demo.ws",),

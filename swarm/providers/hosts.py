@@ -31,26 +31,25 @@ class HostsProvider(Provider):
     def __init__(self, config: Config):
         super().__init__(config)
         self._ssh_config: SshConfig | None = None
+        self._resolved: dict[str, Resolved] = {}
 
     def resolve(self, entry: str) -> Resolved:
-        """Where a [hosts] entry is, and the way to it, per the ssh_config."""
-        if self._ssh_config is None:
-            path = self.config.hosts.ssh_config
-            self._ssh_config = SshConfig(self.config.resolve(path) if path else None)
-        return self._ssh_config.resolve(entry)
+        """Where a [hosts] entry is, and the way to it, per the ssh_config (read once per
+        entry: every listing and every runner asks)."""
+        if entry not in self._resolved:
+            if self._ssh_config is None:
+                path = self.config.hosts.ssh_config
+                self._ssh_config = SshConfig(self.config.resolve(path) if path else None)
+            self._resolved[entry] = self._ssh_config.resolve(entry)
+        return self._resolved[entry]
 
     def check_launch(self, stack: Stack, role: Role, count: int) -> None:
-        """Every entry has a user: its own, or its ssh_config's (a bare name is more often a
-        typo than a wish to log in as this machine's user). All of them, whatever is
-        launched now: a bad line in [hosts] is found before anything starts."""
+        """Every entry has a user, its own or its ssh_config's: all of them, whatever is
+        launched now, so a bad line in [hosts] is found before anything starts."""
         for r in (Role.MASTER, Role.WORKER):
             where = "[hosts] master" if r == Role.MASTER else "[hosts] workers"
             for entry in self._configured(r):
-                if not self.resolve(entry).user_named:
-                    raise UsageError(
-                        f"{where}: {entry!r} names no user and the ssh_config gives it none: "
-                        "write it as 'user@host' or give its Host block a User"
-                    )
+                self.resolve(entry).require_user(where, entry)
 
     def _configured(self, role: Role) -> list[str]:
         h = self.config.hosts

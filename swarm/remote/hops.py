@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fabric
 import paramiko
 
 from swarm.errors import SSH_AUTH, SSH_HOST_KEY, SSH_UNREACHABLE, RemoteError
@@ -97,10 +96,11 @@ def expand(command: str, hop: Hop) -> str:
 
 
 def _client(known: Path | None) -> paramiko.SSHClient:
-    # fabric's Connection wraps the client but installs AutoAddPolicy: the pin replaces it
-    # before anything connects. Its run() is not used: its runner threads cost more per
-    # command than swarm's own channels (docs/design.md).
-    client = fabric.Connection("swarm-node", gateway=False).client
+    # paramiko's own client, the stack's pin set before anything connects. (fabric's
+    # Connection would wrap the same client with AutoAddPolicy, and re-read the ssh_config
+    # files for every connection: sshconfig.py reads them once. Its run() is not used: its
+    # runner threads cost more per command than swarm's own channels, docs/design.md.)
+    client = paramiko.SSHClient()
     if known is not None:
         if known.exists():
             client.load_host_keys(str(known))

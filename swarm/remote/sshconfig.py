@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fabric
 
-from swarm.errors import UsageError
+from swarm.errors import ConfigError, UsageError
 from swarm.remote.base import DIRECT, Hop, Route
 
 # A chain that long is a loop in the config (a Host * block jumping through itself).
@@ -31,6 +31,16 @@ class Resolved:
     hop: Hop
     route: Route = DIRECT
     user_named: bool = True  # by the address or the file (else: this machine's login name)
+
+    def require_user(self, what: str, address: str) -> Resolved:
+        """Itself, if the address or the ssh_config names its user: a bare name is more
+        often a typo than a wish to log in as this machine's user."""
+        if not self.user_named:  # a swarm.toml value ssh_config does not complete
+            raise ConfigError(
+                f"{what}: {address!r} names no user and the ssh_config gives it none: "
+                "write it as 'user@host' or give its Host block a User"
+            )
+        return self
 
 
 class SshConfig:

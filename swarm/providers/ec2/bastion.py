@@ -39,12 +39,7 @@ class Bastion:
         if self._found is None:
             from swarm.remote.sshconfig import SshConfig  # fabric: only when it is used
 
-            found = SshConfig().resolve(self.address)
-            if not found.user_named:
-                raise ConfigError(
-                    f"[ec2] bastion {self.address!r} names no user and the ssh_config gives "
-                    "it none: write it as 'user@host' or give its Host block a User"
-                )
+            found = SshConfig().resolve(self.address).require_user("[ec2] bastion", self.address)
             if found.route.proxy_command is not None:
                 raise ConfigError(
                     f"[ec2] bastion {self.address!r} is reached by a ProxyCommand: swarm "
