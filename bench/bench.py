@@ -3,7 +3,7 @@
 
     make bench                      # as root: installs nginx-light if missing, runs in a lab netns
     python tests/run_in_lab.py -- .venv/bin/python bench/bench.py [--reps 3] [--sizes 1,10,30]
-                                    [--only P1,P2,P3,P4] [--quick] [--profile py-spy|py-spy-gil|...]
+                                    [--only P1,...,P7] [--quick] [--profile py-spy|py-spy-gil|...]
     .venv/bin/python bench/bench.py --report [bench/results.json]    # the table of an earlier run
 
 The `swarm` CLI runs as a user runs it (a subprocess, provider ec2) against moto (in this
@@ -24,7 +24,16 @@ Definitions (see docs/performance.md):
                `swarm run --headless`, divided by bare `locust --headless` on the same host with
                the same file, users and time; alternated in one run.
   P5 footprint peak RSS and CPU seconds (user+sys, getrusage of the child) of the `swarm` process
-               for each command at the largest N.
+               for each command at the largest N; and at every N the controller's cost per host
+               of every command: CPU-s, TCP connections and exec sessions it opened (sshd's log,
+               from the controller's address), bytes it sent into the lab (the bridge's tx).
+  P6 uplink    the bridge's egress (the controller's uplink) shaped to 20 Mbit/s with tc tbf; a
+               20 MB incompressible bootstrap/ and a no-op script; `up master`, `up workers -n N`:
+               wall time and bytes through the controller's link per command, against the tree.
+  P7 many      N = 100 (--p7-n) workers: up master, up workers, run (UI) until all connected,
+               killall, run --headless 5 s, killall, down: every command succeeds, peak RSS and
+               CPU-s per host. Once per run.
+P1 and P3 are information rows, not goals: ratios of wall time that the 2 shared cores decide.
 "Floor" rows: the same host-side work (bootstrap.sh; starting Locust master + workers) started
 directly on the emulated hosts (nsenter, no SSH, no swarm), all at once: what this 2-core machine
 needs anyway, whatever the controller does.
@@ -49,13 +58,16 @@ from pathlib import Path
 # one module per measure group (bringup P1, start P2, upload P3, per_core P4, footprint P5);
 # what they share: common, harness, probes, target; report: goals and table
 import bringup
+import cost
 import footprint
 import start
 from common import LAB_NETS, RESULTS_JSON, SwarmFailed, log, machine_info, preflight
 from harness import Bench
+from hundred import cycle_hundred
 from per_core import cycle_per_core
 from report import print_table, summarize
 from upload import cycle_upload
+from uplink import cycle_uplink
 
 # after `common`, which puts the repository on sys.path
 from tests.emulation import install_guard
@@ -81,8 +93,10 @@ def _cycle_run(b: Bench, n: int) -> None:
     status = b.swarm("status", "status", "--json")
     kill2 = b.swarm("killall (after headless)", "killall")
     down = bringup.down(b, n)
+    cmds = (up_m, up_w, run_ui, kill, head, status, kill2, down)
+    cost.record(b, n, cmds)
     if n == max(b.args.sizes):
-        footprint.record(b, n, (up_m, up_w, run_ui, kill, head, status, kill2, down))
+        footprint.record(b, n, cmds)
 
 
 def run(b: Bench) -> None:
@@ -106,10 +120,15 @@ def run(b: Bench) -> None:
                     attempt(f"run cycle N={n}", lambda: cycle_run(b, n))
                 if "P3" in only:
                     attempt(f"upload cycle N={n}", lambda: cycle_upload(b, n))
+                if "P6" in only:
+                    attempt(f"uplink cycle N={n}", lambda: cycle_uplink(b, n))
             log(f"repetition {rep + 1}/{b.args.reps} done after "
                 f"{time.monotonic() - t_start:.0f}s")
         if "P4" in only:
             attempt("P4", lambda: cycle_per_core(b))
+        if "P7" in only:
+            # once per run: one N, many hosts; its goals are a pass/fail and a footprint
+            attempt("P7", lambda: cycle_hundred(b))
     finally:
         b.results["bench_runtime_s"] = round(time.monotonic() - t_start, 1)
 
@@ -120,8 +139,11 @@ def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=3, help="repetitions of every figure (median)")
     p.add_argument("--sizes", default="1,10,30", help="numbers of worker hosts")
-    p.add_argument("--only", default="P1,P2,P3,P4,P5", help="which of P1..P5 to measure")
-    p.add_argument("--quick", action="store_true", help="smoke run: --reps 1 --sizes 1,3, short P4")
+    p.add_argument("--only", default="P1,P2,P3,P4,P5,P6,P7", help="which of P1..P7 to measure")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: --reps 1 --sizes 1,3, short P4, 4 MB P6, P7 at N=10")
+    p.add_argument("--p6-mb", type=int, default=20, help="P6: MB of the bootstrap/ tree")
+    p.add_argument("--p7-n", type=int, default=100, help="P7: number of worker hosts")
     p.add_argument("--p4-users", type=int, default=10)
     p.add_argument("--p4-seconds", type=int, default=10)
     p.add_argument("--profile", choices=("pyinstrument", "py-spy", "py-spy-cpu", "py-spy-gil"),
@@ -133,11 +155,13 @@ def parse_args(argv: list[str]):
     p.add_argument("--output", default=str(RESULTS_JSON))
     a = p.parse_args(argv)
     if a.quick:
-        a.reps, a.sizes, a.p4_seconds = 1, "1,3", 4
+        a.reps, a.sizes, a.p4_seconds, a.p6_mb, a.p7_n = 1, "1,3", 4, 4, 10
     a.sizes = sorted({int(x) for x in str(a.sizes).split(",") if x.strip()})
     a.only = {x.strip().upper() for x in a.only.split(",") if x.strip()}
     if a.reps < 1 or not a.sizes or a.sizes[0] < 1 or a.sizes[-1] > 200:
         p.error("--reps >= 1 and sizes between 1 and 200")
+    if not 1 <= a.p7_n <= 240 or not 1 <= a.p6_mb <= 200:
+        p.error("--p7-n between 1 and 240 (the lab's /24), --p6-mb between 1 and 200")
     return a
 
 
@@ -145,8 +169,10 @@ def report(path: str) -> int:
     """Print the table of an earlier run from its results.json."""
     doc = json.loads(Path(path).read_text())
     st = doc["settings"]
-    args = argparse.Namespace(reps=st["reps"], sizes=st["sizes"], only=set(st["only"]))
-    holder = argparse.Namespace(load_samples=[tuple(x) for x in doc.get("load_avg_per_cycle", [])])
+    args = argparse.Namespace(reps=st["reps"], sizes=st["sizes"], only=set(st["only"]),
+                              p7_n=st.get("p7_n", 100))
+    holder = argparse.Namespace(load_samples=[tuple(x) for x in doc.get("load_avg_per_cycle", [])],
+                                results=doc)
     summary = {"medians": doc["medians"], "goals": doc["goals"]}
     print_table(holder, summary, args)
     m = doc.get("machine", {})
@@ -196,6 +222,7 @@ def main(argv: list[str]) -> int:
            "load_avg_per_cycle": bench.load_samples,
            "settings": {"reps": args.reps, "sizes": args.sizes, "only": sorted(args.only),
                         "p4_users": args.p4_users, "p4_seconds": args.p4_seconds,
+                        "p6_mb": args.p6_mb, "p7_n": args.p7_n,
                         "profile": args.profile, "pricing": args.pricing},
            "goals": summary["goals"], "medians": summary["medians"], **bench.results}
     out = Path(args.output)

@@ -102,6 +102,9 @@ class Cmd:
     err: str
     marks: list[tuple[float, str]] = field(default_factory=list)   # (s since t0, stderr line)
     api_calls: Counter | None = None                                # AWS API calls it made
+    link_bytes: int = 0           # bytes the controller sent into the lab (the bridge's tx)
+    ssh: Counter = field(default_factory=Counter)   # sshd's counts of the controller's tcp/execs
+    hosts: int = 0                # hosts of the stack before or after, whichever is more
 
     def mark(self, needle: str) -> float | None:
         return next((t for t, line in self.marks if needle in line), None)
@@ -109,6 +112,7 @@ class Cmd:
     def brief(self) -> dict[str, Any]:
         return {"name": self.name, "code": self.code, "wall_s": round(self.wall, 3),
                 "cpu_s": round(self.cpu, 3), "rss_mb": round(self.rss_mb, 1),
+                "link_bytes": self.link_bytes, "ssh": dict(self.ssh), "hosts": self.hosts,
                 "marks": [(round(t, 3), s) for t, s in self.marks]}
 
 

@@ -8,8 +8,8 @@ from common import Cmd
 from harness import Bench
 
 
-def record(b: Bench, n: int, cmds: Iterable[Cmd]) -> None:
+def record(b: Bench, n: int, cmds: Iterable[Cmd], prefix: str = "P5") -> None:
     for c in cmds:
-        b.sample(f"P5 {c.name}", n, {"rss_mb": c.rss_mb, "cpu_s": c.cpu,
+        b.sample(f"{prefix} {c.name}", n, {"rss_mb": c.rss_mb, "cpu_s": c.cpu,
                                      "cpu_per_host_s": c.cpu / (n + 1), "wall_s": c.wall,
                                      "aws_calls": sum((c.api_calls or {}).values())})

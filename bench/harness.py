@@ -37,7 +37,8 @@ from common import (
     log,
     tar_bytes,
 )
-from probes import locust_log
+from link import link_tx, unshape
+from probes import controller_counts, locust_log
 from target import Nginx
 
 # after `common`, which puts the repository on sys.path
@@ -70,6 +71,9 @@ class Bench:
         self.profile_dir = Path(args.profile_dir).resolve() if args.profile else None
         self.results: dict[str, Any] = {"samples": {}, "commands": []}
         self.load_samples: list[tuple[float, float, float]] = []
+        self._born: dict[str, Counter] = {}   # ip -> sshd counts when the lab created it
+        self._gone: dict[str, Counter] = {}   # ip -> sshd counts just before it was removed
+        self.shaped: str | None = None        # the bridge while uplink.shaped() holds a qdisc on it
 
     # ---- setup / teardown ----
 
@@ -81,11 +85,18 @@ class Bench:
         def timed_add(specs, timeout=10.0):
             t = time.monotonic()
             try:
-                return orig_add(specs, timeout=timeout)
+                hosts = orig_add(specs, timeout=timeout)
+                # what the lab's own readiness probe left in the new hosts' sshd logs: not swarm's
+                self._born.update({h.ip: controller_counts(h, self.lab.bridge_ip) for h in hosts})
+                return hosts
             finally:
                 self.emu_launch.append(time.monotonic() - t)
 
         def timed_term(ids):
+            # a terminated host's log goes with it: read what the command did there first
+            live = self.ec2.hosts
+            for h in (live[i] for i in ids if i in live):
+                self._gone[h.ip] = controller_counts(h, self.lab.bridge_ip)
             t = time.monotonic()
             try:
                 return orig_term(ids)
@@ -99,7 +110,8 @@ class Bench:
 
     def close(self) -> None:
         errors = []
-        for what, fn in (("nginx", lambda: self.nginx and self.nginx.stop()),
+        for what, fn in (("qdisc", lambda: self.shaped and unshape(self.shaped)),
+                         ("nginx", lambda: self.nginx and self.nginx.stop()),
                          ("moto + hosts", lambda: self.ec2 and self.ec2.close()),
                          ("lab", lambda: self.lab and self.lab.close())):
             try:
@@ -190,6 +202,9 @@ ssh_timeout = 60
                         "-f", "raw", "-o", f"{stem}.folded", "--", sys.executable, "-m", "swarm", *args]
         usage_file = self.tmp / f"rusage-{len(self.results['commands'])}.json"
         calls0 = len(getattr(self.ec2, "calls", []))
+        self._born, self._gone = {}, {}
+        ssh0 = self._controller_counts()
+        tx0 = link_tx(self.lab.bridge)
         argv = [sys.executable, "-I", "-S", str(RUSAGE), str(usage_file), "--", *argv]
         marks: list[tuple[float, str]] = []
         out_chunks: list[bytes] = []
@@ -226,6 +241,11 @@ ssh_timeout = 60
         finally:
             killer.cancel()
         wall = time.monotonic() - t0
+        link_bytes = link_tx(self.lab.bridge) - tx0
+        ssh1 = {**self._gone, **self._controller_counts()}
+        ctl: Counter = Counter()
+        for ip, c in ssh1.items():
+            ctl.update(c - (ssh0.get(ip) or self._born.get(ip) or Counter()))
         for r in readers:
             r.join(10)
         try:
@@ -239,7 +259,8 @@ ssh_timeout = 60
         marks = [(t - shift, line) for t, line in marks]
         cmd = Cmd(name, list(args), proc.returncode, wall, ru["utime"] + ru["stime"],
                   ru["maxrss_kib"] / 1024, t0w, b"".join(out_chunks).decode(errors="replace"),
-                  "\n".join(s for _, s in marks), marks)
+                  "\n".join(s for _, s in marks), marks,
+                  link_bytes=link_bytes, ssh=ctl, hosts=max(len(ssh0), len(ssh1)))
         api = getattr(self.ec2, "calls", None)
         cmd.api_calls = Counter(a for _, a, _ in api[calls0:]) if api is not None else None
         self.results["commands"].append({"cycle": self.cycle, **cmd.brief(),
@@ -248,6 +269,9 @@ ssh_timeout = 60
             raise SwarmFailed(f"`swarm {' '.join(args)}` exited {cmd.code} after {wall:.1f}s:\n"
                               f"{cmd.err[-2000:]}\n{cmd.out[-1000:]}")
         return cmd
+
+    def _controller_counts(self) -> dict[str, Counter]:
+        return {ip: controller_counts(h, self.lab.bridge_ip) for ip, h in self.hosts_by_ip().items()}
 
     def sample(self, metric: str, n: int | str, value: Any) -> None:
         self.results["samples"].setdefault(metric, {}).setdefault(str(n), []).append(value)

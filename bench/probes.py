@@ -54,6 +54,25 @@ def sshd_counts(host) -> Counter:
     return c
 
 
+def controller_counts(host, controller_ip: str) -> Counter:
+    """What the host's sshd logged of the controller's own use of it: TCP connections from the
+    controller's address ("Connection from IP port"), and sessions it started ("Starting
+    session: ... from IP port"). Connections from other hosts (a master relaying a tree to its
+    workers) are not the controller's."""
+    c: Counter = Counter()
+    try:
+        text = host.log_path.read_text(errors="replace")
+    except OSError:
+        return c
+    src = f"from {controller_ip} port "
+    for line in text.splitlines():
+        if line.startswith(f"Connection {src}"):
+            c["tcp"] += 1
+        elif line.startswith("Starting session: ") and src in line:
+            c["execs"] += 1
+    return c
+
+
 def per_host(counts: list[Counter]) -> dict[str, float]:
     keys = ("tcp", "logins", "execs", "subsystems", "bytes_in")
     out = {}
