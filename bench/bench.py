@@ -122,8 +122,9 @@ def run(b: Bench) -> None:
                     attempt(f"upload cycle N={n}", lambda: cycle_upload(b, n))
                 if "P6" in only:
                     attempt(f"uplink cycle N={n}", lambda: cycle_uplink(b, n))
-            log(f"repetition {rep + 1}/{b.args.reps} done after "
-                f"{time.monotonic() - t_start:.0f}s")
+            if {"P1", "P2", "P3", "P5", "P6"} & only:
+                log(f"repetition {rep + 1}/{b.args.reps} done after "
+                    f"{time.monotonic() - t_start:.0f}s")
         if "P4" in only:
             attempt("P4", lambda: cycle_per_core(b))
         if "P7" in only:
