@@ -66,8 +66,8 @@ from harness import Bench
 from hundred import cycle_hundred
 from per_core import cycle_per_core
 from report import print_table, summarize
-from upload import cycle_upload
 from uplink import cycle_uplink
+from upload import cycle_upload
 
 # after `common`, which puts the repository on sys.path
 from tests.emulation import install_guard

@@ -54,7 +54,8 @@ def cycle_hundred(b: Bench) -> None:
         workers = int(b.master_stats(master).get("worker_count", -1))
         res["worker_count_after_run"] = workers
         if workers != n:
-            res["problems"].append(f"after `swarm run` the master reports {workers} workers, not {n}")
+            res["problems"].append(f"after `swarm run` the master reports {workers} workers, "
+                                   f"not {n}")
         if step("killall", "killall") is None:
             return
         if step("run (headless)", "run", "-H", target, "-f", "light.py", "--headless", "-u", str(n),

@@ -175,7 +175,7 @@ def print_table(b: Bench, summary: dict[str, Any], args) -> None:
         ("   MB into the lab: tree / up master / up workers", ("P6_tree_mb", "P6_up_master_mb", "P6_up_workers_mb")),
         ("   x the tree: up master / up workers", ("P6_up_master_x_tree", "P6_up_workers_x_tree")),
     ]
-    w, cw = 48, 22
+    w, cw = 48, 24
     rows = [(label, key) for label, key in rows
             if any(k in med for k in (key if isinstance(key, tuple) else (key,)))]
     if rows:

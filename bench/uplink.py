@@ -81,10 +81,11 @@ def check_claim(b: Bench, master, worker) -> dict[str, float]:
         tx0 = link_tx(b.lab.bridge)
         size, secs = _curl(worker, f"{b.nginx.url}/p6-probe.bin")
         out["controller_to_host_mbit_s"] = size * 8 / secs / 1e6 if secs else 0.0
-        out["controller_to_host_bridge_tx_x"] = (link_tx(b.lab.bridge) - tx0) / size if size else 0.0
+        sent = link_tx(b.lab.bridge) - tx0
+        out["controller_to_host_bridge_tx_x"] = sent / size if size else 0.0
     finally:
         (www / "p6-probe.bin").unlink(missing_ok=True)
-    port = 5557                   # the stack's group lets its hosts reach each other on Locust's ports
+    port = 5557                   # the stack's group opens Locust's ports between its hosts
     d = master.home / "p6-peer"
     d.mkdir(exist_ok=True)
     (d / "blob.bin").write_bytes(random.Random(2).randbytes(PEER_MB * 1000 * 1000))
@@ -106,8 +107,8 @@ def check_claim(b: Bench, master, worker) -> dict[str, float]:
 def _curl(host, url: str) -> tuple[int, float]:
     """(bytes, seconds) of one download inside `host`; retried while the server starts (bounded)."""
     res = host.exec(f"for i in $(seq 50); do o=$(curl -sf -o /dev/null -w '%{{size_download}} "
-                    f"%{{time_total}}' {url}) && {{ echo \"$o\"; exit 0; }}; sleep 0.1; done; exit 1",
-                    timeout=120)
+                    f"%{{time_total}}' {url}) && {{ echo \"$o\"; exit 0; }}; sleep 0.1; done; "
+                    "exit 1", timeout=120)
     try:
         size, secs = res.stdout.split()
         return int(size), float(secs)
