@@ -23,8 +23,7 @@ And one delay it removes: the master ends a run with fixed sleeps, 2.5 s of the 
 stopped (they answer within tens of ms), and its quit, called three times on the way out
 (the run's end, the quitting event, the exit), sleeps 0.5 s each for the workers' last
 reports. Here the master waits for what it waits for, checking every 20 ms, within the same
-bounds or longer ones: a worker's last report comes before its `quit` message, so once every
-worker has quit, nothing more can arrive.
+bounds or longer ones: the workers' user counts, then each worker's last report.
 """
 
 from __future__ import annotations
@@ -111,13 +110,30 @@ def _end_without_fixed_sleeps(runner: Any) -> None:
         finally:
             locust.runners.gevent = gevent
 
+    reported: set[str] = set()  # workers whose stats came in since the quit was sent
+    quit_once: list[bool] = []
+
+    @runner.environment.events.worker_report.add_listener
+    def _reported(client_id: str, **__: Any) -> None:
+        reported.add(client_id)
+
     def quit() -> None:
+        # Locust's own: stop without telling the workers, tell each to quit, wait 0.5 s for
+        # their last reports (they send them on receiving the quit, long before their own quit
+        # message, which a busy worker sends seconds later), end the runner. Here the wait
+        # ends once every worker still heard from has reported. Called again on the way out,
+        # it has nothing left to wait for: nothing is received any more.
         stop(send_stop_to_client=False)
+        if quit_once:
+            return
+        quit_once.append(True)
+        waiting = {c.id for c in runner.clients.all if c.state != STATE_MISSING}
+        reported.clear()
         for client in runner.clients.all:
             runner.server.send_to_client(Message("quit", None, client.id))
         deadline = time.monotonic() + LAST_REPORTS_S
         while time.monotonic() < deadline and any(
-            c.state != STATE_MISSING for c in runner.clients.all
+            c in runner.clients and c not in reported for c in waiting
         ):
             gevent.sleep(STEP_S)
         runner.greenlet.kill(block=True)
