@@ -102,6 +102,11 @@ def summarize(b: Bench, args) -> dict[str, Any]:
         r = a / z if a and z else None
         goal("P6", f"shaped 20 Mbit/s: up workers -n {mid} <= 1.5 x -n {lo}", r, 1.5,
              r is not None and r <= 1.5, f"{_fmt(a)} s / {_fmt(z)} s")
+        a, z = g("P6_up_workers_bootstrap_phase_s", mid), g("P6_up_workers_bootstrap_phase_s", lo)
+        r = a / z if a and z else None
+        goal("P6b", f"same, its bootstrap phase only ('bootstrapping' to exit): -n {mid} / -n {lo}",
+             r, 1.5, r is not None and r <= 1.5,
+             "without moto creating the hosts one by one and waiting for their sshd", info=True)
         for n in sizes:
             xm, xw = g("P6_up_master_x_tree", n), g("P6_up_workers_x_tree", n)
             worst = max(xm, xw) if xm is not None and xw is not None else None
@@ -172,6 +177,8 @@ def print_table(b: Bench, summary: dict[str, Any], args) -> None:
         ("down (s) / net of emulated host removal", ("down_s", "down_net_of_emulation_s")),
         ("P6 20 Mbit/s uplink: up master (s)", "P6_up_master_s"),
         ("   up workers -n N (s)", "P6_up_workers_s"),
+        ("   of which moto creating hosts / bootstrap phase", ("P6_up_workers_emulated_launch_s",
+                                                            "P6_up_workers_bootstrap_phase_s")),
         ("   MB into the lab: tree / up master / up workers", ("P6_tree_mb", "P6_up_master_mb", "P6_up_workers_mb")),
         ("   x the tree: up master / up workers", ("P6_up_master_x_tree", "P6_up_workers_x_tree")),
     ]
