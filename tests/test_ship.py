@@ -9,9 +9,19 @@ import time
 from pathlib import Path
 
 from swarm.remote.base import tar_bytes
-from swarm.remote.ship import (FETCH_FAILED, ShipState, Shipment, parse_relay, parse_state,
-                               receive_cmd, relay_cmd, state_probe, stop_relay_cmd, tree_digest,
-                               with_token_first)
+from swarm.remote.ship import (
+    FETCH_FAILED,
+    Shipment,
+    ShipState,
+    parse_relay,
+    parse_state,
+    receive_cmd,
+    relay_cmd,
+    state_probe,
+    stop_relay_cmd,
+    tree_digest,
+    with_token_first,
+)
 from tests.helpers import free_port
 from tests.reliability import poll
 
