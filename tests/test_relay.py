@@ -146,10 +146,24 @@ def test_each_tree_crosses_the_controllers_link_once(workdir, env, emulated_ec2,
 def test_a_worker_that_cannot_reach_the_relay_gets_the_tree_from_here(
         workdir, env, emulated_ec2, bridge_target):
     assert swarm("up", "master", cwd=workdir, env=env, timeout=180).code == 0
-    up = swarm("up", "workers", "-n", "2", cwd=workdir, env=env, timeout=240)
+    (master,) = hosts_by_name(emulated_ec2, workdir, env).values()
+    # up: the relay port dropped for every worker to come: each is bootstrapped from here
+    everyone = "PREROUTING -s 10.77.1.0/24 -p tcp --dport 5558 -j DROP"
+    master.exec(f"iptables -t raw -I {everyone}", check=True)
+    try:
+        up = swarm("up", "workers", "-n", "2", cwd=workdir, env=env, timeout=240)
+    finally:
+        master.exec(f"iptables -t raw -D {everyone}", check=True)
     assert up.code == 0, up.out + up.err
+    assert (f"2 of 2 workers could not reach the master's relay at {master.ip}:5558: "
+            "sent from here") in up.out + up.err
     hosts = hosts_by_name(emulated_ec2, workdir, env)
-    master, blocked, free = hosts["master"], hosts["worker-1"], hosts["worker-2"]
+    blocked, free = hosts["worker-1"], hosts["worker-2"]
+    for w in (blocked, free):
+        assert "bootstrap done role=worker" in (w.home / "swarm/bootstrap.log").read_text()
+        assert bytes_in(w) > TREE
+
+    # run: only worker-1 cut off from the relay
     rule = f"PREROUTING -s {blocked.ip}/32 -p tcp --dport 5558 -j DROP"
     master.exec(f"iptables -t raw -I {rule}", check=True)
     try:

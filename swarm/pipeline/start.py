@@ -75,32 +75,8 @@ def start(ctx: RunContext) -> None:
     sess, rd, plan = ctx.sess, ctx.rd, ctx.plan
     candidates = ctx.workers
 
-    # 1. stop whatever runs and ask which locustfiles each host has, in one round trip per
-    # host; only hosts whose copy differs get the tree (the master once, the workers from it)
-    shipment = Shipment.of("locustfiles", tar_bytes(plan.files_dir))
-    stop, have = stop_probe(rd), state_probe(rd, shipment.tree)
-    sess.report.info(
-        f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(candidates)} node(s)"
-    )
-
-    def ask(n: Node) -> tuple[ShipState, HostFacts]:
-        out = ctx.runners[n.id].run(f"{have.command}; {stop.command}", timeout=120).stdout
-        return have.parse(out), stop.parse(out)
-
-    synced = fan_out([ctx.master, *candidates], ask, what="sync", raise_on_error=False)
-    if synced[0].ok:
-        stale = [r.node for r in synced[1:] if r.ok and r.value[0].unpacked != shipment.digest]
-        mstate = synced[0].value[0]
-        if stale or mstate.unpacked != shipment.digest:
-            try:
-                sent = shipping.spread(
-                    sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id]
-                )
-            except RemoteError as e:
-                synced[0] = replace(synced[0], ok=False, error=str(e))
-            else:
-                failed = {r.node.id: r for r in sent if not r.ok}
-                synced = [failed.get(r.node.id, r) for r in synced]
+    # 1. stop whatever runs, the locustfiles where they differ
+    synced = _sync(ctx)
     if not synced[0].ok:
         raise RemoteError(f"master unreachable, nothing started: {synced[0].error}", synced)
     ctx.skipped = [r for r in synced[1:] if not r.ok]
@@ -109,7 +85,7 @@ def start(ctx: RunContext) -> None:
         if plan.require_all or len(ctx.skipped) == len(candidates):
             raise RemoteError(f"workers unreachable, nothing started: {names}", synced)
         sess.report.warn(f"skipping unreachable worker(s): {names}")
-    facts: dict[str, HostFacts] = {r.node.id: r.value[1] for r in synced[1:] if r.ok}
+    facts: dict[str, HostFacts] = {r.node.id: r.value for r in synced[1:] if r.ok}
     ctx.workers = [r.node for r in synced[1:] if r.ok]
 
     # 2. start master and workers together: workers retry until the master listens
@@ -161,6 +137,38 @@ def start(ctx: RunContext) -> None:
     stats = wait_for_workers(ctx, expected)
     ctx.workers_seen = stats.worker_count
     sess.report.info(f"{ctx.workers_seen} of {expected} worker process(es) connected")
+
+
+def _sync(ctx: RunContext) -> list[HostResult]:
+    """Stop whatever runs and ask which locustfiles each host has, in one round trip per host;
+    only hosts whose copy differs get the tree (the master once, the workers from it)
+    -> a result per host, master first, its value the host's HostFacts."""
+    sess, rd, plan = ctx.sess, ctx.rd, ctx.plan
+    shipment = Shipment.of("locustfiles", tar_bytes(plan.files_dir))
+    stop, have = stop_probe(rd), state_probe(rd, shipment.tree)
+    sess.report.info(
+        f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(ctx.workers)} node(s)"
+    )
+
+    def ask(n: Node) -> tuple[ShipState, HostFacts]:
+        out = ctx.runners[n.id].run(f"{have.command}; {stop.command}", timeout=120).stdout
+        return have.parse(out), stop.parse(out)
+
+    synced = fan_out([ctx.master, *ctx.workers], ask, what="sync", raise_on_error=False)
+    if synced[0].ok:
+        stale = [r.node for r in synced[1:] if r.ok and r.value[0].unpacked != shipment.digest]
+        mstate = synced[0].value[0]
+        if stale or mstate.unpacked != shipment.digest:
+            try:
+                sent = shipping.spread(
+                    sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id]
+                )
+            except RemoteError as e:
+                synced[0] = replace(synced[0], ok=False, error=str(e))
+            else:
+                failed = {r.node.id: r for r in sent if not r.ok}
+                synced = [failed.get(r.node.id, r) for r in synced]
+    return [replace(r, value=r.value[1]) if r.ok else r for r in synced]
 
 
 def stop_workers(ctx: RunContext, nodes: list[Node] | None = None) -> list[HostResult]:
