@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from swarm.remote.base import tar_bytes
+from swarm.remote.base import replace_tree_cmd, tar_bytes
 from swarm.remote.ship import (
     FETCH_FAILED,
     Shipment,
@@ -129,3 +129,18 @@ def test_relay_that_cannot_listen_says_why(tmp_path):
                                                 5)), master, b"tok\n")
     assert parse_relay(res.stdout.decode()) is None
     assert b"Cannot assign requested address" in res.stderr
+
+
+def test_a_tar_that_fails_to_unpack_leaves_the_old_tree(tmp_path):
+    """put_tree and the wheelhouse swap a tree in this way: a broken stream must not replace it
+    (the caller tests the exit status, where `set -e` would do nothing)."""
+    old = tree(tmp_path, {"a.py": "old"}, name="files")
+    cmd = replace_tree_cmd("files")
+    bad = subprocess.run(["sh", "-c", f"{cmd} || exit 96"], cwd=tmp_path, input=b"not a tar",
+                         capture_output=True, timeout=30)
+    assert bad.returncode == 96
+    assert (old / "a.py").read_text() == "old"
+    good = subprocess.run(["sh", "-c", cmd], cwd=tmp_path, timeout=30, capture_output=True,
+                          input=tar_bytes(tree(tmp_path, {"b.py": "new"})))
+    assert good.returncode == 0, good.stderr
+    assert sorted(p.name for p in old.iterdir()) == ["b.py"]

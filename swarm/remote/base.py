@@ -198,10 +198,11 @@ def untar_bytes(data: bytes, local_dir: Path) -> None:
 def replace_tree_cmd(remote_dir: str) -> str:
     """Shell that swaps remote_dir for the tar on stdin, so stale files never linger."""
     d = shlex.quote(remote_dir.rstrip("/"))
-    # A subshell, so `set -e` does not leak into commands chained after it.
+    # Each step only after the one before: `set -e` would do nothing here, where the caller
+    # tests the exit status (`|| exit N`), and a failed untar would still replace the tree.
     return (
-        f"(set -e; rm -rf {d}.new; mkdir -p {d}.new; tar -xzf - -C {d}.new; "
-        f"rm -rf {d}; mv {d}.new {d})"
+        f"(rm -rf {d}.new && mkdir -p {d}.new && tar -xzf - -C {d}.new && "
+        f"rm -rf {d} && mv {d}.new {d})"
     )
 
 
