@@ -70,6 +70,7 @@ def _run_locust(locust_bin: str, argv: list[str]) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         _name("locust")
+        os.environ["SWARM_WARM_FORK"] = "1"  # final_stats.WARM_FORK: this code ends the process
         _load_env()  # before locust.pid: once that is there, the start command removes it
         _write("locust.pid", f"{os.getpid()}\n")
         sys.argv = [locust_bin, *argv]
