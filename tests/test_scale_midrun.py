@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import time
 
+from swarm.locust.shell import stats_url_cmd
 from tests.helpers import swarm
 from tests.reliability import ec2_stack, finish, poll, start
 
 STACK = "scale"
 USERS = 6
 RUN_S = 60
+WEB_PORT = 8089  # the master's web API (swarm's default port), on its loopback
 
 
 def status(workdir, env) -> dict:
@@ -26,15 +28,39 @@ def status(workdir, env) -> dict:
     return json.loads(res.out)
 
 
-def users_by_worker(workdir, env) -> dict[str, int]:
-    """The master's own figures (Locust's /stats/requests `workers[].user_count`, read on the
-    master by `swarm status`), per worker node."""
-    live = status(workdir, env)["locust"] or {}
-    out: dict[str, int] = {}
-    for w in live.get("workers", []):
-        if w.get("node"):
-            out[w["node"]] = out.get(w["node"], 0) + int(w.get("users") or 0)
-    return out
+class Users:
+    """The master's own per-worker user counts (Locust's /stats/requests `workers[].user_count`,
+    read inside the master's namespace: cheaper than a `swarm status` on a busy machine), by
+    worker node: Locust names a worker '<hostname>_<uuid>', EC2's hostname is ip-<private ip>."""
+
+    def __init__(self, master_host):
+        self.master = master_host
+        self.nodes: dict[str, str] = {}  # hostname -> node name
+        self.last: dict[str, int] | None = None
+
+    def name(self, nodes: list[dict]) -> None:
+        self.nodes = {"ip-" + n["private_ip"].replace(".", "-"): n["name"] for n in nodes}
+
+    def by_worker(self) -> dict[str, int]:
+        got = self.master.exec(stats_url_cmd(WEB_PORT), timeout=20)
+        try:
+            api = json.loads(got.stdout)
+        except ValueError:
+            return {}
+        out: dict[str, int] = {}
+        for w in api.get("workers", []):
+            if w.get("state") == "missing":
+                continue
+            node = self.nodes.get(str(w.get("id", "")).rsplit("_", 1)[0], w.get("id"))
+            out[node] = out.get(node, 0) + int(w.get("user_count") or 0)
+        self.last = out
+        return out
+
+    def wait_for(self, want: dict[str, int], what: str) -> None:
+        try:
+            poll(lambda: self.by_worker() == want, timeout=30, interval=0.5, what=what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: last {self.last}") from None
 
 
 def sleep_until(t: float) -> None:
@@ -47,12 +73,16 @@ def test_a_worker_joins_and_leaves_a_running_test(workdir, cli_env, ec2_env, emu
     assert swarm("up", "master", cwd=workdir, env=env, timeout=180).code == 0
     res = swarm("up", "workers", "-n", "2", cwd=workdir, env=env, timeout=180)
     assert res.code == 0, res.err
+    nodes = status(workdir, env)["nodes"]
+    master = next(n for n in nodes if n["name"] == "master")
+    users = Users(emulated_ec2.host_for(master["id"]))
+    users.name(nodes)
     proc, _, err = start(["run", "-H", bridge_target.url, "-f", "viral_load.py", "--headless",
                           "-u", str(USERS), "-r", str(USERS), "-t", f"{RUN_S}s"],
                          workdir, env, tmp_path)
     try:
-        poll(lambda: users_by_worker(workdir, env) == {"worker-1": 3, "worker-2": 3},
-             timeout=90, interval=0.5, what="the run to have its users on 2 workers")
+        poll(lambda: users.by_worker() == {"worker-1": 3, "worker-2": 3}, timeout=90,
+             interval=0.5, what="the run to have its users on 2 workers")
         began = time.monotonic()
 
         # ~15 s in: a third worker joins the running test
@@ -60,15 +90,14 @@ def test_a_worker_joins_and_leaves_a_running_test(workdir, cli_env, ec2_env, emu
         res = swarm("up", "workers", "-n", "3", cwd=workdir, env=env, timeout=120)
         assert res.code == 0, res.err
         assert "joined the running test: worker-3 (1 process)" in res.err, res.err
-        ips = {n["name"]: n["private_ip"] for n in status(workdir, env)["nodes"]}
+        nodes = status(workdir, env)["nodes"]
+        users.name(nodes)
+        ips = {n["name"]: n["private_ip"] for n in nodes}
         third = ips["worker-3"]
         poll(lambda: bridge_target.clients().get(third, 0) > 20, timeout=30,
              what="worker-3's requests at the target")
-        poll(lambda: users_by_worker(workdir, env) ==
-             {"worker-1": 2, "worker-2": 2, "worker-3": 2}, timeout=30, interval=0.5,
-             what="the users redistributed over 3 workers")
-        shown = swarm("status", cwd=workdir, env=env, timeout=60)
-        assert "worker-3 joined at" in shown.out, shown.out
+        users.wait_for({"worker-1": 2, "worker-2": 2, "worker-3": 2},
+                       "the users redistributed over 3 workers")
         assert proc.poll() is None, "the run ended early"
 
         # ~35 s in: it leaves again, the test goes on
@@ -77,9 +106,10 @@ def test_a_worker_joins_and_leaves_a_running_test(workdir, cli_env, ec2_env, emu
         assert res.code == 0, res.err
         assert "left the running test: worker-3" in res.err, res.err
         assert "removed worker-3" in res.err, res.err
-        poll(lambda: users_by_worker(workdir, env) == {"worker-1": 3, "worker-2": 3},
-             timeout=30, interval=0.5, what="the users back on 2 workers")
+        users.wait_for({"worker-1": 3, "worker-2": 3}, "the users back on 2 workers")
         assert proc.poll() is None, "the run ended when a worker left"
+        shown = swarm("status", cwd=workdir, env={**env, "COLUMNS": "200"}, timeout=60)
+        assert "worker-3 joined at" in shown.out and "worker-3 left at" in shown.out, shown.out
         for name in ("worker-1", "worker-2"):
             assert bridge_target.clients().get(ips[name], 0) > 0, name
 
