@@ -109,7 +109,8 @@ def follow(ctx: RunContext) -> Followed:
         got.error = e
     finally:
         sampler.close()
-        got.lost = sorted(sampler.lost)
+        # a worker that left the run (its machine gone) was not lost
+        got.lost = sorted(sampler.lost - roster.left(ctx.roster))
     return got
 
 
