@@ -23,8 +23,7 @@ And one delay it removes: the master ends a run with fixed sleeps, 2.5 s of the 
 stopped (they answer within tens of ms), and its quit, called three times on the way out
 (the run's end, the quitting event, the exit), sleeps 0.5 s each for the workers' last
 reports. Here the master waits for what it waits for, checking every 20 ms, within the same
-bounds or longer ones: a worker's last report comes before its `quit` message, so once every
-worker has quit, nothing more can arrive.
+bounds or longer ones: the workers' user counts, then each worker's last report.
 """
 
 from __future__ import annotations
@@ -107,17 +106,48 @@ def _end_without_fixed_sleeps(runner: Any) -> None:
             return locust_stop(send_stop_to_client)
         locust.runners.gevent = _ShortPolls(runner, gevent.getcurrent())
         try:
-            return locust_stop(send_stop_to_client)
+            locust_stop(send_stop_to_client)
         finally:
             locust.runners.gevent = gevent
+        if send_stop_to_client and runner.user_count == 0:
+            # every worker answered client_stopped, each after its last report (the
+            # worker side of this plugin): nothing more is coming
+            all_in.append(True)
+        return None
+
+    reported: set[str] = set()  # workers whose stats came in since the quit was sent
+    quit_once: list[bool] = []
+    all_in: list[bool] = []  # every worker's last report is in (the test stopped everywhere)
+
+    @runner.environment.events.test_start.add_listener
+    def _started(**__: Any) -> None:
+        all_in.clear()
+
+    @runner.environment.events.worker_report.add_listener
+    def _reported(client_id: str, **__: Any) -> None:
+        reported.add(client_id)
 
     def quit() -> None:
+        # Locust's own: stop without telling the workers, tell each to quit, wait 0.5 s for
+        # their last reports (they send them on receiving the quit, long before their own quit
+        # message, which a busy worker sends seconds later), end the runner. Here, after a
+        # stop every worker answered, it waits only until each has quit (so each surely got
+        # the message), and otherwise until every worker still heard from has reported.
+        # Called again on the way out, it has nothing left to wait for: nothing is received
+        # any more.
         stop(send_stop_to_client=False)
+        if quit_once:
+            return
+        quit_once.append(True)
+        waiting = {c.id for c in runner.clients.all if c.state != STATE_MISSING}
+        reported.clear()
         for client in runner.clients.all:
             runner.server.send_to_client(Message("quit", None, client.id))
-        deadline = time.monotonic() + LAST_REPORTS_S
+        # after a full stop: only until each has the message, i.e. quits (Locust's own bound)
+        wanted = set() if all_in else reported
+        deadline = time.monotonic() + (0.5 if all_in else LAST_REPORTS_S)
         while time.monotonic() < deadline and any(
-            c.state != STATE_MISSING for c in runner.clients.all
+            c in runner.clients and c not in wanted for c in waiting
         ):
             gevent.sleep(STEP_S)
         runner.greenlet.kill(block=True)

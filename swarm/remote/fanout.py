@@ -9,6 +9,14 @@ from typing import Any
 from swarm.errors import RemoteError, SwarmError
 from swarm.models import HostResult, Node
 
+# Hosts worked on at once by one fan-out. The work is mostly waiting on the hosts (a
+# bootstrap takes minutes there): a fleet of up to FANOUT_LIMIT is one wave, a larger one
+# queues. What costs this machine (the SSH handshakes, what sshd limits with MaxStartups) is
+# bounded apart, per sshd (hops.LOGINS_AT_ONCE). Each call has its own pool: a fan-out
+# inside another's fn (or beside it, as follow.py's CPU samples) never waits for a thread
+# the outer one holds, so nesting cannot deadlock; threads stay below FANOUT_LIMIT per call.
+FANOUT_LIMIT = 128
+
 
 def fan_out(
     nodes: Sequence[Node],
@@ -16,10 +24,10 @@ def fan_out(
     *,
     what: str,
     raise_on_error: bool = True,
-    max_workers: int = 64,
 ) -> list[HostResult]:
-    """Run fn(node) for every node at once. Returns one HostResult per node, in order;
-    raises RemoteError carrying all of them when any failed (unless raise_on_error=False)."""
+    """Run fn(node) for every node, FANOUT_LIMIT at a time. Returns one HostResult per node,
+    in order; raises RemoteError carrying all of them when any failed (unless
+    raise_on_error=False)."""
     if not nodes:
         return []
 
@@ -31,7 +39,9 @@ def fan_out(
         except Exception as e:  # a library error not translated yet: keep the host's name on it
             return HostResult(node, False, error=f"{type(e).__name__}: {e}")
 
-    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(nodes)))
+    pool = ThreadPoolExecutor(
+        max_workers=min(FANOUT_LIMIT, len(nodes)), thread_name_prefix=f"fan-out {what}"
+    )
     try:
         results = list(pool.map(one, nodes))
     except BaseException:

@@ -8,8 +8,12 @@ the node's: a swapped key behind a bastion is refused as one in front of it.
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,18 @@ from swarm.remote.base import Hop, Route
 # for TCP's ~15 minutes of retransmissions (as ssh's ServerAliveInterval does).
 KEEPALIVE_S = 5
 USER_TIMEOUT_S = 15
+
+# sshd drops unauthenticated connections beyond MaxStartups (default 10:30:100: from 10 at
+# once, 30% of new ones, rising): a hundred logins started together lose some with "Error
+# reading SSH protocol banner". So at most LOGINS_AT_ONCE logins (TCP or channel, banner,
+# key exchange, auth: what sshd counts) are in progress per sshd; the commands after them
+# are not limited. An sshd that drops one anyway (a lower MaxStartups) halves its own limit,
+# which grows back by one per login that succeeds, and the dropped login is tried again,
+# LOGIN_TRIES in all, after a short jittered pause.
+LOGINS_AT_ONCE = 8
+LOGIN_TRIES = 5
+RETRY_PAUSE_S = 0.3  # doubled each try, times 0.5-1.5 so dropped logins do not return together
+SLOT_WAIT_S = 120.0  # longest wait for a login slot (each holder is bounded by its timeouts)
 
 
 @dataclass(frozen=True)
@@ -62,9 +78,10 @@ class PinOnFirstContact(paramiko.MissingHostKeyPolicy):
 class NotAnswering(RemoteError):
     """No SSH session could be set up (refused, timed out, no banner, dropped): maybe not yet."""
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str, *, dropped: bool = False):
         super().__init__(message, code=SSH_UNREACHABLE)
         self.reason = reason
+        self.dropped = dropped  # closed before the login was done: worth another try
 
 
 def why_not(e: BaseException) -> str:
@@ -126,11 +143,36 @@ def connect(
 ) -> paramiko.SSHClient:
     """A client logged in to `hop` along `route`. `own_keys`: only hop.key_files (a key swarm
     made for the stack), never the agent's or ~/.ssh's."""
-    sock: Any = None
-    if route.jumps:
-        gateway = _gateway(route.jumps, known, t)
+    gate = _gate(hop, route)
+    for attempt in range(1, LOGIN_TRIES + 1):
+        # The jump host first, outside the slot: its own login takes a slot of its sshd.
+        gateway = _gateway(route.jumps, known, t) if route.jumps else None
         try:
-            sock = gateway.get_transport().open_channel(
+            with gate.slot(label) as slot:
+                sock = _open(hop, route, gateway, known, t, label)
+                client = _login(hop, sock, known, t, label, own_keys=own_keys)
+                slot.succeeded()
+                return client
+        except NotAnswering as e:
+            if not e.dropped or attempt == LOGIN_TRIES:
+                raise
+        time.sleep(RETRY_PAUSE_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _open(
+    hop: Hop,
+    route: Route,
+    gateway: paramiko.SSHClient | None,
+    known: Path | None,
+    t: Timeouts,
+    label: str,
+) -> Any:
+    """The socket the login goes over: a jump host's channel, a proxy command, or None
+    (paramiko connects TCP itself)."""
+    if gateway is not None:
+        try:
+            return gateway.get_transport().open_channel(
                 "direct-tcpip", (hop.host, hop.port), ("", 0), timeout=t.connect
             )
         except (paramiko.SSHException, OSError, EOFError) as e:
@@ -142,14 +184,14 @@ def connect(
                 f"failed: {reason}",
                 reason,
             ) from e
-    elif route.proxy_command is not None:
+    if route.proxy_command is not None:
         try:
-            sock = paramiko.ProxyCommand(expand(route.proxy_command, hop))
+            return paramiko.ProxyCommand(expand(route.proxy_command, hop))
         except (paramiko.SSHException, OSError) as e:
             raise RemoteError(
                 f"{label}: proxy command failed to start: {e}", code=SSH_UNREACHABLE
             ) from e
-    return _login(hop, sock, known, t, label, own_keys=own_keys)
+    return None
 
 
 def _login(
@@ -192,7 +234,9 @@ def _login(
         client.close()
         reason = why_not(e)
         raise NotAnswering(
-            f"{label} ({hop.host}:{hop.port}): SSH connection failed: {reason}", reason
+            f"{label} ({hop.host}:{hop.port}): SSH connection failed: {reason}",
+            reason,
+            dropped=dropped(e),
         ) from e
     transport = client.get_transport()
     assert transport is not None  # connect() succeeded
@@ -202,6 +246,83 @@ def _login(
             socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_S * 1000
         )
     return client
+
+
+# ---- logins bounded per sshd ----
+
+
+def dropped(e: BaseException) -> bool:
+    """sshd closed the connection during the login (past MaxStartups: before its banner), or
+    a proxy command's own login to the bastion was dropped so (it exits, its pipe breaks, the
+    session is gone): worth another try, unlike a refusal, a timeout or a wrong key."""
+    if isinstance(e, (EOFError, ConnectionResetError, paramiko.ProxyCommandFailure)):
+        return True
+    text = str(e)
+    return any(s in text for s in ("protocol banner", "No existing session", "reset by peer"))
+
+
+class Gate:
+    """Logins in progress at one sshd: at most `limit`, halved when the sshd drops one."""
+
+    def __init__(self, limit: int = LOGINS_AT_ONCE):
+        self.ceiling = self.limit = limit
+        self.busy = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, label: str) -> Iterator[Slot]:
+        deadline = time.monotonic() + SLOT_WAIT_S
+        with self._cond:
+            while self.busy >= self.limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NotAnswering(
+                        f"{label}: no login slot in {SLOT_WAIT_S:g}s ({self.busy} logins in "
+                        "progress at its sshd)",
+                        "too many logins in progress",
+                    )
+                self._cond.wait(left)
+            self.busy += 1
+        slot = Slot()
+        try:
+            yield slot
+        except NotAnswering as e:
+            slot.was_dropped = e.dropped
+            raise
+        finally:
+            with self._cond:
+                self.busy -= 1
+                if slot.ok:
+                    self.limit = min(self.ceiling, self.limit + 1)
+                elif slot.was_dropped:
+                    self.limit = max(1, self.limit // 2)
+                self._cond.notify_all()
+
+
+@dataclass
+class Slot:
+    ok: bool = False
+    was_dropped: bool = False
+
+    def succeeded(self) -> None:
+        self.ok = True
+
+
+# One gate per sshd that sees the logins: the node's own (direct, or reached through the jump
+# hosts: the same address behind two bastions is two machines), or, for a proxy command, the
+# one it logs in to (one per command: %h and %p unexpanded).
+_GATES: dict[tuple[object, ...], Gate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _gate(hop: Hop, route: Route) -> Gate:
+    key: tuple[object, ...] = (
+        ("proxy", route.proxy_command)
+        if route.proxy_command is not None
+        else (route.jumps, hop.host, hop.port)
+    )
+    with _GATES_LOCK:
+        return _GATES.setdefault(key, Gate())
 
 
 # ---- jump hosts, shared ----

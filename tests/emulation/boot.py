@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -134,6 +135,22 @@ def _mounts(host: Host, keep_paths: list[Path], carried: list[str]) -> list[str]
     return lines + (rootfs.pivot_lines(host.rootfs) if host.own_root else [])
 
 
+def _with_options(config: str, options: dict[str, str]) -> str:
+    """The config with each keyword's line replaced (or added: sshd takes a keyword's first
+    value, so it must not stay twice)."""
+    lines = config.splitlines()
+    for key, value in options.items():
+        if not re.fullmatch(r"[A-Za-z]+", key) or "\n" in value:
+            raise ValueError(f"sshd option {key!r}: not a keyword and a one-line value")
+        at = [i for i, line in enumerate(lines) if line.split(" ", 1)[0].lower() == key.lower()]
+        if at:
+            lines[at[0]] = f"{key} {value}"
+        else:
+            lines.insert(next(i for i, l in enumerate(lines) if l.startswith("Subsystem")),
+                         f"{key} {value}")
+    return "\n".join(lines) + "\n"
+
+
 def write_host_files(host: Host, authorized_key: str, *, session_path: str, prefixlen: int,
                      keep_paths: list[Path], carried: list[str],
                      public: "Bridge | None" = None) -> Path:
@@ -162,9 +179,9 @@ def write_host_files(host: Host, authorized_key: str, *, session_path: str, pref
     host.host_key_pub = _keygen(host.etc_ssh / "ssh_host_ed25519_key", host.name)
     env = " ".join(f"{k}={v}" for k, v in {"PATH": session_path, **host.env}.items())
     listen = [host.ip] + ([host.public_ip] if host.public_ip else [])
-    (host.etc_ssh / "sshd_config").write_text(_SSHD_CONFIG.format(
-        name=host.name, ip=host.ip, env=env,
-        listen="\n".join(f"ListenAddress {a}" for a in listen)))
+    config = _SSHD_CONFIG.format(name=host.name, ip=host.ip, env=env,
+                                 listen="\n".join(f"ListenAddress {a}" for a in listen))
+    (host.etc_ssh / "sshd_config").write_text(_with_options(config, host.sshd_options))
     for extra in ("moduli", "ssh_config"):
         src = Path("/etc/ssh") / extra
         if src.is_file():

@@ -721,11 +721,25 @@ class EmulatedEC2:
                     inj.params_seen.append(params)
                     chosen = inj
                     break
+        if (chosen is None or (chosen.code is None and chosen.body is None)) and \
+                action == "RunInstances" and not target:
+            self._grant(environ, params, region, body)
         if chosen is None:
             return None
         if chosen.delay:
             time.sleep(chosen.delay)
         return None if chosen.code is None and chosen.body is None else chosen.answer(bool(target))
+
+    def _grant(self, environ: dict, params: dict[str, str], region: str, body: bytes) -> None:
+        """The instances AWS would launch (MaxCount, or fewer: quirks.capacity) as the
+        MinCount moto launches (it ignores MaxCount); the query is in the body."""
+        grant = self.quirks.granted(params, region, self._place(region))
+        if str(grant) == params.get("MinCount", "1"):
+            return
+        pairs = [(k, str(grant) if k == "MinCount" else v)
+                 for k, v in urllib.parse.parse_qsl(body.decode(), keep_blank_values=True)]
+        new = urllib.parse.urlencode(pairs).encode()
+        environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(new), str(len(new))
 
     def _serve(self, app: Callable, environ: dict, start_response: Callable) -> Any:
         """moto's answer, unless the launch repeats a ClientToken (quirks.idempotent_launch:

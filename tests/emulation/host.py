@@ -95,6 +95,7 @@ class Host:
     env: dict[str, str] = field(default_factory=dict)  # its sessions' env, over the lab's PATH
     private: dict[str, Path] = field(default_factory=dict)  # machine path -> per-host dir
     sshd_delay: float = 0.0
+    sshd_options: dict[str, str] = field(default_factory=dict)  # over boot.py's sshd_config
     power_broken: bool = False  # stub shutdown fails and /run is read-only (power.py)
     bare: bool = False  # only the system's PATH and Python: the lab's venv is hidden (lab.py)
     own_root: bool = True  # an overlay root of its own (rootfs.py); False only to prove a leak

@@ -248,7 +248,8 @@ class Lab:
                  own_root: bool = True, user: str = "root", sudo: bool = True,
                  hide: Iterable[str] = (), bare: bool = False,
                  firewall: str | None = None, public_bridge: Bridge | None = None,
-                 public_ip: str | None = None) -> Host:
+                 public_ip: str | None = None,
+                 sshd_options: dict[str, str] | None = None) -> Host:
         """Create a host answering SSH at ``ip`` for ``authorized_key``.
 
         ``dead``: False (normal), True/"silent" (TCP accepted, never a
@@ -258,6 +259,7 @@ class Lab:
         over which the host gets an empty directory of its own (``Host.private[path]``).
         ``env``: its SSH sessions' environment (``PATH`` replaces the lab's).
         ``sshd_delay``: sshd starts that many seconds after the host (refused until then).
+        ``sshd_options``: sshd_config keywords over the lab's (``{"MaxStartups": "3:100:3"}``).
         ``power_broken``: nothing can schedule a power-off there (power.py).
         ``bare``: a machine without swarm's or the lab's Python: its sessions get only the
         system PATH, and the lab's venv (and its base Python, unless that is the system's)
@@ -309,7 +311,8 @@ class Lab:
                         home=hdir / "root", tmp=hdir / "tmp", etc_ssh=hdir / "etc-ssh",
                         log_path=hdir / "sshd.log", host_key_pub="",
                         dead=dead or None, lab=self, private=private, env=dict(env or {}),
-                        sshd_delay=sshd_delay, power_broken=power_broken,
+                        sshd_delay=sshd_delay, sshd_options=dict(sshd_options or {}),
+                        power_broken=power_broken,
                         own_root=own_root, user=user, sudo=sudo, hidden=hidden, bare=bare,
                         firewalled=firewall is not None)
             if public_bridge is not None:

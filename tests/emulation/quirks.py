@@ -41,6 +41,14 @@ by the tests about them:
   the type), and DescribeInstanceTypeOfferings (availability-zone) leaves the pair out, as AWS's
   does, unless `offerings_agree` is False (a test of RunInstances' own refusal). moto
   already leaves out what AWS does not offer (us-east-1e has no c5). Off unless set.
+- `capacity` = {(zone, instance type): n}: that zone has room for n more instances of the
+  type. A RunInstances there with MinCount above what is left answers
+  `InsufficientInstanceCapacity` (as `no_capacity`); otherwise it launches
+  min(MaxCount, left) (RunInstances, MaxCount: "Amazon EC2 launches the largest possible
+  number of instances above the specified minimum count"). A repeat of a ClientToken (a
+  replay) takes no room. Off unless set. (moto launches MinCount instances, whatever
+  MaxCount says; AWS launches MaxCount when it can: the emulator hands moto the count AWS
+  would launch as its MinCount, quirk or not.)
 
 Account policy, off by default (switched on by the tests about them), each answering as AWS
 does ("Error codes for the Amazon EC2 API", EC2 API reference):
@@ -117,6 +125,7 @@ class Quirks:
     instance_not_found: bool = True
     no_capacity: set[tuple[str, str]] = field(default_factory=set)
     unsupported: set[tuple[str, str]] = field(default_factory=set)
+    capacity: dict[tuple[str, str], int] = field(default_factory=dict)
     offerings_agree: bool = True
     fresh_instances: set[str] = field(default_factory=set)
     fresh_groups: set[str] = field(default_factory=set)
@@ -136,7 +145,7 @@ class Quirks:
         self.require_imdsv2 = self.spot_role_missing = False
         self.vcpu_limit = self.max_spot = None
         self.instance_not_found = self.idempotent_launch = False
-        self.no_capacity, self.unsupported = set(), set()
+        self.no_capacity, self.unsupported, self.capacity = set(), set(), {}
         return self
 
     def count(self, action: str) -> int:
@@ -229,7 +238,8 @@ class Quirks:
         return None
 
     def _quota(self, params: dict[str, str], fleet: Fleet) -> tuple[str, str] | None:
-        count = int(params.get("MinCount", "1"))
+        # MaxCount: "between 1 and the quota for the number of instances allowed" (RunInstances)
+        count = int(params.get("MaxCount") or params.get("MinCount", "1"))
         if _is_spot(params):
             if self.max_spot is None:
                 return None
@@ -283,30 +293,51 @@ class Quirks:
                         f"resource {params.get('GroupId', '?')} has a dependent object")
         return None
 
+    def granted(self, params: dict[str, str], region: str, place: Place) -> int:
+        """How many instances a RunInstances moto is about to serve launches, as AWS would:
+        MaxCount, or what `capacity` leaves the zone (then taken from its room)."""
+        most = int(params.get("MaxCount") or params.get("MinCount", "1"))
+        with self._lock:
+            zone, itype = _zone(params, place), params.get("InstanceType", "m1.small")
+            token = params.get("ClientToken")
+            if (zone, itype) not in self.capacity or (region, token or "") in self.launches:
+                return most
+            grant = min(most, self.capacity[zone, itype])
+            self.capacity[zone, itype] -= grant
+            return grant
+
     def _capacity(self, action: str, params: dict[str, str],
                   place: Place | None) -> tuple[str, str] | None:
-        if action != "RunInstances" or place is None or not (self.no_capacity or self.unsupported):
+        if action != "RunInstances" or place is None or not (
+                self.no_capacity or self.unsupported or self.capacity):
             return None
         itype = params.get("InstanceType", "m1.small")
-        subnet = params.get("SubnetId") or params.get("NetworkInterface.1.SubnetId")
-        zone = (place.zone_of(subnet) if subnet else None) or params.get(
-            "Placement.AvailabilityZone")
+        zone = _zone(params, place)
         if zone is None:
             return None
-        refused = {z for z, t in self.no_capacity | self.unsupported if t == itype}
+        short = {z for (z, t), left in self.capacity.items() if t == itype and left <= 0}
+        refused = {z for z, t in self.no_capacity | self.unsupported if t == itype} | short
         others = ", ".join(z for z in place.offered(itype) if z != zone and z not in refused)
         if (zone, itype) in self.unsupported:
             return ("Unsupported",
                     f"Your requested instance type ({itype}) is not supported in your requested "
                     f"Availability Zone ({zone}). Please retry your request by not specifying "
                     f"an Availability Zone or choosing {others}.")
-        if (zone, itype) in self.no_capacity:
+        room = self.capacity.get((zone, itype))
+        if (zone, itype) in self.no_capacity or (
+                room is not None and int(params.get("MinCount", "1")) > room):
             return ("InsufficientInstanceCapacity",
                     f"We currently do not have sufficient {itype} capacity in the Availability "
                     f"Zone you requested ({zone}). Our system will be working on provisioning "
                     f"additional capacity. You can currently get {itype} capacity by not "
                     f"specifying an Availability Zone in your request or choosing {others}.")
         return None
+
+
+def _zone(params: dict[str, str], place: Place) -> str | None:
+    """The zone a RunInstances launches in: its subnet's, or the one it names."""
+    subnet = params.get("SubnetId") or params.get("NetworkInterface.1.SubnetId")
+    return (place.zone_of(subnet) if subnet else None) or params.get("Placement.AvailabilityZone")
 
 
 def _compared(params: dict[str, str]) -> dict[str, str]:

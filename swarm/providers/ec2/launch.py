@@ -3,7 +3,8 @@
 Zones: with [ec2] subnet_id the launch goes there and nowhere else; without it, to the
 default VPC's default subnets (one per zone) whose zone offers both instance types
 (DescribeInstanceTypeOfferings), in zone order, the next one when a zone has no capacity or
-does not take the type. The stack's security group is per VPC, so it holds in every one.
+does not take the type (batches.py launches there). The stack's security group is per VPC, so
+it holds in every one.
 
 Just-launched instances: EC2 is eventually consistent ("Eventual consistency in the Amazon EC2
 API"): for a few seconds after RunInstances a call naming the new ids may answer
@@ -29,11 +30,9 @@ from swarm.providers.ec2.aws import (
     chunks,
     retry_while,
 )
-from swarm.providers.ec2.errors import aws_errors, error_code
+from swarm.providers.ec2.errors import aws_errors
 
 Client = Any
-# RunInstances refusals that are about the zone, not the request: another zone may take it.
-ZONE_CODES = frozenset({"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported"})
 
 
 @dataclass(frozen=True)
@@ -189,52 +188,6 @@ def run_instances(ec2: Client, say: Callable[[str], None] = lambda _: None, **pa
         not_visible,
         ssm.launch_code,
     )
-
-
-def run_in_zones(
-    ec2: Client,
-    params: dict[str, Any],
-    placement: Placement,
-    region: str,
-    say: Callable[[str], None],
-) -> tuple[Any, Subnet]:
-    """RunInstances in the first subnet with room whose zone takes it -> (answer, subnet).
-    One ClientToken per zone: the same token with other parameters is refused
-    (IdempotentParameterMismatch), and a zone's refusal launched nothing."""
-    itype, count = params["InstanceType"], params["MinCount"]
-    subnets = placement.with_room(count)
-    tried: list[str] = []
-    for i, sub in enumerate(subnets):
-        nic = {**params["NetworkInterfaces"][0], "SubnetId": sub.id}
-        try:
-            return run_instances(ec2, say, **{**params, "NetworkInterfaces": [nic]}), sub
-        except Exception as exc:
-            code = error_code(exc)
-            if code not in ZONE_CODES:
-                raise
-            if placement.chosen:
-                if code == "Unsupported":
-                    zones = tuple(z for z in placement.offered.get(itype, ()) if z != sub.zone)
-                    raise ProviderError(not_offered(sub, itype, zones, region), code=code) from exc
-                raise
-            tried.append(f"{sub.zone}: {code}")
-            if i + 1 < len(subnets):
-                spot = "spot " if "InstanceMarketOptions" in params else ""
-                what = (
-                    f"no {spot}{itype} capacity in"
-                    if code != "Unsupported"
-                    else f"{itype} refused in"
-                )
-                say(f"{what} {sub.zone} ({code}); trying {subnets[i + 1].zone}")
-                continue
-            advice = "retry later, or pick another [ec2] master_type/worker_type"
-            raise ProviderError(
-                f"no zone of {region} has {itype} capacity for {count} node(s) right now "
-                f"(tried {', '.join(tried)}): {advice}",
-                code=code,
-                action=advice,
-            ) from exc
-    raise ProviderError(f"no subnet to launch {itype} in: set [ec2] subnet_id")
 
 
 def describe_ids(ec2: Client, ids: list[str]) -> list[dict[str, Any]]:

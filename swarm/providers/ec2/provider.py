@@ -21,7 +21,18 @@ from swarm.config import Config
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Node, NodeState, Role, order_key, stack_expiry
 from swarm.providers.base import Elsewhere, Provider, Stack
-from swarm.providers.ec2 import bastion, launch, market, nodes, regions, setup, ssm, tags, teardown
+from swarm.providers.ec2 import (
+    bastion,
+    batches,
+    launch,
+    market,
+    nodes,
+    regions,
+    setup,
+    ssm,
+    tags,
+    teardown,
+)
 from swarm.providers.ec2.aws import (
     AwsClients,
     chunks,
@@ -207,13 +218,13 @@ class Ec2Provider(AwsClients, Provider):
         return self._placement
 
     def _launch_in_zones(self, **params: Any) -> Any:
-        """RunInstances in the first zone that takes it (no other with [ec2] subnet_id);
-        says which zone that was."""
+        """RunInstances in batches, zone after zone while one has no more capacity (no other
+        with [ec2] subnet_id); says where the nodes are."""
         placement = self._find_placement()
-        resp, subnet = launch.run_in_zones(self.ec2, params, placement, self.region, self.progress)
+        done = batches.run_in_zones(self.ec2, params, placement, self.region, self.progress)
         role = tags.tag_dict({"Tags": params["TagSpecifications"][0]["Tags"]}).get(tags.ROLE)
-        self.progress(f"launched {params['MinCount']} {role} node(s) in {subnet.zone}")
-        return resp
+        self.progress(f"launched {len(done.instances)} {role} node(s){done.where()}")
+        return {"Instances": done.instances}
 
     def create_nodes(self, stack: Stack, role: Role, count: int) -> list[Node]:
         itype, image_id = self._launch_settings(stack, role, count)
