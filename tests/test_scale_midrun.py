@@ -90,6 +90,7 @@ def test_a_worker_joins_and_leaves_a_running_test(workdir, cli_env, ec2_env, emu
         res = swarm("up", "workers", "-n", "3", cwd=workdir, env=env, timeout=120)
         assert res.code == 0, res.err
         assert "joined the running test: worker-3 (1 process)" in res.err, res.err
+        assert "from here" not in res.err, res.err  # the master relayed the run's files
         nodes = status(workdir, env)["nodes"]
         users.name(nodes)
         ips = {n["name"]: n["private_ip"] for n in nodes}

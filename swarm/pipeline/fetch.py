@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import tempfile
 from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +13,7 @@ from swarm.errors import SwarmError
 from swarm.locust.argv import RESULTS_DIR
 from swarm.models import Node
 from swarm.pipeline.session import Session
-from swarm.remote.base import Runner
+from swarm.remote.base import Runner, untar_bytes
 from swarm.remote.fanout import fan_out
 
 
@@ -33,15 +35,33 @@ def cannot_save(out: Path, e: OSError) -> SwarmError:
     )
 
 
-def master_exit_code(sess: Session, runner: Runner) -> int | None:
-    """The master's Locust exit code (locust.exit); None when it has none or cannot be asked."""
-    try:
-        res = runner.run(
-            f"cat {shlex.quote(sess.remote_dir)}/locust.exit 2>/dev/null", timeout=20, check=False
-        )
-        return int(res.stdout.strip())
-    except (SwarmError, ValueError):
-        return None
+# The master's results/, its log and its exit code in one tar: one round trip at the end of
+# a run, where three execs were (the code, the tree, the log). Whatever exists is sent.
+MASTER_FILES = (RESULTS_DIR, "locust.log", "locust.exit")
+
+
+def master_bundle_cmd(rd: str) -> str:
+    names = " ".join(MASTER_FILES)
+    return (
+        f"cd {shlex.quote(rd)} && set -- && for f in {names}; do "
+        '[ -e "$f" ] && set -- "$@" "$f"; done; tar -czf - "$@"'
+    )
+
+
+def unpack_master_bundle(data: bytes, out: Path, log: Path) -> int | None:
+    """results/ into out, the log to `log` -> the exit code (None: Locust left none)."""
+    with tempfile.TemporaryDirectory(dir=out, prefix=".bundle-") as tmp:
+        got = Path(tmp)
+        untar_bytes(data, got)
+        if (got / RESULTS_DIR).is_dir():
+            for child in (got / RESULTS_DIR).iterdir():
+                os.replace(child, out / child.name)
+        if (got / "locust.log").is_file():
+            os.replace(got / "locust.log", log)
+        try:
+            return int((got / "locust.exit").read_text().strip())
+        except (OSError, ValueError):
+            return None
 
 
 def fetch(
@@ -51,24 +71,27 @@ def fetch(
     runners: dict[str, Runner],
     out: Path,
     lost: Collection[str] = (),
-) -> None:
+) -> int | None:
     """Results from the master, logs from everyone; a host that fails is named, not fatal.
     Failing to write here (a full disk) is: the first such OSError is raised after the fan-out.
-    Nodes in `lost` (by name: SSH stopped reaching them during the run) are not waited on."""
+    Nodes in `lost` (by name: SSH stopped reaching them during the run) are not waited on.
+    -> the master's Locust exit code (None: it left none, or it could not be reached)."""
     rd = sess.remote_dir
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     local: list[OSError] = []
+    codes: list[int | None] = []
 
     def get(node: Node) -> None:
         r = runners[node.id]
+        log = logs / f"{node.name}.log"
         try:  # runners turn network failures into RemoteError: an OSError here is local
             if node is master:
-                r.get_tree(f"{rd}/{RESULTS_DIR}", out)
-            (logs / f"{node.name}.log").write_bytes(
-                r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60)
-            )
+                bundle = r.run_bytes(master_bundle_cmd(rd), timeout=120)
+                codes.append(unpack_master_bundle(bundle, out, log))
+                return
+            log.write_bytes(r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60))
         except OSError as e:
             local.append(e)
             raise
@@ -83,3 +106,4 @@ def fetch(
     for r in results:
         if not r.ok:
             sess.report.warn(f"could not fetch from {r.node.name}: {r.error}")
+    return codes[0] if codes else None

@@ -16,11 +16,12 @@ from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
 from swarm.paths import default_bootstrap_dir
-from swarm.pipeline import cost, expiry, midrun, wheelhouse
+from swarm.pipeline import cost, expiry, midrun, shipping, wheelhouse
 from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import OTEL_EXTRA, Session, locust_version
-from swarm.remote.base import Result, replace_tree_cmd, tar_bytes
+from swarm.remote.base import Result, tar_bytes
 from swarm.remote.fanout import fan_out
+from swarm.remote.ship import FETCH_FAILED, Shipment, receive_cmd
 
 MAX_WORKERS = 500
 READY_TIMEOUT = 600  # seconds for the provider to say "running"
@@ -166,7 +167,9 @@ def _launch_and_bootstrap(sess: Session, role: Role, count: int, nodes: list[Nod
     with sess.report.phases() as board:
         result = UpResult(created=_launch(sess, role, count, nodes, board))
         if sess.provider.runs_bootstrap:
-            result.bootstrap = bootstrap(sess, result.created, board)
+            master = next((x for x in nodes if x.role == Role.MASTER), None)
+            relay_from = master if role == Role.WORKER else None
+            result.bootstrap = bootstrap(sess, result.created, board, relay_from)
         else:
             for node in result.created:
                 board.move(node.id, Phase.READY, node.name)
@@ -229,9 +232,12 @@ def _launch(
     return named
 
 
-def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> list[HostResult]:
-    """Upload bootstrap/ (one tar stream) and run its script on every node at once;
-    each node's phase moves on `board` (running → bootstrapping → ready | failed)."""
+def bootstrap(
+    sess: Session, nodes: list[Node], board: Board | None = None, master: Node | None = None
+) -> list[HostResult]:
+    """Ship bootstrap/ (one tar stream: from `master`'s relay where it can, else from here)
+    and run its script on every node at once; each node's phase moves on `board` (running →
+    bootstrapping → ready | failed). A master keeps the tar for the workers to come."""
     board = board or Board()
     cfg = sess.stack.config
     bdir = check_bootstrap_dir(sess)
@@ -247,6 +253,8 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
     default = (default_bootstrap_dir() / "bootstrap.sh").read_bytes()
     # once: one tar per host was N x the CPU and memory
     payload = tar_bytes(bdir, extra={DEFAULT_SCRIPT: default})
+    shipment = Shipment.of("bootstrap", payload)
+    relays = shipping.can_relay(sess, master)
     unscheduled: list[str] = []
     reasons: dict[str, str] = {}  # node id -> the script's own last failure line
 
@@ -258,17 +266,36 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
             exports = " ".join(
                 f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": str(node.role)}.items()
             )
-            # One exec: unpack, then run the script. $PWD: rd may be relative to the login dir,
-            # and the script runs inside it.
-            cmd = (
-                f"{replace_tree_cmd(f'{rd}/bootstrap')} || exit {UPLOAD_FAILED}; "
+            # One exec: unpack (from the relay, else from stdin), then run the script. $PWD:
+            # rd may be relative to the login dir, and the script runs inside it.
+            run_script = (
                 f'cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR="$PWD" '
                 f'SWARM_DEFAULT_BOOTSTRAP="$PWD/bootstrap/{DEFAULT_SCRIPT}" bash {script}'
             )
+            keep = node.role == Role.MASTER and sess.provider.relays_trees
+            direct = f"{receive_cmd(rd, shipment, store=keep)} || exit {UPLOAD_FAILED}; "
+
+            def boot(tail: str, timeout: float) -> Result:
+                if relay is not None and not fell_back:
+                    res = r.run(
+                        f"{relay.fetch} || exit {FETCH_FAILED}; {run_script}{tail}",
+                        timeout=timeout,
+                        check=False,
+                        stdin=relay.stdin,
+                    )
+                    if res.exit_code != FETCH_FAILED:
+                        return res
+                    relay.miss(node)
+                    fell_back.append(True)
+                return r.run(
+                    f"{direct}{run_script}{tail}", timeout=timeout, check=False, stdin=payload
+                )
+
+            fell_back: list[bool] = []
             if wheels is not None:
                 # Offline: the script says which Python it would install with (and which
                 # wheelhouse the node has) before the wheelhouse for it is sent.
-                probe = r.run(f"{cmd} --probe", timeout=120, check=False, stdin=payload)
+                probe = boot(" --probe", 120)
                 _check_unpacked(probe, rd)
                 if not probe.ok:
                     why = reasons[node.id] = _reason(probe.stdout)
@@ -276,12 +303,7 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
                         f"bootstrap failed (exit {probe.exit_code}): {why or probe.tail(3)}"
                     )
                 wheels.ship(r, wheelhouse.parse_probe(probe.stdout), rd)
-            res = r.run(
-                f"{cmd} >bootstrap.log 2>&1",
-                timeout=BOOTSTRAP_TIMEOUT,
-                check=False,
-                stdin=payload,
-            )
+            res = boot(" >bootstrap.log 2>&1", BOOTSTRAP_TIMEOUT)
             _check_unpacked(res, rd)
             if not res.ok:
                 tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
@@ -312,7 +334,26 @@ def bootstrap(sess: Session, nodes: list[Node], board: Board | None = None) -> l
             r.close()
 
     sess.report.info(f"bootstrapping {len(nodes)} node(s)")
-    results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    relay = mr = None
+    if relays and master is not None and nodes:
+        mr = sess.provider.runner(sess.stack, master)
+        try:
+            state = shipping.master_state(mr, rd, shipment.tree)
+            life = cfg.bootstrap.ssh_timeout + shipping.RELAY_LIFE
+            relay = shipping.open_relay(sess, master, mr, shipment, state, len(nodes), life=life)
+        except RemoteError as e:
+            sess.report.info(
+                f"the master did not take {shipment.tree}/ ({e}): sending it from here"
+            )
+    try:
+        results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
+    finally:
+        if mr is not None:
+            if relay is not None:
+                shipping.close_relay(mr, relay)
+            mr.close()
+    if relay is not None and relay.missed:
+        sess.report.info(relay.missed_line(len(nodes)))
     if wheels is not None and wheels.summary():
         sess.report.info(wheels.summary())
     for warning in unscheduled:

@@ -3,7 +3,8 @@ workers` while `swarm run` follows it, perhaps from another machine).
 
 The master's Locust runs with --enable-rebalancing: it hands users to a worker that connects
 and takes them back from one that quits. Here a joiner gets the run's own locustfiles (the
-master's copy: the controller's may have changed since) and the run's worker command line, and
+master's copy, relayed by the master as `run` shipped it: the controller's may have changed
+since) and the run's worker command line, and
 a leaver's Locust is stopped gracefully (SIGTERM: it tells the master it quits) before its
 machine goes. Each move is appended to the run's roster on the master, which `swarm run`
 reads with every poll (runners for joiners; leavers neither missing nor waited on) and
@@ -13,21 +14,25 @@ reads with every poll (runners for joiners; leavers neither missing nor waited o
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from swarm.errors import SwarmError
+from swarm.errors import RemoteError, SwarmError
 from swarm.locust import roster
 from swarm.locust.live import MasterStats, RunMeta, master_stats_probe
 from swarm.locust.roster import Move, RosterEntry
 from swarm.locust.shell import HostFacts, env_file, kill_cmd, start_cmd, stop_probe
 from swarm.models import Node
+from swarm.pipeline import shipping
 from swarm.pipeline.plan import locust_env
 from swarm.pipeline.session import Session
 from swarm.remote.base import Runner, pack_tree_cmd, replace_tree_cmd
 from swarm.remote.fanout import fan_out
+from swarm.remote.ship import FETCH_FAILED, Shipment
 
+LOCUSTFILES = "locustfiles"  # the shipped tree under the remote dir
 JOIN_TIMEOUT_S = 60  # for a joiner's processes to connect to the master
 POLL_S = 0.5
 
@@ -80,10 +85,11 @@ def join(sess: Session, test: RunningTest, nodes: list[Node]) -> list[Joined]:
     connected to the master within JOIN_TIMEOUT_S (the others are named in a warning)."""
     rd, meta = sess.remote_dir, test.meta
     mr = sess.provider.runner(sess.stack, test.master)
+    relay = None
     try:
-        files = mr.run_bytes(pack_tree_cmd(f"{rd}/locustfiles"), timeout=120)
         stop = stop_probe(rd)
-        sync = f"{replace_tree_cmd(f'{rd}/locustfiles')} && {stop.command}"
+        relay = _open_relay(sess, test.master, mr, len(nodes))
+        files = _MastersCopy(mr, rd)
         env = locust_env(sess, sess.stack.config.profiles.get(meta.profile or ""))
         env_bytes = env_file(env) if env else None
         argv_cmd = start_cmd(
@@ -93,13 +99,35 @@ def join(sess: Session, test: RunningTest, nodes: list[Node]) -> list[Joined]:
         def start_one(node: Node) -> HostFacts:
             r = sess.provider.runner(sess.stack, node)
             try:
-                facts = stop.parse(r.run(sync, timeout=120, stdin=files).stdout)
+                facts = None
+                if relay is not None:
+                    # from the master, inside the network: nothing crosses the controller's link
+                    got = r.run(
+                        f"{relay.fetch} && {stop.command}",
+                        timeout=relay.timeout + 60,
+                        stdin=relay.stdin,
+                        check=False,
+                    )
+                    if got.ok:
+                        facts = stop.parse(got.stdout)
+                    elif got.exit_code != FETCH_FAILED:
+                        raise RemoteError(f"{got.tail(3) or f'exit {got.exit_code}'}")
+                    else:
+                        relay.miss(node)
+                if facts is None:
+                    sync = f"{replace_tree_cmd(f'{rd}/locustfiles')} && {stop.command}"
+                    facts = stop.parse(r.run(sync, timeout=120, stdin=files.tar()).stdout)
                 r.run(argv_cmd, timeout=60, stdin=env_bytes)
                 return facts
             finally:
                 r.close()
 
         started = fan_out(nodes, start_one, what="join", raise_on_error=False)
+        if relay is not None:
+            shipping.close_relay(mr, relay)
+            if relay.missed:
+                sess.report.info(relay.missed_line(len(nodes)))
+            relay = None
         for res in started:
             if not res.ok:
                 sess.report.warn(f"{res.node.name} could not join the running test: {res.error}")
@@ -131,7 +159,40 @@ def join(sess: Session, test: RunningTest, nodes: list[Node]) -> list[Joined]:
             sess.report.info(f"joined the running test: {j.node.name} ({j.processes} process{s})")
         return joined
     finally:
+        if relay is not None:
+            shipping.close_relay(mr, relay)
         mr.close()
+
+
+def _open_relay(sess: Session, master: Node, mr: Runner, count: int) -> shipping.Relay | None:
+    """The master's relay of the tar it stored at the run's start, when that is the tree the
+    run unpacked (the run's files, not the controller's now); None: sent through here."""
+    if not shipping.can_relay(sess, master):
+        return None
+    state = shipping.master_state(mr, sess.remote_dir, LOCUSTFILES)
+    if not state.stored or state.stored != state.unpacked or not state.stored_sha:
+        return None
+    # nothing to send (the master has it): the tar itself is needed only for a fallback
+    shipment = Shipment(LOCUSTFILES, b"", state.stored, state.stored_sha)
+    return shipping.open_relay(sess, master, mr, shipment, state, count)
+
+
+class _MastersCopy:
+    """The run's locustfiles as the master has them, fetched through here once, and only for
+    a worker the relay did not reach (or where there is no relay)."""
+
+    def __init__(self, mr: Runner, rd: str):
+        self._mr, self._rd = mr, rd
+        self._tar: bytes | None = None
+        self._lock = threading.Lock()
+
+    def tar(self) -> bytes:
+        with self._lock:
+            if self._tar is None:
+                self._tar = self._mr.run_bytes(
+                    pack_tree_cmd(f"{self._rd}/{LOCUSTFILES}"), timeout=120
+                )
+            return self._tar
 
 
 def _wait_connected(

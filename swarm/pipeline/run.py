@@ -154,20 +154,15 @@ def _finish(
         # (Locust's heartbeat timeout).
         _warn_unstopped(sess, stop_workers(ctx, [w for w in ctx.workers if w.name not in lost]))
     # the master may be gone (powered off mid-run): still fetch from the others
-    code = (
-        None
-        if ctx.master.name in lost
-        else fetch.master_exit_code(sess, ctx.runners[ctx.master.id])
-    )
+    try:
+        code = fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out, lost)
+    except OSError as e:
+        raise fetch.cannot_save(out, e) from e
     outcome.exit_code = 1 if code is None else code
     if code is None:
         error = error or LocustError(
             f"the Locust master ended without an exit code: see {out}/logs/master.log"
         )
-    try:
-        fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out, lost)
-    except OSError as e:
-        raise fetch.cannot_save(out, e) from e
     outcome.summary = _read(out / STATS_CSV, parse_stats_csv)
     outcome.failures = _read(out / FAILURES_CSV, parse_failures_csv) or []
     outcome.raised = _read(out / EXCEPTIONS_CSV, parse_exceptions_csv) or []

@@ -28,11 +28,13 @@ from swarm.locust.shell import (
     wait_workers_cmd,
 )
 from swarm.models import HostResult, Node, Probe, Role
+from swarm.pipeline import shipping
 from swarm.pipeline.baseline import AT_START, PLANNED, this_run
 from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
-from swarm.remote.base import Runner, replace_tree_cmd, tar_bytes
+from swarm.remote.base import Runner, tar_bytes
 from swarm.remote.fanout import fan_out
+from swarm.remote.ship import Shipment, ShipState, state_probe
 
 T = TypeVar("T")
 WORKERS_TIMEOUT = 60  # seconds for every worker to connect to the master
@@ -76,19 +78,8 @@ def start(ctx: RunContext) -> None:
     sess, rd, plan = ctx.sess, ctx.rd, ctx.plan
     candidates = ctx.workers
 
-    # 1. ship the files and stop whatever runs, in one round trip per host
-    payload = tar_bytes(plan.files_dir)
-    stop = stop_probe(rd)
-    sync = f"{replace_tree_cmd(f'{rd}/locustfiles')} && {stop.command}"
-    sess.report.info(
-        f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(candidates)} node(s)"
-    )
-    synced = fan_out(
-        [ctx.master, *candidates],
-        lambda n: stop.parse(ctx.runners[n.id].run(sync, timeout=120, stdin=payload).stdout),
-        what="sync",
-        raise_on_error=False,
-    )
+    # 1. stop whatever runs, the locustfiles where they differ
+    synced = _sync(ctx)
     if not synced[0].ok:
         raise RemoteError(f"master unreachable, nothing started: {synced[0].error}", synced)
     ctx.skipped = [r for r in synced[1:] if not r.ok]
@@ -152,6 +143,38 @@ def start(ctx: RunContext) -> None:
     stats = wait_for_workers(ctx, expected)
     ctx.workers_seen = stats.worker_count
     sess.report.info(f"{ctx.workers_seen} of {expected} worker process(es) connected")
+
+
+def _sync(ctx: RunContext) -> list[HostResult]:
+    """Stop whatever runs and ask which locustfiles each host has, in one round trip per host;
+    only hosts whose copy differs get the tree (the master once, the workers from it)
+    -> a result per host, master first, its value the host's HostFacts."""
+    sess, rd, plan = ctx.sess, ctx.rd, ctx.plan
+    shipment = Shipment.of("locustfiles", tar_bytes(plan.files_dir))
+    stop, have = stop_probe(rd), state_probe(rd, shipment.tree)
+    sess.report.info(
+        f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(ctx.workers)} node(s)"
+    )
+
+    def ask(n: Node) -> tuple[ShipState, HostFacts]:
+        out = ctx.runners[n.id].run(f"{have.command}; {stop.command}", timeout=120).stdout
+        return have.parse(out), stop.parse(out)
+
+    synced = fan_out([ctx.master, *ctx.workers], ask, what="sync", raise_on_error=False)
+    if synced[0].ok:
+        stale = [r.node for r in synced[1:] if r.ok and r.value[0].unpacked != shipment.digest]
+        mstate = synced[0].value[0]
+        if stale or mstate.unpacked != shipment.digest:
+            try:
+                sent = shipping.spread(
+                    sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id]
+                )
+            except RemoteError as e:
+                synced[0] = replace(synced[0], ok=False, error=str(e))
+            else:
+                failed = {r.node.id: r for r in sent if not r.ok}
+                synced = [failed.get(r.node.id, r) for r in synced]
+    return [replace(r, value=r.value[1]) if r.ok else r for r in synced]
 
 
 def stop_workers(ctx: RunContext, nodes: list[Node] | None = None) -> list[HostResult]:

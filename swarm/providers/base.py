@@ -76,6 +76,9 @@ class Provider(abc.ABC):
     # Nodes power themselves off at the stack's expiry (Node.expires_at; EC2's TTL): the
     # pipeline schedules and moves that power-off over SSH, set_expiry records it.
     expires: bool = False
+    # The master relays bootstrap/ and locustfiles/ to the workers over the nodes' own
+    # network (swarm/pipeline/shipping.py). False for local: every node is this machine.
+    relays_trees: bool = True
 
     def __init__(self, config: Config):
         self.config = config

@@ -30,6 +30,7 @@ class LocalProvider(Provider):
     runs_bootstrap = False
     can_ssh = False
     keeps_machines = True
+    relays_trees = False
 
     def _dir(self, stack: Stack, create: bool = False) -> Path:
         return paths.stack_dir("local", stack.name, create=create)

@@ -97,6 +97,24 @@ _originals: dict[str, Any] = {}
 _unmarked: list["EmulatedEC2"] = []  # servers we could not mark (other moto)
 
 
+def launch_max_count(monkeypatch: Any) -> None:
+    """In-process moto (`mock_aws`) launches MinCount instances whatever MaxCount says; AWS
+    launches MaxCount when it can (RunInstances). The emulator rewrites the request it
+    forwards to moto; in-process, moto is told to read MaxCount instead."""
+    from moto.ec2.responses.instances import InstanceResponse
+
+    read = InstanceResponse._get_param
+
+    def _get_param(self: Any, name: str, if_none: Any = None) -> Any:
+        if name == "MinCount":
+            most = read(self, "MaxCount")
+            if most is not None:
+                return most
+        return read(self, name, if_none)
+
+    monkeypatch.setattr(InstanceResponse, "_get_param", _get_param)
+
+
 def _current_emulator() -> "EmulatedEC2 | None":
     emulator = getattr(_local, "emulator", None)
     if emulator is None and _unmarked:
