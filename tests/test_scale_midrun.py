@@ -95,6 +95,10 @@ def test_a_worker_joins_and_leaves_a_running_test(workdir, cli_env, ec2_env, emu
         users.name(nodes)
         ips = {n["name"]: n["private_ip"] for n in nodes}
         third = ips["worker-3"]
+        w3 = next(n for n in nodes if n["name"] == "worker-3")
+        # the relay's fetch records the digest it unpacked; a send from here would not
+        got = emulated_ec2.host_for(w3["id"]).exec("cat swarm/.ship/locustfiles.sha256")
+        assert got.returncode == 0 and len(got.stdout.strip()) == 64, got
         poll(lambda: bridge_target.clients().get(third, 0) > 20, timeout=30,
              what="worker-3's requests at the target")
         users.wait_for({"worker-1": 2, "worker-2": 2, "worker-3": 2},
