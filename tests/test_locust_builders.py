@@ -28,6 +28,7 @@ def test_master_command_line_binds_ui_to_loopback_and_writes_results():
     argv = locust_argv.master_argv(spec(extra_args=("--stop-timeout", "5")))
     s = " ".join(argv)
     assert "--master --master-bind-port 5557" in s
+    assert "--enable-rebalancing" in argv  # workers may join / leave mid-run
     assert "--web-host 127.0.0.1 --web-port 8089" in s
     assert "--autostart" in argv and "--expect-workers 6" in s and "-t 10s" in s
     assert "--csv results/locust" in s and "--html results/report.html" in s
@@ -131,3 +132,36 @@ def test_warm_start_snippets_parse_and_use_pid_files():
     assert subprocess.run(["sh", "-n", "-c", cmd]).returncode == 0
     assert subprocess.run(["sh", "-n", "-c", shell.warm_restart_cmd("swarm")]).returncode == 0
     assert subprocess.run(["sh", "-n", "-c", shell.warm_stop_cmd("swarm")]).returncode == 0
+
+
+def test_the_roster_of_a_running_test_is_what_it_expects_now():
+    from swarm.locust import roster
+    from swarm.locust.live import MasterStats, RunMeta, summarize
+
+    text = (
+        '{"event": "joined", "worker": "worker-3", "at": "2026-01-01T00:00:15+00:00", '
+        '"processes": 2, "hostname": "ip-3"}\n'
+        '{"event": "left", "worker": "worker-1", "at": "2026-01-01T00:00:35+00:00", "proc\n'
+        '{"event": "left", "worker": "worker-3", "at": "2026-01-01T00:00:35+00:00", '
+        '"processes": 2}\n'
+    )
+    entries = roster.parse(text)  # the line cut short while being written is skipped
+    assert [(str(e.event), e.worker) for e in entries] == [("joined", "worker-3"), ("left", "worker-3")]
+    meta = RunMeta(2, {"worker-1": 1, "worker-2": 1}, {"worker-1": "ip-1", "worker-2": "ip-2"},
+                   started_at="2026-01-01T00:00:00+00:00")
+    now = meta.with_roster(entries[:1])
+    assert now.processes == {"worker-1": 1, "worker-2": 1, "worker-3": 2} and now.expected == 4
+    api = {"state": "running", "worker_count": 4, "workers": [
+        {"id": f"ip-{i}_{u}", "state": "running", "user_count": 2} for i, u in
+        ((1, "a"), (2, "b"), (3, "c"), (3, "d"))]}
+    view = summarize(MasterStats(api, True, meta, None, entries[:1]))
+    assert view.missing == [] and view.workers_expected == 4
+    assert sorted(w.node for w in view.workers) == ["worker-1", "worker-2", "worker-3", "worker-3"]
+    gone = summarize(MasterStats({**api, "worker_count": 2, "workers": api["workers"][:2]},
+                                 True, meta, None, entries))
+    assert gone.missing == [] and gone.workers_expected == 2  # a leaver is not missing
+    took = roster.participants(meta.started_at, meta.processes, entries)
+    assert [(p.name, p.processes, p.joined_at[-14:-6], p.left_at) for p in took] == [
+        ("worker-1", 1, "00:00:00", None), ("worker-2", 1, "00:00:00", None),
+        ("worker-3", 2, "00:00:15", "2026-01-01T00:00:35+00:00")]
+    assert "roster.jsonl" in roster.append_cmd(entries) and ">>" in roster.append_cmd(entries)

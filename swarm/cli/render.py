@@ -205,6 +205,17 @@ def locust_table(view: LiveView, cpu: dict[str, float] | None = None) -> Table:
     p95 = view.p95_ms
     t.add_row("users", str(view.users))
     t.add_row("workers", workers)
+    by_node: dict[str, int] = {}
+    for w in view.workers:
+        if w.node:
+            by_node[w.node] = by_node.get(w.node, 0) + (w.users or 0)
+    if by_node:
+        t.add_row("users per worker", ", ".join(f"{escape(n)} {u}" for n, u in by_node.items()))
+    if view.roster:  # workers that joined or left the running test (`swarm up workers`)
+        t.add_row(
+            "joined / left",
+            ", ".join(f"{escape(e.worker)} {e.event} at {e.at[11:19]}" for e in view.roster),
+        )
     t.add_row("rps", f"{view.total_rps:.1f}")
     t.add_row("fail ratio", f"{view.fail_ratio * 100:.2f}%")
     t.add_row("p95", "-" if p95 is None else f"{p95:.0f} ms")

@@ -49,6 +49,8 @@ class State:
         self.lock = threading.Lock()
         self.secret = os.urandom(16)
         self.counts: dict[str, int] = {}
+        # HTTP requests answered per client address (one per host: which worker sent what)
+        self.clients: dict[str, int] = {}
         self.users: dict[str, int] = {}  # username -> user_id
         self.tokens: dict[str, int] = {}  # token -> user_id
         self.kandus: dict[int, dict] = {}
@@ -88,8 +90,9 @@ class Server(Protocol):
     rooms: ws.Rooms
 
     def track(self, conn: socket.socket, alive: bool) -> None: ...
-    def count(self, route: str) -> None: ...
+    def count(self, route: str, client: str = "") -> None: ...
     def counts_copy(self) -> dict[str, int]: ...
+    def clients_copy(self) -> dict[str, int]: ...
 
 
 class KanduHandler(BaseHTTPRequestHandler):
@@ -189,6 +192,8 @@ class KanduHandler(BaseHTTPRequestHandler):
                 return "GET /health", self._health, None
             if path == "/stats":
                 return "GET /stats", self._stats, None
+            if path == "/stats/clients":
+                return "GET /stats", self._client_stats, None
             if path.startswith("/kandus/"):
                 return "GET /kandus/{id}", self._get_kandu, path[len("/kandus/") :]
             if path.startswith("/assets/"):
@@ -220,7 +225,7 @@ class KanduHandler(BaseHTTPRequestHandler):
                 time.sleep(delay / 1000)
             # Count before writing: once the client has its response the request
             # must already show up in counts(), or a caller comparing totals races.
-            self.server.count(route)
+            self.server.count(route, str(self.client_address[0]))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
@@ -267,6 +272,9 @@ class KanduHandler(BaseHTTPRequestHandler):
 
     def _stats(self, _arg: str | None, _raw: bytes) -> Reply:
         return 200, self.server.counts_copy()
+
+    def _client_stats(self, _arg: str | None, _raw: bytes) -> Reply:
+        return 200, self.server.clients_copy()
 
     def _register(self, _arg: str | None, raw: bytes) -> Reply:
         data = self._json(raw)

@@ -60,9 +60,15 @@ class _Server(ThreadingHTTPServer):
             except OSError:
                 pass
 
-    def count(self, route: str) -> None:
+    def count(self, route: str, client: str = "") -> None:
         with self.state.lock:
             self.state.counts[route] = self.state.counts.get(route, 0) + 1
+            if client and not route.startswith(WS_PREFIX):
+                self.state.clients[client] = self.state.clients.get(client, 0) + 1
+
+    def clients_copy(self) -> dict[str, int]:
+        with self.state.lock:
+            return dict(self.state.clients)
 
     def counts_copy(self) -> dict[str, int]:
         with self.state.lock:
@@ -97,10 +103,16 @@ class TargetServer:
         """All HTTP requests answered, whatever their status (GET /stats excluded)."""
         return sum(n for k, n in self.counts().items() if not k.startswith(WS_PREFIX))
 
+    def clients(self) -> dict[str, int]:
+        """HTTP requests answered per client address (GET /stats/clients): on the lab, one
+        address per host, so what each worker sent."""
+        return self._httpd.clients_copy()
+
     def reset(self) -> None:
         """Zero the request counters; kandus and users are kept."""
         with self._httpd.state.lock:
             self._httpd.state.counts.clear()
+            self._httpd.state.clients.clear()
 
     def stop(self) -> None:
         with self._stop_lock:

@@ -81,6 +81,8 @@ def master_argv(spec: RunSpec) -> list[str]:
         str(spec.users),
         "-r",
         _num(spec.spawn_rate),
+        # workers joining or leaving mid-run (`swarm up workers`) get or give up users
+        "--enable-rebalancing",
     ]
     if spec.headless:
         # --autostart instead of --headless keeps the web API up, so `swarm status` works.

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from swarm.locust import roster
+from swarm.locust.roster import RosterEntry
 from swarm.locust.shell import running_cmd, stats_url_cmd
 from swarm.models import Node, Probe, Role, Word
 
@@ -51,9 +53,30 @@ class RunMeta:
     locustfile: str | None = None
     host: str | None = None
     started_at: str | None = None
+    # what a worker joining mid-run starts (`up workers`): the run's worker command line, and
+    # [locust] processes as the run read it (-1: one per core)
+    worker_argv: list[str] = field(default_factory=list)
+    per_worker: int = 1
+    profile: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_roster(self, entries: list[RosterEntry]) -> RunMeta:
+        """What the run expects now: its joiners in, its leavers out (a leaver keeps its
+        hostname, so its worker is still named until it has quit)."""
+        if not entries:
+            return self
+        processes, hostnames = dict(self.processes), dict(self.hostnames)
+        for e in entries:
+            if e.event == roster.Move.JOINED:
+                processes[e.worker] = e.processes
+                hostnames[e.worker] = e.hostname
+            else:
+                processes.pop(e.worker, None)
+        return replace(
+            self, expected=sum(processes.values()), processes=processes, hostnames=hostnames
+        )
 
     @classmethod
     def from_json(cls, d: Any) -> RunMeta:
@@ -66,6 +89,9 @@ class RunMeta:
             d.get("locustfile"),
             d.get("host"),
             d.get("started_at"),
+            [str(a) for a in d.get("worker_argv") or []],
+            int(d.get("per_worker") or 1),
+            d.get("profile"),
         )
 
 
@@ -79,6 +105,7 @@ class MasterStats:
     running: bool  # the Locust this remote dir started is alive
     meta: RunMeta
     counted: int | None  # workers a wait loop last counted (wait_workers_cmd)
+    roster: list[RosterEntry] = field(default_factory=list)  # joined / left since the start
 
     @property
     def worker_count(self) -> int:
@@ -87,13 +114,14 @@ class MasterStats:
 
 
 def master_stats_probe(rd: str, web_port: int, wait: str = "") -> Probe[MasterStats]:
-    """/stats/requests + whether Locust runs + the run's meta, in one round trip; `wait` is a
-    shell loop run first, on the master (see shell.wait_*_cmd)."""
+    """/stats/requests + whether Locust runs + the run's meta and roster, in one round trip;
+    `wait` is a shell loop run first, on the master (see shell.wait_*_cmd). The roster is read
+    after the API: a joiner is in it only once connected, a leaver before it quits."""
     q = shlex.quote(rd)
     cmd = (
         f"{wait + '; ' if wait else ''}{stats_url_cmd(web_port)}; echo; echo @@; "
         f"{running_cmd(rd)}; echo @@; cat {q}/{RUN_META} 2>/dev/null; echo; echo @@; "
-        'echo "${n:-}"'
+        f'echo "${{n:-}}"; echo @@; {roster.read_cmd(rd)}'
     )
     return Probe(cmd, _parse_master_stats)
 
@@ -106,7 +134,7 @@ def _json_or(text: str, empty: Any) -> Any:
 
 
 def _parse_master_stats(stdout: str) -> MasterStats:
-    parts = stdout.split("@@") + ["", "", ""]
+    parts = stdout.split("@@") + ["", "", "", ""]
     api = _json_or(parts[0], {})
     try:
         counted = int(parts[3].strip()) if parts[3].strip() else None
@@ -117,6 +145,7 @@ def _parse_master_stats(stdout: str) -> MasterStats:
         parts[1].strip() == "yes",
         RunMeta.from_json(_json_or(parts[2], {})),
         counted,
+        roster.parse(parts[4]),
     )
 
 
@@ -154,6 +183,7 @@ class LiveView:
     host: str | None = None
     error: str | None = None  # the master could not be asked
     processes: dict[str, int] = field(default_factory=dict)  # worker node -> Locust processes
+    roster: list[RosterEntry] = field(default_factory=list)  # workers that joined / left it
 
     @classmethod
     def unreachable(cls, error: str) -> LiveView:
@@ -168,7 +198,7 @@ class LiveView:
 
 
 def summarize(stats: MasterStats) -> LiveView:
-    api, meta = stats.api, stats.meta
+    api, meta = stats.api, stats.meta.with_roster(stats.roster)
     workers = []
     connected: dict[str, int] = {}
     for w in api.get("workers", []):
@@ -204,6 +234,7 @@ def summarize(stats: MasterStats) -> LiveView:
         locustfile=meta.locustfile,
         host=meta.host,
         processes=dict(meta.processes),
+        roster=list(stats.roster),
     )
 
 

@@ -16,7 +16,7 @@ from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
 from swarm.paths import default_bootstrap_dir
-from swarm.pipeline import cost, expiry, shipping, wheelhouse
+from swarm.pipeline import cost, expiry, midrun, shipping, wheelhouse
 from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import OTEL_EXTRA, Session, locust_version
 from swarm.remote.base import Result, tar_bytes
@@ -38,6 +38,8 @@ class UpResult:
     removed: list[Node] = field(default_factory=list)
     bootstrap: list[HostResult] = field(default_factory=list)
     nothing_to_do: str = ""
+    joined: list[midrun.Joined] = field(default_factory=list)  # into the running test
+    left: list[Node] = field(default_factory=list)  # out of the running test
 
     @property
     def failed(self) -> list[HostResult]:
@@ -54,6 +56,7 @@ class UpResult:
 class DownResult:
     removed: list[Node] = field(default_factory=list)
     nothing_to_do: str = ""
+    left: list[Node] = field(default_factory=list)  # out of the running test
 
 
 def check_count(n: object) -> int:
@@ -106,11 +109,13 @@ def scale_workers(sess: Session, n: int) -> UpResult:
         return UpResult(
             nothing_to_do=f"stack {sess.stack.name!r} already has {n} workers; nothing to do"
         )
+    master = next(x for x in nodes if x.role == Role.MASTER)
     if len(workers) > n:
         extras = newest(workers, len(workers) - n)
         sess.report.info(f"removing {len(extras)} worker(s): {', '.join(w.name for w in extras)}")
+        left = _leave_running_test(sess, master, extras)
         remove(sess, extras)
-        return UpResult(removed=extras)
+        return UpResult(removed=extras, left=left)
     result = _launch_and_bootstrap(sess, Role.WORKER, n - len(workers), nodes)
     # Two `up workers -n N` at once both launch: re-check and drop the newest extras. Both
     # callers pick the same nodes (same order), so the stack converges on N. (After the
@@ -137,7 +142,21 @@ def scale_workers(sess: Session, n: int) -> UpResult:
         result.removed = extras
         result.created = [c for c in result.created if c.id not in gone]
         result.bootstrap = [r for r in result.bootstrap if r.node.id not in gone]
+    result.joined = _join_running_test(sess, master, result)
     return result
+
+
+def _join_running_test(sess: Session, master: Node, result: UpResult) -> list[midrun.Joined]:
+    """The new workers that bootstrapped join the test the master runs, if it runs one."""
+    failed = {r.node.id for r in result.failed}
+    ready = [c for c in result.created if c.id not in failed]
+    test = midrun.running_test(sess, master) if ready else None
+    return midrun.join(sess, test, ready) if test is not None else []
+
+
+def _leave_running_test(sess: Session, master: Node | None, nodes: list[Node]) -> list[Node]:
+    test = midrun.running_test(sess, master) if master is not None else None
+    return midrun.leave(sess, test, nodes) if test is not None else []
 
 
 def _launch_and_bootstrap(sess: Session, role: Role, count: int, nodes: list[Node]) -> UpResult:
@@ -398,6 +417,10 @@ def down(sess: Session, role: Role | None = None) -> DownResult:
         return DownResult(nothing_to_do=f"stack {sess.stack.name!r} has no {what}; nothing to do")
     spent = cost.spent_so_far(sess, nodes)  # priced while the nodes still exist
     sess.report.info(f"terminating {len(nodes)} node(s) of stack {sess.stack.name!r}")
+    left: list[Node] = []
+    if role == Role.WORKER:  # the master stays: a test it runs goes on without them
+        master = next(iter(sess.nodes(Role.MASTER)), None)
+        left = _leave_running_test(sess, master, nodes)
     remove(sess, nodes)
     if spent:
         sess.report.info(
@@ -406,4 +429,4 @@ def down(sess: Session, role: Role | None = None) -> DownResult:
     if role is None:
         sess.provider.cleanup(sess.stack)
     sess.flush_notices()
-    return DownResult(removed=nodes)
+    return DownResult(removed=nodes, left=left)

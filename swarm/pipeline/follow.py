@@ -9,9 +9,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from swarm.errors import SSH_TIMEOUT, SSH_UNREACHABLE, LocustError, RemoteError, SwarmError
+from swarm.locust import roster
 from swarm.locust.live import LiveView, master_stats_probe, summarize
+from swarm.locust.roster import RosterEntry
 from swarm.locust.shell import CpuSample, cpu_probe, wait_exit_cmd
-from swarm.models import Node
+from swarm.models import Node, Role
 from swarm.pipeline.start import RunContext
 from swarm.remote.fanout import fan_out
 
@@ -78,6 +80,7 @@ class CpuSampler:
                     self.lost.add(node.name)
                 raise
 
+        processes = self.ctx.meta.with_roster(self.ctx.roster).processes
         nodes = [n for n in self.ctx.nodes if n.name not in self.lost]
         for res in fan_out(nodes, one, what="cpu sample", raise_on_error=False):
             now: CpuSample | None = res.value if res.ok else None
@@ -86,7 +89,7 @@ class CpuSampler:
             name = res.node.name
             prev = self.last.get(name)
             if prev is not None:
-                self.note(name, now.percent_since(prev, self.ctx.meta.processes.get(name, 1)))
+                self.note(name, now.percent_since(prev, processes.get(name, 1)))
             self.last[name] = now
 
 
@@ -106,7 +109,8 @@ def follow(ctx: RunContext) -> Followed:
         got.error = e
     finally:
         sampler.close()
-        got.lost = sorted(sampler.lost)
+        # a worker that left the run (its machine gone) was not lost
+        got.lost = sorted(sampler.lost - roster.left(ctx.roster))
     return got
 
 
@@ -128,6 +132,7 @@ def _follow(ctx: RunContext, got: Followed, sampler: CpuSampler) -> None:
                 stats = ctx.ask(ctx.master, probe, timeout=20 + wait_s)
                 if not stats.running:
                     break
+                take_roster(ctx, stats.roster)
                 view = summarize(stats)
                 if i % CPU_EVERY == 0 and view.state.active:
                     sampler.sample()
@@ -135,7 +140,9 @@ def _follow(ctx: RunContext, got: Followed, sampler: CpuSampler) -> None:
                     if w.node:  # an id swarm cannot map to a node is no node's figure
                         sampler.note(w.node, float(w.cpu or 0))
                 if view.state.active:
-                    ctx.workers_seen = min(ctx.workers_seen, view.workers_connected)
+                    # short of what the run expects now (joiners in, leavers out)
+                    short = max(0, view.workers_expected - view.workers_connected)
+                    ctx.workers_seen = min(ctx.workers_seen, ctx.meta.expected - short)
                     missing.update(view.missing)
                     say(progress_line(view, time.monotonic() - started, run_s))
                 if time.monotonic() > end:
@@ -147,6 +154,32 @@ def _follow(ctx: RunContext, got: Followed, sampler: CpuSampler) -> None:
                     time.sleep(max(0.0, min(POLL_S, run_end - time.monotonic())))
     finally:
         got.missing = sorted(missing)
+
+
+def take_roster(ctx: RunContext, entries: list[RosterEntry]) -> None:
+    """Workers that joined the run (`swarm up workers` meanwhile) get a runner, so they are
+    sampled, stopped at the end and their logs fetched; those that left are none of these.
+    The stack is listed again only when a name is new to this run."""
+    if len(entries) <= len(ctx.roster):
+        return
+    have = {n.name for n in ctx.workers}
+    gone = roster.left(entries)
+    new = {e.worker for e in roster.joined(entries)} - have - gone
+    workers = [w for w in ctx.workers if w.name not in gone]
+    if new:
+        sess = ctx.sess
+        try:
+            listed = sess.nodes(Role.WORKER)
+        except SwarmError:
+            return  # the next poll asks again
+        for node in listed:
+            if node.name in new:
+                if node.id not in ctx.runners:
+                    ctx.runners[node.id] = sess.provider.runner(sess.stack, node)
+                workers.append(node)
+    ctx.roster = list(entries)
+    ctx.departed += [w for w in ctx.workers if w.name in gone]
+    ctx.workers = workers
 
 
 def progress_line(view: LiveView, elapsed_s: float, run_s: float) -> str:

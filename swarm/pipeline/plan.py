@@ -140,10 +140,7 @@ def plan_run(sess: Session, opts: RunOptions, results_root: Path = Path("results
     )
     baseline = plan_baseline(sess, opts, checks, results_root)
     ship, rel = resolve_locustfile(cfg.resolve(cfg.locust.files_dir), opts.locustfile)
-    env = {**cfg.locust.env, **(prof.env if prof else {})}
-    if cfg.locust.otel:
-        check_otel_here(sess)
-        env = {**otel_env(os.environ), **env}  # swarm.toml's own [locust] env wins
+    env = locust_env(sess, prof)
     ports = sess.ports
     spec = RunSpec(
         locustfile=rel,
@@ -194,6 +191,16 @@ def profile_checks(prof: Profile | None) -> list[Check]:
         return [parse_check(c) for c in prof.checks]
     except UsageError as err:
         raise UsageError(f"[profiles.{prof.name}] checks: {err}") from None
+
+
+def locust_env(sess: Session, prof: Profile | None) -> dict[str, str]:
+    """[locust] env, the profile's over it; with otel, the OTEL_* variables under both."""
+    cfg = sess.stack.config
+    env = {**cfg.locust.env, **(prof.env if prof else {})}
+    if cfg.locust.otel:
+        check_otel_here(sess)
+        env = {**otel_env(os.environ), **env}  # swarm.toml's own [locust] env wins
+    return env
 
 
 def otel_env(environ: Mapping[str, str]) -> dict[str, str]:

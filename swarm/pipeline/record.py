@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm import __version__
+from swarm.locust.roster import Participant
 from swarm.locust.stats import Summary
 from swarm.pipeline.judge import CheckResult, Verdict
 
@@ -53,6 +54,9 @@ class RunRecord:
     exit_code: int  # Locust's (1 when the master gave none)
     workers_expected: int
     workers_seen: int
+    # every worker node that took part: joined_at / left_at (None: from the start / till the
+    # end), so workers joining or leaving mid-run (`swarm up workers`) are on record
+    workers: list[Participant]
     skipped_workers: list[str]
     saturated_workers: dict[str, float]
     missing_workers: list[str]

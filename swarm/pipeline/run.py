@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from swarm import __version__
 from swarm.errors import Interrupted, LocustError, UsageError
+from swarm.locust import roster
 from swarm.locust.argv import EXCEPTIONS_CSV, FAILURES_CSV, STATS_CSV
 from swarm.locust.shell import kill_cmd, running_cmd, stop_test_cmd
 from swarm.locust.stats import (
@@ -206,8 +207,9 @@ def _read(csv_path: Path, parse: Callable[[str], T]) -> T | None:
 
 def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> record.RunRecord:
     sess, plan, spec = ctx.sess, ctx.plan, ctx.plan.spec
+    took = roster.participants(ctx.meta.started_at, ctx.meta.processes, ctx.roster)
     types: dict[str, int] = {}
-    for n in ctx.nodes:
+    for n in [*ctx.nodes, *ctx.departed]:
         t = n.instance_type or sess.stack.provider
         types[t] = types.get(t, 0) + 1
     return record.RunRecord(
@@ -217,7 +219,7 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         stack=sess.stack.name,
         provider=sess.stack.provider,
         region=sess.provider.region,
-        instances=record.Instances(ctx.master.instance_type, len(ctx.workers), types),
+        instances=record.Instances(ctx.master.instance_type, len(took), types),
         locustfile=spec.locustfile,
         files=record.file_hashes(plan.files_dir),
         host=spec.host,
@@ -236,6 +238,7 @@ def run_record(ctx: RunContext, outcome: RunOutcome, ended_at: datetime) -> reco
         exit_code=outcome.exit_code,
         workers_expected=outcome.workers_expected,
         workers_seen=outcome.workers_seen,
+        workers=took,
         skipped_workers=[r.node.name for r in outcome.skipped],
         saturated_workers=outcome.saturated,
         missing_workers=outcome.missing,

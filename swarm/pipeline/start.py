@@ -18,6 +18,7 @@ from swarm.locust.live import (
     summarize,
     write_meta_cmd,
 )
+from swarm.locust.roster import ROSTER, RosterEntry
 from swarm.locust.shell import (
     HostFacts,
     env_file,
@@ -54,6 +55,8 @@ class RunContext:
     meta: RunMeta = field(default_factory=RunMeta)
     workers_seen: int = 0  # fewest worker processes connected at any poll
     baseline_differences: list[str] = field(default_factory=list)  # --baseline-anyway's
+    roster: list[RosterEntry] = field(default_factory=list)  # workers that joined / left since
+    departed: list[Node] = field(default_factory=list)  # workers that left the run mid-way
 
     @property
     def rd(self) -> str:
@@ -98,6 +101,9 @@ def start(ctx: RunContext) -> None:
         ctx.baseline_differences = plan.baseline.check(now, PLANNED + AT_START)
     spec = replace(plan.spec, expect_workers=max(1, expected))
     master_ip = ctx.master.private_ip or "127.0.0.1"
+    w_argv = worker_argv(
+        spec.locustfile, master_ip, spec.master_port, per, spec.worker_args, otel=spec.otel
+    )
     ctx.meta = RunMeta(
         expected,
         by_node,
@@ -105,6 +111,9 @@ def start(ctx: RunContext) -> None:
         spec.locustfile,
         spec.host,
         ctx.started_at.isoformat(timespec="seconds"),
+        w_argv,
+        per,
+        plan.profile,
     )
     # Hosts swarm bootstraps keep a warm (pre-imported) Locust; on `local` it would be one
     # more long-lived process on the user's machine for no gain.
@@ -118,15 +127,12 @@ def start(ctx: RunContext) -> None:
         if node.role == Role.MASTER:
             # Written first, so `swarm status` knows what to expect from the first poll on.
             cmd = (
-                f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && "
+                f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && rm -f {ROSTER} && "
                 f"{write_meta_cmd(ctx.meta)}) && "
                 + start_cmd(rd, master_argv(spec), fresh_results=True, warm=warm, env=has_env)
             )
         else:
-            argv = worker_argv(
-                spec.locustfile, master_ip, spec.master_port, per, spec.worker_args, otel=spec.otel
-            )
-            cmd = start_cmd(rd, argv, warm=warm, env=has_env)
+            cmd = start_cmd(rd, w_argv, warm=warm, env=has_env)
         return ctx.runners[node.id].run(cmd, timeout=60, stdin=env).stdout.strip()
 
     sess.report.info(
