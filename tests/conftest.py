@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,13 @@ import pytest
 from tests.helpers import REPO, free_port
 
 pytest_plugins = ["tests.emulation.plugin"]
+
+# Tests press Ctrl-C on the CLI with SIGINT. A runner that started this pytest with SIGINT
+# ignored (bash runs a background job so when job control is off, e.g. `cmd &` in a script)
+# passes SIG_IGN on to every child: the CLI then never sees the Ctrl-C. A handler, unlike
+# SIG_IGN, is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def project(tmp_path_factory):
         assert swarm("up", "workers", "-n", "1", cwd=work, env=env).code == 0
         for users in ("2", "2", "3"):
             res = swarm("run", "-H", srv.url, "-f", "named.py", "--headless", "-u", users,
-                        "-r", users, "-t", "5s", cwd=work, env=env, timeout=120)
+                        "-r", users, "-t", "8s", cwd=work, env=env, timeout=120)
             assert res.code == 0, res.err
     finally:
         swarm("down", cwd=work, env=env)
