@@ -97,37 +97,45 @@ LAST_REPORTS_S = 2.0  # Locust's own wait is 0.5 s, and a busy worker may need m
 
 
 def _end_without_fixed_sleeps(runner: Any) -> None:
-    locust_stop = runner.stop
+    end = _QuickEnd(runner)
+    runner.environment.events.test_start.add_listener(end.started)
+    runner.environment.events.worker_report.add_listener(end.reported)
+    runner.stop, runner.quit = end.stop, end.quit
 
-    def stop(send_stop_to_client: bool = True) -> None:
+
+class _QuickEnd:
+    """The master's stop and quit, as Locust's but without their fixed sleeps."""
+
+    def __init__(self, runner: Any):
+        self.runner = runner
+        self.locust_stop = runner.stop
+        self.all_in = False  # every worker's last report is in (the test stopped everywhere)
+        self.quitted = False
+        self.since_quit: set[str] = set()  # workers whose stats came in since the quit was sent
+
+    def started(self, **__: Any) -> None:
+        self.all_in = False
+
+    def reported(self, client_id: str, **__: Any) -> None:
+        self.since_quit.add(client_id)
+
+    def stop(self, send_stop_to_client: bool = True) -> None:
         # Locust's stop, with its 1 s polls of the workers' user count cut short once no
         # worker runs a user (its own 60 s bound stays)
         if not hasattr(locust.runners, "gevent"):  # another Locust than the one read
-            return locust_stop(send_stop_to_client)
-        locust.runners.gevent = _ShortPolls(runner, gevent.getcurrent())
+            return self.locust_stop(send_stop_to_client)
+        locust.runners.gevent = _ShortPolls(self.runner, gevent.getcurrent())
         try:
-            locust_stop(send_stop_to_client)
+            self.locust_stop(send_stop_to_client)
         finally:
             locust.runners.gevent = gevent
-        if send_stop_to_client and runner.user_count == 0:
+        if send_stop_to_client and self.runner.user_count == 0:
             # every worker answered client_stopped, each after its last report (the
             # worker side of this plugin): nothing more is coming
-            all_in.append(True)
+            self.all_in = True
         return None
 
-    reported: set[str] = set()  # workers whose stats came in since the quit was sent
-    quit_once: list[bool] = []
-    all_in: list[bool] = []  # every worker's last report is in (the test stopped everywhere)
-
-    @runner.environment.events.test_start.add_listener
-    def _started(**__: Any) -> None:
-        all_in.clear()
-
-    @runner.environment.events.worker_report.add_listener
-    def _reported(client_id: str, **__: Any) -> None:
-        reported.add(client_id)
-
-    def quit() -> None:
+    def quit(self) -> None:
         # Locust's own: stop without telling the workers, tell each to quit, wait 0.5 s for
         # their last reports (they send them on receiving the quit, long before their own quit
         # message, which a busy worker sends seconds later), end the runner. Here, after a
@@ -135,24 +143,23 @@ def _end_without_fixed_sleeps(runner: Any) -> None:
         # the message), and otherwise until every worker still heard from has reported.
         # Called again on the way out, it has nothing left to wait for: nothing is received
         # any more.
-        stop(send_stop_to_client=False)
-        if quit_once:
+        runner = self.runner
+        self.stop(send_stop_to_client=False)
+        if self.quitted:
             return
-        quit_once.append(True)
+        self.quitted = True
         waiting = {c.id for c in runner.clients.all if c.state != STATE_MISSING}
-        reported.clear()
+        self.since_quit.clear()
         for client in runner.clients.all:
             runner.server.send_to_client(Message("quit", None, client.id))
         # after a full stop: only until each has the message, i.e. quits (Locust's own bound)
-        wanted = set() if all_in else reported
-        deadline = time.monotonic() + (0.5 if all_in else LAST_REPORTS_S)
+        wanted = set() if self.all_in else self.since_quit
+        deadline = time.monotonic() + (0.5 if self.all_in else LAST_REPORTS_S)
         while time.monotonic() < deadline and any(
             c in runner.clients and c not in wanted for c in waiting
         ):
             gevent.sleep(STEP_S)
         runner.greenlet.kill(block=True)
-
-    runner.stop, runner.quit = stop, quit
 
 
 class _ShortPolls:
