@@ -132,8 +132,8 @@ def test_relay_that_cannot_listen_says_why(tmp_path):
 
 
 def test_a_tar_that_fails_to_unpack_leaves_the_old_tree(tmp_path):
-    """put_tree and the wheelhouse swap a tree in this way: a broken stream must not replace it
-    (the caller tests the exit status, where `set -e` would do nothing)."""
+    """The wheelhouse and a joiner's locustfiles swap a tree in this way: a broken stream
+    must not replace it (the caller tests the exit status, where `set -e` would do nothing)."""
     old = tree(tmp_path, {"a.py": "old"}, name="files")
     cmd = replace_tree_cmd("files")
     bad = subprocess.run(["sh", "-c", f"{cmd} || exit 96"], cwd=tmp_path, input=b"not a tar",

@@ -126,12 +126,6 @@ class Runner(abc.ABC):
             )
         return out
 
-    def put_tree(self, local_dir: Path, remote_dir: str, *, timeout: float = 120) -> None:
-        self.run(replace_tree_cmd(remote_dir), timeout=timeout, stdin=tar_bytes(local_dir))
-
-    def get_tree(self, remote_dir: str, local_dir: Path, *, timeout: float = 120) -> None:
-        untar_bytes(self.run_bytes(pack_tree_cmd(remote_dir), timeout=timeout), Path(local_dir))
-
     def wait_ready(self, timeout: float, progress: Progress | None = None) -> None:
         """Block (bounded) until the node accepts commands, telling `progress` of a long
         wait. Default: it always does."""
