@@ -62,11 +62,8 @@ class PinOnFirstContact(paramiko.MissingHostKeyPolicy):
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
         with known_hosts.LOCK:
-            keys = paramiko.HostKeys()
-            if self.path.exists():
-                keys.load(str(self.path))
-            known = keys.lookup(hostname)
-            if known is not None and len(known) and key.get_name() not in known:
+            known = known_hosts.lookup(self.path, hostname)
+            if known and key.get_name() not in known:
                 # Known host offering a key of another type: treat it as a changed key.
                 raise paramiko.BadHostKeyException(hostname, key, next(iter(known.values())))
             # One line appended, not the file rewritten: N new hosts cost N lines, not N^2.
@@ -112,15 +109,16 @@ def expand(command: str, hop: Hop) -> str:
     return "".join(out)
 
 
-def _client(known: Path | None) -> paramiko.SSHClient:
+def _client(known: Path | None, hop: Hop) -> paramiko.SSHClient:
     # paramiko's own client, the stack's pin set before anything connects. (fabric's
     # Connection would wrap the same client with AutoAddPolicy, and re-read the ssh_config
     # files for every connection: sshconfig.py reads them once. Its run() is not used: its
     # runner threads cost more per command than swarm's own channels, docs/design.md.)
     client = paramiko.SSHClient()
     if known is not None:
-        if known.exists():
-            client.load_host_keys(str(known))
+        pins = client.get_host_keys()
+        for name, kind, key in known_hosts.pinned(known, hop.host, hop.port):
+            pins.add(name, kind, key)
         client.set_missing_host_key_policy(PinOnFirstContact(known))
     else:
         client.load_system_host_keys()
@@ -197,7 +195,7 @@ def _open(
 def _login(
     hop: Hop, sock: Any, known: Path | None, t: Timeouts, label: str, *, own_keys: bool
 ) -> paramiko.SSHClient:
-    client = _client(known)
+    client = _client(known, hop)
     kw: dict[str, Any] = dict(
         hostname=hop.host,
         port=hop.port,
