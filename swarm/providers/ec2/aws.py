@@ -98,6 +98,42 @@ def _no_retry_on_capacity(response: Any = None, **_: Any) -> None:
             raise ClientError(parsed, "RunInstances")
 
 
+class Session:
+    """The part of boto3.Session that swarm uses (clients, the region, the partitions), on
+    botocore's session, as boto3's is. Importing boto3 brings s3transfer and multiprocessing
+    along: a fifth of a CPU-second at every command, for resources swarm never uses. The
+    credentials and config chain are botocore's own, the same either way."""
+
+    def __init__(self, profile: str | None = None, region: str | None = None):
+        import botocore.session
+
+        self._session = botocore.session.Session()
+        if profile is not None:
+            self._session.set_config_variable("profile", profile)
+        if region is not None:
+            self._session.set_config_variable("region", region)
+
+    @property
+    def region_name(self) -> str | None:
+        return self._session.get_config_variable("region")
+
+    def config_variable(self, name: str) -> Any:
+        """botocore's config chain: environment, ~/.aws/config, defaults."""
+        return self._session.get_config_variable(name)
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return self._session.create_client(service, **kwargs)
+
+    def get_available_partitions(self) -> list[str]:
+        return self._session.get_available_partitions()
+
+    def get_available_regions(self, service: str, partition_name: str = "aws") -> list[str]:
+        return self._session.get_available_regions(service, partition_name=partition_name)
+
+    def get_partition_for_region(self, region: str) -> str:
+        return self._session.get_partition_for_region(region)
+
+
 class AwsClients:
     """boto3 is imported on first use: commands that never reach AWS don't pay for it."""
 
@@ -110,12 +146,8 @@ class AwsClients:
     @property
     def session(self) -> Any:
         if self._session is None:
-            import boto3
-
             with aws_errors("open an AWS session"):
-                self._session = boto3.Session(
-                    profile_name=self.cfg.profile, region_name=self.cfg.region
-                )
+                self._session = Session(profile=self.cfg.profile, region=self.cfg.region)
         return self._session
 
     @property
@@ -153,9 +185,7 @@ class AwsClients:
         """Adaptive retries, 8 attempts, unless the user's AWS config (AWS_MAX_ATTEMPTS,
         AWS_RETRY_MODE, max_attempts/retry_mode in ~/.aws/config) says otherwise."""
         retries: dict[str, Any] = {}
-        # botocore's own session behind boto3's: the one place that knows the config chain
-        core = getattr(self.session, "_session", None)
-        get = getattr(core, "get_config_variable", lambda name: None)
+        get = self.session.config_variable
         if not get("retry_mode"):
             retries["mode"] = "adaptive"
         if not get("max_attempts"):
