@@ -58,18 +58,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ssh-open-to-10/8",
         "the security group opens SSH (22) to 10.0.0.0/8 instead of [ec2] ssh_cidr",
         (Hunk("swarm/providers/ec2/setup.py",
-              'want.add(("tcp", 22, 22, "cidr", cidr))',
-              'want.add(("tcp", 22, 22, "cidr", "10.0.0.0/8"))'),),
+              'want |= {("tcp", 22, 22, "cidr", c) for c in ssh_from.cidrs}',
+              'want |= {("tcp", 22, 22, "cidr", "10.0.0.0/8") for c in ssh_from.cidrs}'),),
         ("tests/test_exposure.py::test_exposure_audit",),
     ),
     Mutation(
         "secret-to-workers",
         "every worker's Locust started with AWS_SECRET_ACCESS_KEY exported",
         (Hunk("swarm/pipeline/start.py",
-              "            cmd = start_cmd(rd, argv, warm=warm, env=has_env)",
-              "            cmd = \"export AWS_SECRET_ACCESS_KEY='%s'; \" % __import__('os')"
+              "            return start_cmd(rd, self.worker_argv, warm=self.warm, env=has_env)",
+              "            return \"export AWS_SECRET_ACCESS_KEY='%s'; \" % __import__('os')"
               ".environ.get('AWS_SECRET_ACCESS_KEY', '') + start_cmd(\n"
-              "                rd, argv, warm=False, env=has_env\n"
+              "                rd, self.worker_argv, warm=False, env=has_env\n"
               "            )"),),
         ("tests/test_secrets.py",),
     ),
@@ -85,9 +85,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ssm-opens-ssh",
         'connect = "ssm" still opens SSH (22), to the VPC\'s range',
-        (Hunk("swarm/providers/ec2/setup.py",
-              '    if cidr is not None:\n        want.add(("tcp", 22, 22, "cidr", cidr))',
-              '    want.add(("tcp", 22, 22, "cidr", cidr or "10.77.0.0/16"))'),),
+        (Hunk("swarm/providers/ec2/provider.py",
+              "                self._sources = setup.SshFrom()\n",
+              '                self._sources = setup.SshFrom(("10.77.0.0/16",))\n'),),
         ("tests/test_ssm.py::test_ssm_headless_flow_with_no_port_22_rule",),
     ),
     Mutation(

@@ -26,9 +26,17 @@ WARM_WAIT_STEPS = 1000  # x 0.02 s: a warm Locust still importing (just after `u
 # Is pid $w our warm Locust (not a process that got its recycled pid)?
 _IS_WARM = 'grep -qa swarm-warm "/proc/$w/cmdline" 2>/dev/null'
 # Is this remote dir's warm Locust alive, and serving the locust we would run? ($w = its pid)
+# `read`, not $(cat ...): a builtin, where every fork costs the host a millisecond or two.
 _WARM_ALIVE = (
-    'w=$(cat warm.pid 2>/dev/null); [ -n "$w" ] && kill -0 "$w" 2>/dev/null && '
-    f'{_IS_WARM} && [ "$(cat warm.bin 2>/dev/null)" = "$L" ]'
+    'w=; read -r w 2>/dev/null <warm.pid; [ -n "$w" ] && kill -0 "$w" 2>/dev/null && '
+    f'{_IS_WARM} && {{ b=; read -r b 2>/dev/null <warm.bin; [ "$b" = "$L" ]; }}'
+)
+WARM_REPLY_WAIT_S = 20  # for the warm Locust's reply to one start (it forks in milliseconds)
+# Until the warm Locust says it forked the Locust of request $1: it writes "<id> <pid>" lines
+# on warm.reply, which it holds open (so this read blocks, never sees EOF while it lives);
+# lines of other requests (a start cut off before it read its own) are skipped.
+_AWAIT_REPLY = (
+    'exec <warm.reply || exit 1; while read -r id p; do [ "$id" = "$1" ] && exit 0; done; exit 1'
 )
 
 
@@ -47,7 +55,8 @@ def _warm_launch() -> str:
         'py=$(head -n 1 "$L" 2>/dev/null | sed -n "s/^#! *//p" | cut -d" " -f1); '
         'case "$py" in */python*) ;; *) py="";; esac; '
         'if [ -n "$py" ] && [ -x "$py" ]; then '
-        'rm -f warm.fifo warm.pid warm.ready; mkfifo warm.fifo && printf "%s" "$L" >warm.bin && '
+        "rm -f warm.fifo warm.reply warm.pid warm.ready; mkfifo warm.fifo warm.reply && "
+        'printf "%s" "$L" >warm.bin && '
         f"printf '%s' {_shipped('warm_host.py')} >{WARM_SCRIPT} && "
         f'{{ setsid "$py" {WARM_SCRIPT} "$L" >warm.log 2>&1 </dev/null & }}; fi'
     )
@@ -97,12 +106,7 @@ def start_cmd(
     """
     args = " ".join(shlex.quote(a) for a in argv)
     clean = f"rm -rf {RESULTS_DIR}; mkdir -p {RESULTS_DIR}; " if fresh_results else ""
-    # With `env`, the file comes on stdin. A cold start's shell sources it (and removes it)
-    # before it writes locust.pid, a warm one's child reads it before, so once locust.pid is
-    # there the file can go: it never outlives the start, whichever path started Locust.
-    take_env = f"rm -f {ENV_FILE}; " + (
-        f"(umask 077 && cat >{ENV_FILE}) || exit 1; " if env else ""
-    )
+    take_env = f"(umask 077 && cat >{ENV_FILE}) || exit 1; " if env else ""
     source = f"[ -f {ENV_FILE} ] && {{ . ./{ENV_FILE}; rm -f {ENV_FILE}; }}; "
     inner = '"$0" "$@" >locust.log 2>&1 </dev/null; echo $? >locust.exit'
     cold = (
@@ -113,20 +117,34 @@ def start_cmd(
     via_warm = launch = ""
     if warm:
         request = shlex.quote(json.dumps(list(argv)))
-        via_warm = (
-            f"W=1; if {_WARM_ALIVE}; then W=0; printf '%s\\n' {request} 1<>warm.fifo; "
+        # A warm Locust that has warm.reply answers each request: one blocking read, bounded
+        # by `timeout`. One started by an older swarm does not: poll for locust.pid.
+        poll = (
+            f"printf '%s\\n' {request} 1<>warm.fifo; "
             f"for i in $(seq {WARM_WAIT_STEPS}); do [ -s locust.pid ] && break; "
             'kill -0 "$w" 2>/dev/null || break; sleep 0.02; done; '
+        )
+        via_warm = (
+            f"W=1; if {_WARM_ALIVE}; then W=0; "
+            "if [ -p warm.reply ] && command -v timeout >/dev/null 2>&1; then "
+            f"printf '%s %s\\n' \"$$\" {request} 1<>warm.fifo; "
+            f'timeout {WARM_REPLY_WAIT_S} sh -c {shlex.quote(_AWAIT_REPLY)} sh "$$"; '
+            f"else {poll}fi; "
             # one that did not answer in time must never answer late: a second Locust
             '[ -s locust.pid ] || { kill -KILL "$w" 2>/dev/null; W=1; }; fi; '
         )
         # after the cold start, so the Locust this run needs gets the CPU first
         launch = f'[ "$W" = 1 ] && {{ {_warm_launch()}; }}; '
     plugin = f"printf '%s' {_shipped('final_stats.py')} >{PLUGIN_FILE} || exit 1; "
+    # With `env`, the file comes on stdin. A cold start's shell sources it (and removes it)
+    # before it writes locust.pid, a warm one's child reads it before, so once locust.pid is
+    # there the file can go: it never outlives the start, whichever path started Locust.
     return (
-        f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit; {take_env}{plugin}"
-        f"{_FIND_LOCUST}{via_warm}[ -s locust.pid ] || {{ {cold}}}; "
-        f"[ -s locust.pid ] && rm -f {ENV_FILE}; {launch}cat locust.pid"
+        f"cd {shlex.quote(rd)} && {clean}rm -f locust.pid locust.exit {ENV_FILE}; {take_env}"
+        f"{plugin}{_FIND_LOCUST}{via_warm}[ -s locust.pid ] || {{ {cold}}}; "
+        f"[ -s locust.pid ] && [ -f {ENV_FILE} ] && rm -f {ENV_FILE}; {launch}"
+        "p=; read -r p 2>/dev/null <locust.pid; "
+        '[ -n "$p" ] || { echo "Locust did not start (no locust.pid)" >&2; exit 1; }; echo "$p"'
     )
 
 
@@ -135,7 +153,7 @@ def kill_cmd(rd: str, grace_s: int = 10) -> str:
     steps = grace_s * 10
     # A subshell: the `cd` must not leak into commands chained after this one.
     return (
-        f"(cd {shlex.quote(rd)} 2>/dev/null && if [ -s locust.pid ]; then p=$(cat locust.pid); "
+        f"(cd {shlex.quote(rd)} 2>/dev/null && if [ -s locust.pid ]; then read -r p <locust.pid; "
         "kill -TERM -$p 2>/dev/null; "
         f"for i in $(seq {steps}); do kill -0 -$p 2>/dev/null || break; sleep 0.1; done; "
         "kill -KILL -$p 2>/dev/null; rm -f locust.pid; fi; "
@@ -153,7 +171,9 @@ class HostFacts:
 
 def stop_probe(rd: str) -> Probe[HostFacts]:
     """kill_cmd, then the host's hostname: one round trip before a run."""
-    return Probe(f"{kill_cmd(rd)} && hostname", _parse_host_facts)
+    # the kernel's copy of the hostname, read by the shell itself: one fork fewer per host
+    host = '{ h=; read -r h 2>/dev/null </proc/sys/kernel/hostname; echo "${h:-$(hostname)}"; }'
+    return Probe(f"{kill_cmd(rd)} && {host}", _parse_host_facts)
 
 
 def _parse_host_facts(stdout: str) -> HostFacts:

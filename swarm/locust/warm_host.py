@@ -22,6 +22,8 @@ import time
 import traceback
 
 FIFO, PID, READY = "warm.fifo", "warm.pid", "warm.ready"
+# "<request id> <pid>" for each start that sent an id (shell.start_cmd waits for it there)
+REPLY = "warm.reply"
 ENV_FILE = "locust.env"  # shell.ENV_FILE: `export NAME='value'` lines, read before locust.pid
 
 
@@ -55,7 +57,33 @@ def _name(title: str) -> None:
         pass
 
 
-def _run_locust(locust_bin: str, argv: list[str]) -> None:
+def _reply(fd: int | None, request_id: str, pid: int) -> None:
+    """Tell the start command waiting for request_id that its Locust runs. Non-blocking: a
+    reply nobody reads (its start was cut off) must never hold up a Locust."""
+    if fd is None:
+        return
+    try:
+        if request_id:
+            os.write(fd, f"{request_id} {pid}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _parse_request(line: bytes) -> tuple[str, list[str]] | None:
+    """`<id> <json argv>` (a start waiting on warm.reply) or `<json argv>` -> (id, argv)."""
+    head, _, rest = line.partition(b" ")
+    request_id = ""
+    if head.isdigit() and rest.lstrip().startswith(b"["):
+        request_id, line = head.decode(), rest
+    try:
+        return request_id, [str(a) for a in json.loads(line)]
+    except ValueError:
+        return None
+
+
+def _run_locust(locust_bin: str, argv: list[str], reply: int | None, request_id: str) -> None:
     """In the grandchild: become the Locust process, never return."""
     import atexit
 
@@ -73,6 +101,8 @@ def _run_locust(locust_bin: str, argv: list[str]) -> None:
         os.environ["SWARM_WARM_FORK"] = "1"  # final_stats.WARM_FORK: this code ends the process
         _load_env()  # before locust.pid: once that is there, the start command removes it
         _write("locust.pid", f"{os.getpid()}\n")
+        _reply(reply, request_id, os.getpid())
+        reply = None
         sys.argv = [locust_bin, *argv]
         sys.path[0] = os.path.dirname(os.path.abspath(locust_bin))  # as if run as a script
         try:
@@ -98,6 +128,10 @@ def main() -> None:
     # Opened before the import, so a `swarm run` arriving meanwhile waits in the pipe, not in
     # a second import.
     fifo = os.open(FIFO, os.O_RDWR)
+    try:  # held open, so a start waiting there blocks until its reply (never sees EOF)
+        reply: int | None = os.open(REPLY, os.O_RDWR | os.O_NONBLOCK)
+    except OSError:
+        reply = None
     _write(PID, f"{os.getpid()}\n")
     _name("swarm-warm")
     import gc
@@ -118,9 +152,8 @@ def main() -> None:
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            try:
-                argv = [str(a) for a in json.loads(line)]
-            except ValueError:
+            request = _parse_request(line)
+            if request is None:
                 continue
             child = gevent.fork()
             if child == 0:
@@ -128,7 +161,7 @@ def main() -> None:
                 # A second fork: the Locust process is nobody's child here, so it never lingers
                 # as a zombie of this one (init reaps it, as it does a cold start's shell).
                 if gevent.fork() == 0:
-                    _run_locust(locust_bin, argv)
+                    _run_locust(locust_bin, request[1], reply, request[0])
                 os._exit(0)
             os.waitpid(child, 0)
 

@@ -3,7 +3,10 @@ and the workers, wait until every worker process is connected."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -11,6 +14,7 @@ from typing import TypeVar
 from swarm.errors import LocustError, RemoteError, UsageError
 from swarm.locust.argv import master_argv, worker_argv
 from swarm.locust.live import (
+    RUN_META,
     MasterStats,
     RunMeta,
     expected_by_node,
@@ -34,7 +38,7 @@ from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
 from swarm.remote.base import Runner, tar_bytes
 from swarm.remote.fanout import fan_out
-from swarm.remote.ship import Shipment, ShipState, state_probe
+from swarm.remote.ship import Shipment, ShipState, state_probe, unpacked_test
 
 T = TypeVar("T")
 WORKERS_TIMEOUT = 60  # seconds for every worker to connect to the master
@@ -74,107 +78,233 @@ class RunContext:
 
 
 def start(ctx: RunContext) -> None:
-    """Sync, stop, start, wait for the workers; fills in ctx.workers, skipped, meta, seen."""
-    sess, rd, plan = ctx.sess, ctx.rd, ctx.plan
-    candidates = ctx.workers
+    """Sync, stop, start, wait for the workers; fills in ctx.workers, skipped, meta, seen.
 
-    # 1. stop whatever runs, the locustfiles where they differ
-    synced = _sync(ctx)
-    if not synced[0].ok:
-        raise RemoteError(f"master unreachable, nothing started: {synced[0].error}", synced)
-    ctx.skipped = [r for r in synced[1:] if not r.ok]
-    if ctx.skipped:
-        names = ", ".join(f"{r.node.name} ({r.error})" for r in ctx.skipped)
-        if plan.require_all or len(ctx.skipped) == len(candidates):
-            raise RemoteError(f"workers unreachable, nothing started: {names}", synced)
-        sess.report.warn(f"skipping unreachable worker(s): {names}")
-    facts: dict[str, HostFacts] = {r.node.id: r.value for r in synced[1:] if r.ok}
-    ctx.workers = [r.node for r in synced[1:] if r.ok]
-
-    # 2. start master and workers together: workers retry until the master listens
-    per = processes_per_worker(sess)
-    by_node = expected_by_node(ctx.workers, {k: f.nproc for k, f in facts.items()}, per)
-    expected = sum(by_node.values())
-    if plan.baseline is not None:
-        # the worker counts for sure, before any Locust starts
-        now = this_run(plan.spec, plan.files_dir, len(ctx.workers), expected)
-        ctx.baseline_differences = plan.baseline.check(now, PLANNED + AT_START)
-    spec = replace(plan.spec, expect_workers=max(1, expected))
-    master_ip = ctx.master.private_ip or "127.0.0.1"
-    w_argv = worker_argv(
-        spec.locustfile, master_ip, spec.master_port, per, spec.worker_args, otel=spec.otel
-    )
-    ctx.meta = RunMeta(
-        expected,
-        by_node,
-        {w.name: facts[w.id].hostname for w in ctx.workers},
-        spec.locustfile,
-        spec.host,
-        ctx.started_at.isoformat(timespec="seconds"),
-        w_argv,
-        per,
-        plan.profile,
-    )
-    # Hosts swarm bootstraps keep a warm (pre-imported) Locust; on `local` it would be one
-    # more long-lived process on the user's machine for no gain.
-    warm = sess.provider.runs_bootstrap
-
-    # [locust] env goes on the start command's stdin, never on its command line
-    env = env_file(spec.env) if spec.env else None
-    has_env = env is not None
-
-    def start_one(node: Node) -> str:
-        if node.role == Role.MASTER:
-            # Written first, so `swarm status` knows what to expect from the first poll on.
-            cmd = (
-                f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && rm -f {ROSTER} && "
-                f"{write_meta_cmd(ctx.meta)}) && "
-                + start_cmd(rd, master_argv(spec), fresh_results=True, warm=warm, env=has_env)
-            )
-        else:
-            cmd = start_cmd(rd, w_argv, warm=warm, env=has_env)
-        return ctx.runners[node.id].run(cmd, timeout=60, stdin=env).stdout.strip()
-
-    sess.report.info(
-        f"starting Locust: master on {ctx.master.name}, {expected} worker process(es) "
-        f"on {len(ctx.workers)} node(s)"
-    )
-    fan_out(ctx.nodes, start_one, what="start")
-    stats = wait_for_workers(ctx, expected)
-    ctx.workers_seen = stats.worker_count
-    sess.report.info(f"{ctx.workers_seen} of {expected} worker process(es) connected")
-
-
-def _sync(ctx: RunContext) -> list[HostResult]:
-    """Stop whatever runs and ask which locustfiles each host has, in one round trip per host;
-    only hosts whose copy differs get the tree (the master once, the workers from it)
-    -> a result per host, master first, its value the host's HostFacts."""
-    sess, rd, plan = ctx.sess, ctx.rd, ctx.plan
+    Each worker gets one exec: stop its old Locust and, when its locustfiles are current,
+    start the new one. Its argv needs nothing the hosts say (`--processes -1` lets Locust
+    count the cores). The master's old Locust is stopped first: a new worker's hello to the
+    old master would be lost, and the new one would never know that worker. In UI mode the
+    master starts in that same exec; headless, it starts once the workers have answered, as
+    its --expect-workers is their process count. Workers started before their master wait for
+    it (ZeroMQ connects when it listens). With --require-all or a baseline nothing may start
+    before every worker has answered: one round trip to stop, one to start."""
+    plan = ctx.plan
+    eager = not plan.require_all and plan.baseline is None
+    launch = _Launch(ctx, processes_per_worker(ctx.sess))
     shipment = Shipment.of("locustfiles", tar_bytes(plan.files_dir))
-    stop, have = stop_probe(rd), state_probe(rd, shipment.tree)
-    sess.report.info(
+    ctx.sess.report.info(
         f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(ctx.workers)} node(s)"
     )
+    answers = _sync(ctx, shipment, launch if eager else None)
+    master = answers[0]
+    if not master.ok:
+        stop_workers(ctx, [a.node for a in answers[1:] if a.ok and a.value.started])
+        raise RemoteError(f"master unreachable, nothing started: {master.error}", answers)
+    _take_workers(ctx, answers)
+    launch.prepare(answers)
+    ctx.sess.report.info(
+        f"starting Locust: master on {ctx.master.name}, {ctx.meta.expected} worker process(es) "
+        f"on {len(ctx.workers)} node(s)"
+    )
+    # what the first exec could not start: the master first (a fan-out of its own), then
+    # workers whose locustfiles had to come first
+    if not master.value.started:
+        fan_out([ctx.master], launch.start_one, what="start")
+    fan_out(
+        [a.node for a in answers[1:] if a.ok and not a.value.started],
+        launch.start_one,
+        what="start",
+    )
+    stats = wait_for_workers(ctx, ctx.meta.expected)
+    ctx.workers_seen = stats.worker_count
+    ctx.sess.report.info(f"{ctx.workers_seen} of {ctx.meta.expected} worker process(es) connected")
 
-    def ask(n: Node) -> tuple[ShipState, HostFacts]:
-        out = ctx.runners[n.id].run(f"{have.command}; {stop.command}", timeout=120).stdout
-        return have.parse(out), stop.parse(out)
+
+@dataclass(frozen=True)
+class Answer:
+    """What a node said in the round trip before a run."""
+
+    ship: ShipState
+    facts: HostFacts
+    started: bool  # its new Locust runs already (its locustfiles were current)
+
+
+STARTED_MARK = "swarm-started"  # after a start in the first exec, its pid on the next line
+
+
+class FirstExec:
+    """A node's first exec of a run: which locustfiles it has, stop its Locust (and say its
+    cores and hostname), and maybe start the new Locust when its locustfiles are current."""
+
+    def __init__(self, rd: str, shipment: Shipment):
+        self.have, self.stop = state_probe(rd, shipment.tree), stop_probe(rd)
+        self.probe = f"{self.have.command}; {self.stop.command}"
+        self.current = unpacked_test(rd, shipment.tree, shipment.digest)
+        self.refused: list[str] = []  # "<node>: Locust did not start: ..." (list.append: atomic)
+
+    def answer(self, out: str, started: bool) -> Answer:
+        return Answer(self.have.parse(out), self.stop.parse(out), started)
+
+    def run(self, node: Node, runner: Runner, launch: _Launch | None) -> Answer:
+        """The exec; with `launch`, the start too."""
+        if launch is None:
+            return self.answer(runner.run(self.probe, timeout=120).stdout, started=False)
+        cmd = (
+            f"{self.probe}; echo; if {self.current}; then echo {STARTED_MARK}; "
+            f"{launch.command(node)}; fi"
+        )
+        res = runner.run(cmd, timeout=180, stdin=launch.env, check=False)
+        before, mark, _ = res.stdout.partition(f"\n{STARTED_MARK}\n")
+        if mark and res.exit_code != 0:
+            why = f"{node.name}: Locust did not start: {res.tail(3) or f'exit {res.exit_code}'}"
+            self.refused.append(why)
+            raise LocustError(why)
+        if res.exit_code != 0:
+            raise RemoteError(f"{node.name}: command failed (exit {res.exit_code}): {res.tail(3)}")
+        return self.answer(before, started=bool(mark))
+
+
+class _Launch:
+    """The start commands of one run: the workers' from the start, the master's once its
+    worker count is known (UI mode needs none)."""
+
+    def __init__(self, ctx: RunContext, per: int):
+        self.ctx, self.per = ctx, per
+        spec = ctx.plan.spec
+        self.master_ip = ctx.master.private_ip or "127.0.0.1"
+        self.worker_argv = worker_argv(
+            spec.locustfile,
+            self.master_ip,
+            spec.master_port,
+            per,
+            spec.worker_args,
+            otel=spec.otel,
+        )
+        # Hosts swarm bootstraps keep a warm (pre-imported) Locust; on `local` it would be one
+        # more long-lived process on the user's machine for no gain.
+        self.warm = ctx.sess.provider.runs_bootstrap
+        # [locust] env goes on the start command's stdin, never on its command line
+        self.env = env_file(spec.env) if spec.env else None
+        self.master_connected = threading.Event()
+        self.master_done = threading.Event()
+        self.master_failed = False
+
+    @contextlib.contextmanager
+    def master_turn(self) -> Iterator[None]:
+        """The master's first exec: the workers wait on these events (failed before done)."""
+        try:
+            yield
+        except BaseException:
+            self.master_failed = True
+            raise
+        finally:
+            self.master_connected.set()
+            self.master_done.set()
+
+    @property
+    def master_first(self) -> bool:
+        """Whether the master's start can go in its first exec (no worker count needed)."""
+        return not self.ctx.plan.spec.headless
+
+    def command(self, node: Node) -> str:
+        """The start command of a node; the master's once prepare() has run (or UI mode)."""
+        rd, spec = self.ctx.rd, self.ctx.plan.spec
+        has_env = self.env is not None
+        if node.role != Role.MASTER:
+            return start_cmd(rd, self.worker_argv, warm=self.warm, env=has_env)
+        spec = replace(spec, expect_workers=max(1, self.ctx.meta.expected))
+        # the last run's roster and expectations go: `status` must not show them for this one
+        return (
+            f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && rm -f {ROSTER} {RUN_META}) "
+            "&& "
+            + start_cmd(rd, master_argv(spec), fresh_results=True, warm=self.warm, env=has_env)
+        )
+
+    def prepare(self, answers: list[HostResult]) -> None:
+        """The run's expectations, from what the workers said."""
+        ctx = self.ctx
+        facts = {a.node.id: a.value.facts for a in answers[1:] if a.ok}
+        by_node = expected_by_node(ctx.workers, {k: f.nproc for k, f in facts.items()}, self.per)
+        expected = sum(by_node.values())
+        if ctx.plan.baseline is not None:
+            # the worker counts for sure, before any Locust starts
+            now = this_run(ctx.plan.spec, ctx.plan.files_dir, len(ctx.workers), expected)
+            ctx.baseline_differences = ctx.plan.baseline.check(now, PLANNED + AT_START)
+        ctx.meta = RunMeta(
+            expected,
+            by_node,
+            {w.name: facts[w.id].hostname for w in ctx.workers},
+            ctx.plan.spec.locustfile,
+            ctx.plan.spec.host,
+            ctx.started_at.isoformat(timespec="seconds"),
+            self.worker_argv,
+            self.per,
+            ctx.plan.profile,
+        )
+
+    def start_one(self, node: Node) -> str:
+        return self.ctx.runners[node.id].run(self.command(node), timeout=60, stdin=self.env).stdout
+
+
+def _sync(ctx: RunContext, shipment: Shipment, launch: _Launch | None) -> list[HostResult]:
+    """Stop whatever runs and ask which locustfiles each host has, in one round trip per host;
+    with `launch`, start Locust in that same exec where the files are current (the master
+    first, see start()). Hosts whose copy differs then get the tree (the master once, the
+    workers from it) -> a result per host, master first, its value an Answer."""
+    first = FirstExec(ctx.rd, shipment)
+
+    def ask(node: Node) -> Answer:
+        runner = ctx.runners[node.id]
+        if launch is None:
+            return first.answer(runner.run(first.probe, timeout=120).stdout, started=False)
+        if node.role == Role.MASTER:
+            with launch.master_turn():
+                runner.connect()
+                launch.master_connected.set()
+                return first.run(node, runner, launch if launch.master_first else None)
+        # The master's login first, alone: its exec then runs while the workers log in, and
+        # each worker starts as soon as it is in, while the others still log in.
+        launch.master_connected.wait(timeout=180)
+        runner.connect()
+        if not launch.master_done.wait(timeout=180) or launch.master_failed:
+            raise RemoteError(f"{node.name}: not started: the master did not answer")
+        return first.run(node, runner, launch)
 
     synced = fan_out([ctx.master, *ctx.workers], ask, what="sync", raise_on_error=False)
-    if synced[0].ok:
-        stale = [r.node for r in synced[1:] if r.ok and r.value[0].unpacked != shipment.digest]
-        mstate = synced[0].value[0]
-        if stale or mstate.unpacked != shipment.digest:
-            try:
-                sent = shipping.spread(
-                    sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id]
-                )
-            except RemoteError as e:
-                synced[0] = replace(synced[0], ok=False, error=str(e))
-            else:
-                failed = {r.node.id: r for r in sent if not r.ok}
-                synced = [failed.get(r.node.id, r) for r in synced]
-    return [replace(r, value=r.value[1]) if r.ok else r for r in synced]
+    if first.refused:
+        # Locust itself refused to start somewhere: no run, nothing left running
+        stop_workers(ctx, [r.node for r in synced if r.ok and r.value.started])
+        raise LocustError(first.refused[0])
+    if not synced[0].ok:
+        return synced
+    stale = [r.node for r in synced[1:] if r.ok and r.value.ship.unpacked != shipment.digest]
+    mstate = synced[0].value.ship
+    if stale or mstate.unpacked != shipment.digest:
+        try:
+            sent = shipping.spread(
+                ctx.sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id]
+            )
+        except RemoteError as e:
+            if synced[0].value.started:
+                stop_workers(ctx, [ctx.master])
+            synced[0] = replace(synced[0], ok=False, error=str(e))
+        else:
+            failed = {r.node.id: r for r in sent if not r.ok}
+            synced = [failed.get(r.node.id, r) for r in synced]
+    return synced
+
+
+def _take_workers(ctx: RunContext, answers: list[HostResult]) -> None:
+    """The workers that answered take part; the others are skipped (or, with --require-all,
+    or when none answered, nothing starts)."""
+    ctx.skipped = [r for r in answers[1:] if not r.ok]
+    if ctx.skipped:
+        names = ", ".join(f"{r.node.name} ({r.error})" for r in ctx.skipped)
+        if ctx.plan.require_all or len(ctx.skipped) == len(ctx.workers):
+            stop_workers(ctx, [r.node for r in answers if r.ok and r.value.started])
+            raise RemoteError(f"workers unreachable, nothing started: {names}", answers)
+        ctx.sess.report.warn(f"skipping unreachable worker(s): {names}")
+    ctx.workers = [r.node for r in answers[1:] if r.ok]
 
 
 def stop_workers(ctx: RunContext, nodes: list[Node] | None = None) -> list[HostResult]:
@@ -193,8 +323,11 @@ def wait_for_workers(
 ) -> MasterStats:
     """Until every worker process is connected: one exec, waiting on the master itself."""
     web_port = ctx.plan.spec.web_port
+    # What `swarm status` expects, before anything it could poll: the master may have started
+    # before the workers said their hostnames and cores.
+    meta = f"(cd {shlex.quote(ctx.rd)} && {write_meta_cmd(ctx.meta)})"
     probe = master_stats_probe(
-        ctx.rd, web_port, wait=wait_workers_cmd(ctx.rd, web_port, expected, timeout)
+        ctx.rd, web_port, wait=f"{meta}; {wait_workers_cmd(ctx.rd, web_port, expected, timeout)}"
     )
     last: MasterStats = ctx.ask(ctx.master, probe, timeout=20 + timeout)
     if last.worker_count >= expected:

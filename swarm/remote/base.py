@@ -130,6 +130,11 @@ class Runner(abc.ABC):
         """Block (bounded) until the node accepts commands, telling `progress` of a long
         wait. Default: it always does."""
 
+    def connect(self) -> None:
+        """Open the connection now (once, bounded), so that a command sent later starts at
+        once: a run connects to every worker while the master stops its Locust. Failing to
+        reach the node is a RemoteError. Default: nothing to open."""
+
     @abc.abstractmethod
     def stream(self, cmd: str, sink: Sink) -> int:
         """Run cmd, handing its output to sink as it arrives, until it ends or close() is

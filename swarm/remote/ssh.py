@@ -142,6 +142,9 @@ class SSHRunner(Runner):
             )
             return self._client
 
+    def connect(self) -> None:
+        self._connect()
+
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
