@@ -8,6 +8,7 @@ the node's: a swapped key behind a bastion is refused as one in front of it.
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
 import threading
@@ -192,6 +193,29 @@ def _open(
     return None
 
 
+def _tcp(hop: Hop, timeout: float) -> socket.socket:
+    """The TCP connection paramiko's connect would open (each address of the name in turn, a
+    refusal raised as paramiko raises it), with TCP_NODELAY set before the login: without it,
+    each SSH message sent right behind another waits for the server's delayed ACK, 40 ms on
+    Linux, a few times a login and once an exec (an exec took 59 ms, 16 ms with it)."""
+    errors: dict[tuple[Any, ...], Exception] = {}
+    for family, kind, proto, _, addr in socket.getaddrinfo(
+        hop.host, hop.port, socket.AF_UNSPEC, socket.SOCK_STREAM
+    ):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.connect(addr)
+            return sock
+        except OSError as e:
+            sock.close()
+            if e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
+                raise
+            errors[addr] = e
+    raise paramiko.ssh_exception.NoValidConnectionsError(errors)
+
+
 def _login(
     hop: Hop, sock: Any, known: Path | None, t: Timeouts, label: str, *, own_keys: bool
 ) -> paramiko.SSHClient:
@@ -210,6 +234,8 @@ def _login(
     if own_keys:
         kw.update(look_for_keys=False, allow_agent=False)
     try:
+        if sock is None:
+            kw["sock"] = _tcp(hop, t.connect)
         client.connect(**kw)
     except paramiko.BadHostKeyException as e:
         client.close()
