@@ -38,7 +38,7 @@ FACADE = {("swarm", "swarm.api")}
 ONLY_IN = {
     "rich": ("swarm.cli",),
     "click": ("swarm.cli",),
-    "paramiko": ("swarm.remote.ssh", "swarm.remote.hops"),
+    "paramiko": ("swarm.remote.ssh", "swarm.remote.hops", "swarm.remote.known_hosts"),
     "fabric": ("swarm.remote.sshconfig",),
     "boto3": ("swarm.providers.ec2",),
     "botocore": ("swarm.providers.ec2",),
