@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from swarm.errors import RemoteError
 from swarm.models import HostResult, Node
 from swarm.pipeline.session import Session
-from swarm.remote.base import Runner
+from swarm.remote.base import Result, Runner
 from swarm.remote.fanout import fan_out
 from swarm.remote.ship import (
     FETCH_FAILED,
@@ -124,6 +124,16 @@ def open_relay(
     return Relay(rd, s, addr, port, s.sha if send_store else state.stored_sha, pid, token)
 
 
+def _then_ran(node: Node, res: Result, then: bool) -> Then | None:
+    """The tree got there (else RemoteError); what `then` did, if there was one."""
+    before, mark, after = res.stdout.partition(f"{UNPACKED}\n")
+    if then and mark:
+        return Then(res.exit_code, after, res.tail(3))
+    if res.ok and not then:
+        return None
+    raise RemoteError(f"{node.name}: {res.tail(3) or f'exit {res.exit_code}'}")
+
+
 def close_relay(runner: Runner, relay: Relay) -> None:
     """The relay exits by itself once every worker fetched or its time is up; this ends it
     now (a worker fell back, or failed before fetching)."""
@@ -133,6 +143,18 @@ def close_relay(runner: Runner, relay: Relay) -> None:
         pass  # it ends within RELAY_LIFE anyway
 
 
+@dataclass(frozen=True)
+class Then:
+    """What `then` did, run in the same exec once the tree was unpacked."""
+
+    exit_code: int
+    stdout: str  # after the tree was unpacked
+    tail: str  # the exec's last lines (stderr first), to say why it failed
+
+
+UNPACKED = "swarm-unpacked"
+
+
 def spread(
     sess: Session,
     s: Shipment,
@@ -140,9 +162,12 @@ def spread(
     state: ShipState,
     workers: list[Node],
     runner_of: Callable[[Node], Runner],
+    then: Callable[[Node], str] | None = None,
 ) -> list[HostResult]:
     """The tree onto the master (when its copy differs) and onto `workers` (those whose copy
-    differs), through the master's relay where there is one -> one result per worker."""
+    differs), through the master's relay where there is one -> one result per worker.
+    `then(node)`: a command (reading no stdin) run in the same exec once the tree is there, a
+    worker's start: each result's value is then a Then."""
     rd = sess.remote_dir
     mr = runner_of(master)
     relay = None
@@ -152,16 +177,25 @@ def spread(
         store = can_relay(sess, master)  # for the workers a later command adds
         mr.run(receive_cmd(rd, s, store=store), timeout=SEND_TIMEOUT, stdin=s.tar)
 
-    def one(node: Node) -> None:
+    def one(node: Node) -> Then | None:
         r = runner_of(node)
+        # the fetch's own exit code kept: FETCH_FAILED (the relay was out of reach) or another
+        after = f'; c=$?; [ "$c" = 0 ] || exit "$c"; echo {UNPACKED}; {then(node)}' if then else ""
         if relay is not None:
-            res = r.run(relay.fetch, timeout=relay.timeout, stdin=relay.stdin, check=False)
-            if res.ok:
-                return
+            res = r.run(
+                f"{relay.fetch}{after}",
+                timeout=relay.timeout,
+                stdin=relay.stdin,
+                check=False,
+            )
             if res.exit_code != FETCH_FAILED:
-                raise RemoteError(f"{node.name}: {res.tail(3) or f'exit {res.exit_code}'}")
+                return _then_ran(node, res, then is not None)
             relay.miss(node)
-        r.run(receive_cmd(rd, s), timeout=SEND_TIMEOUT, stdin=s.tar)
+        if then is None:
+            r.run(receive_cmd(rd, s), timeout=SEND_TIMEOUT, stdin=s.tar)
+            return None
+        res = r.run(f"{receive_cmd(rd, s)}{after}", timeout=SEND_TIMEOUT, stdin=s.tar, check=False)
+        return _then_ran(node, res, True)
 
     try:
         results = fan_out(workers, one, what=f"send {s.tree}/", raise_on_error=False)

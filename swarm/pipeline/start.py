@@ -271,27 +271,56 @@ def _sync(ctx: RunContext, shipment: Shipment, launch: _Launch | None) -> list[H
         return first.run(node, runner, launch)
 
     synced = fan_out([ctx.master, *ctx.workers], ask, what="sync", raise_on_error=False)
+    if synced[0].ok and not first.refused:
+        synced = _ship_stale(ctx, shipment, synced, first, launch)
     if first.refused:
         # Locust itself refused to start somewhere: no run, nothing left running
         stop_workers(ctx, [r.node for r in synced if r.ok and r.value.started])
         raise LocustError(first.refused[0])
-    if not synced[0].ok:
-        return synced
+    return synced
+
+
+def _ship_stale(
+    ctx: RunContext,
+    shipment: Shipment,
+    synced: list[HostResult],
+    first: FirstExec,
+    launch: _Launch | None,
+) -> list[HostResult]:
+    """The locustfiles to the hosts whose copy differs; with `launch`, each such worker's
+    start in the same exec as its fetch (unless [locust] env must go on the start's stdin,
+    which the fetch's token holds)."""
     stale = [r.node for r in synced[1:] if r.ok and r.value.ship.unpacked != shipment.digest]
     mstate = synced[0].value.ship
-    if stale or mstate.unpacked != shipment.digest:
-        try:
-            sent = shipping.spread(
-                ctx.sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id]
-            )
-        except RemoteError as e:
-            if synced[0].value.started:
-                stop_workers(ctx, [ctx.master])
-            synced[0] = replace(synced[0], ok=False, error=str(e))
+    if not stale and mstate.unpacked == shipment.digest:
+        return synced
+    then = None
+    if launch is not None and launch.env is None:
+        then = lambda n: f"echo {STARTED_MARK}; {launch.command(n)}"  # noqa: E731
+    try:
+        sent = shipping.spread(
+            ctx.sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id], then
+        )
+    except RemoteError as e:
+        if synced[0].value.started:
+            stop_workers(ctx, [ctx.master])
+        synced[0] = replace(synced[0], ok=False, error=str(e))
+        return synced
+    done = {r.node.id: r for r in sent}
+    out = []
+    for r in synced:
+        got = done.get(r.node.id)
+        if got is None:
+            out.append(r)
+        elif not got.ok:
+            out.append(got)
+        elif isinstance(got.value, shipping.Then) and got.value.exit_code != 0:
+            why = got.value.tail or f"exit {got.value.exit_code}"
+            first.refused.append(f"{r.node.name}: Locust did not start: {why}")
+            out.append(r)
         else:
-            failed = {r.node.id: r for r in sent if not r.ok}
-            synced = [failed.get(r.node.id, r) for r in synced]
-    return synced
+            out.append(replace(r, value=replace(r.value, started=got.value is not None)))
+    return out
 
 
 def _take_workers(ctx: RunContext, answers: list[HostResult]) -> None:
