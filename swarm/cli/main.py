@@ -3,6 +3,7 @@ bad input), click's usage errors (2), Ctrl-C (130)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -56,3 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def entry() -> None:
+    """The `swarm` command: main(), the exit handlers (logging's flush, the thread pools'
+    joins), then the end of the process without the interpreter's teardown: freeing every
+    module and object (botocore's models, paramiko's) took 0.2 s after the last line on a busy
+    machine, with nothing left to write. Connections still open close with the process, as
+    run_after_exit relies on. main() itself returns, for callers in this process."""
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
