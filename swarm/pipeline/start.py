@@ -101,7 +101,16 @@ def start(ctx: RunContext) -> None:
         stop_workers(ctx, [a.node for a in answers[1:] if a.ok and a.value.started])
         raise RemoteError(f"master unreachable, nothing started: {master.error}", answers)
     _take_workers(ctx, answers)
+    expect_at_start = launch.expect
     launch.prepare(answers)
+    if plan.spec.headless and master.value.started and launch.expect != expect_at_start:
+        # A worker was skipped: the master would wait for it. Start again, everyone (a worker
+        # that said hello to this master would be unknown to the next).
+        stop_workers(ctx, [a.node for a in answers if a.ok and a.value.started])
+        answers = [
+            replace(a, value=replace(a.value, started=False)) if a.ok else a for a in answers
+        ]
+        master = answers[0]
     ctx.sess.report.info(
         f"starting Locust: master on {ctx.master.name}, {ctx.meta.expected} worker process(es) "
         f"on {len(ctx.workers)} node(s)"
@@ -185,6 +194,8 @@ class _Launch:
         self.warm = ctx.sess.provider.runs_bootstrap
         # [locust] env goes on the start command's stdin, never on its command line
         self.env = env_file(spec.env) if spec.env else None
+        # worker processes the master's --expect-workers says: every worker, until prepare()
+        self.expect = per * len(ctx.workers) if per > 0 else 0
         self.master_connected = threading.Event()
         self.master_done = threading.Event()
         self.master_failed = False
@@ -203,8 +214,11 @@ class _Launch:
 
     @property
     def master_first(self) -> bool:
-        """Whether the master's start can go in its first exec (no worker count needed)."""
-        return not self.ctx.plan.spec.headless
+        """Whether the master's start can go in its first exec: UI mode needs no worker count,
+        headless with [locust] processes >= 1 knows it (every worker answering). With one
+        process per core it starts after the workers; never long after, at scale: a worker
+        unanswered for 5 s says hello again, and a master that gets both restarts its spawn."""
+        return not self.ctx.plan.spec.headless or self.per > 0
 
     def command(self, node: Node) -> str:
         """The start command of a node; the master's once prepare() has run (or UI mode)."""
@@ -212,7 +226,7 @@ class _Launch:
         has_env = self.env is not None
         if node.role != Role.MASTER:
             return start_cmd(rd, self.worker_argv, warm=self.warm, env=has_env)
-        spec = replace(spec, expect_workers=max(1, self.ctx.meta.expected))
+        spec = replace(spec, expect_workers=max(1, self.expect))
         # the last run's roster and expectations go: `status` must not show them for this one
         return (
             f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && rm -f {ROSTER} {RUN_META}) "
@@ -225,7 +239,7 @@ class _Launch:
         ctx = self.ctx
         facts = {a.node.id: a.value.facts for a in answers[1:] if a.ok}
         by_node = expected_by_node(ctx.workers, {k: f.nproc for k, f in facts.items()}, self.per)
-        expected = sum(by_node.values())
+        expected = self.expect = sum(by_node.values())
         if ctx.plan.baseline is not None:
             # the worker counts for sure, before any Locust starts
             now = this_run(ctx.plan.spec, ctx.plan.files_dir, len(ctx.workers), expected)
