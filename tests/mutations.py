@@ -65,7 +65,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "secret-to-workers",
         "every worker's Locust started with AWS_SECRET_ACCESS_KEY exported",
-        (Hunk("swarm/pipeline/start.py",
+        (Hunk("swarm/pipeline/launch.py",
               "            return start_cmd(rd, self.worker_argv, warm=self.warm, env=has_env)",
               "            return \"export AWS_SECRET_ACCESS_KEY='%s'; \" % __import__('os')"
               ".environ.get('AWS_SECRET_ACCESS_KEY', '') + start_cmd(\n"

@@ -3,42 +3,32 @@ and the workers, wait until every worker process is connected."""
 
 from __future__ import annotations
 
-import contextlib
 import shlex
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TypeVar
 
 from swarm.errors import LocustError, RemoteError, UsageError
-from swarm.locust.argv import master_argv, worker_argv
 from swarm.locust.live import (
-    RUN_META,
     MasterStats,
     RunMeta,
-    expected_by_node,
     master_stats_probe,
     summarize,
     write_meta_cmd,
 )
-from swarm.locust.roster import ROSTER, RosterEntry
+from swarm.locust.roster import RosterEntry
 from swarm.locust.shell import (
-    HostFacts,
-    env_file,
     kill_cmd,
-    start_cmd,
-    stop_probe,
     wait_workers_cmd,
 )
 from swarm.models import HostResult, Node, Probe, Role
 from swarm.pipeline import shipping
-from swarm.pipeline.baseline import AT_START, PLANNED, this_run
+from swarm.pipeline.launch import STARTED_MARK, Answer, FirstExec, Launch
 from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
 from swarm.remote.base import Runner, tar_bytes
 from swarm.remote.fanout import fan_out
-from swarm.remote.ship import Shipment, ShipState, state_probe, unpacked_test
+from swarm.remote.ship import Shipment
 
 T = TypeVar("T")
 WORKERS_TIMEOUT = 60  # seconds for every worker to connect to the master
@@ -90,7 +80,7 @@ def start(ctx: RunContext) -> None:
     before every worker has answered: one round trip to stop, one to start."""
     plan = ctx.plan
     eager = not plan.require_all and plan.baseline is None
-    launch = _Launch(ctx, processes_per_worker(ctx.sess))
+    launch = Launch(ctx, processes_per_worker(ctx.sess))
     shipment = Shipment.of("locustfiles", tar_bytes(plan.files_dir))
     ctx.sess.report.info(
         f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(ctx.workers)} node(s)"
@@ -129,138 +119,7 @@ def start(ctx: RunContext) -> None:
     ctx.sess.report.info(f"{ctx.workers_seen} of {ctx.meta.expected} worker process(es) connected")
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What a node said in the round trip before a run."""
-
-    ship: ShipState
-    facts: HostFacts
-    started: bool  # its new Locust runs already (its locustfiles were current)
-
-
-STARTED_MARK = "swarm-started"  # after a start in the first exec, its pid on the next line
-
-
-class FirstExec:
-    """A node's first exec of a run: which locustfiles it has, stop its Locust (and say its
-    cores and hostname), and maybe start the new Locust when its locustfiles are current."""
-
-    def __init__(self, rd: str, shipment: Shipment):
-        self.have, self.stop = state_probe(rd, shipment.tree), stop_probe(rd)
-        self.probe = f"{self.have.command}; {self.stop.command}"
-        self.current = unpacked_test(rd, shipment.tree, shipment.digest)
-        self.refused: list[str] = []  # "<node>: Locust did not start: ..." (list.append: atomic)
-
-    def answer(self, out: str, started: bool) -> Answer:
-        return Answer(self.have.parse(out), self.stop.parse(out), started)
-
-    def run(self, node: Node, runner: Runner, launch: _Launch | None) -> Answer:
-        """The exec; with `launch`, the start too."""
-        if launch is None:
-            return self.answer(runner.run(self.probe, timeout=120).stdout, started=False)
-        cmd = (
-            f"{self.probe}; echo; if {self.current}; then echo {STARTED_MARK}; "
-            f"{launch.command(node)}; fi"
-        )
-        res = runner.run(cmd, timeout=180, stdin=launch.env, check=False)
-        before, mark, _ = res.stdout.partition(f"\n{STARTED_MARK}\n")
-        if mark and res.exit_code != 0:
-            why = f"{node.name}: Locust did not start: {res.tail(3) or f'exit {res.exit_code}'}"
-            self.refused.append(why)
-            raise LocustError(why)
-        if res.exit_code != 0:
-            raise RemoteError(f"{node.name}: command failed (exit {res.exit_code}): {res.tail(3)}")
-        return self.answer(before, started=bool(mark))
-
-
-class _Launch:
-    """The start commands of one run: the workers' from the start, the master's once its
-    worker count is known (UI mode needs none)."""
-
-    def __init__(self, ctx: RunContext, per: int):
-        self.ctx, self.per = ctx, per
-        spec = ctx.plan.spec
-        self.master_ip = ctx.master.private_ip or "127.0.0.1"
-        self.worker_argv = worker_argv(
-            spec.locustfile,
-            self.master_ip,
-            spec.master_port,
-            per,
-            spec.worker_args,
-            otel=spec.otel,
-        )
-        # Hosts swarm bootstraps keep a warm (pre-imported) Locust; on `local` it would be one
-        # more long-lived process on the user's machine for no gain.
-        self.warm = ctx.sess.provider.runs_bootstrap
-        # [locust] env goes on the start command's stdin, never on its command line
-        self.env = env_file(spec.env) if spec.env else None
-        # worker processes the master's --expect-workers says: every worker, until prepare()
-        self.expect = per * len(ctx.workers) if per > 0 else 0
-        self.master_connected = threading.Event()
-        self.master_done = threading.Event()
-        self.master_failed = False
-
-    @contextlib.contextmanager
-    def master_turn(self) -> Iterator[None]:
-        """The master's first exec: the workers wait on these events (failed before done)."""
-        try:
-            yield
-        except BaseException:
-            self.master_failed = True
-            raise
-        finally:
-            self.master_connected.set()
-            self.master_done.set()
-
-    @property
-    def master_first(self) -> bool:
-        """Whether the master's start can go in its first exec: UI mode needs no worker count,
-        headless with [locust] processes >= 1 knows it (every worker answering). With one
-        process per core it starts after the workers; never long after, at scale: a worker
-        unanswered for 5 s says hello again, and a master that gets both restarts its spawn."""
-        return not self.ctx.plan.spec.headless or self.per > 0
-
-    def command(self, node: Node) -> str:
-        """The start command of a node; the master's once prepare() has run (or UI mode)."""
-        rd, spec = self.ctx.rd, self.ctx.plan.spec
-        has_env = self.env is not None
-        if node.role != Role.MASTER:
-            return start_cmd(rd, self.worker_argv, warm=self.warm, env=has_env)
-        spec = replace(spec, expect_workers=max(1, self.expect))
-        # the last run's roster and expectations go: `status` must not show them for this one
-        return (
-            f"mkdir -p {shlex.quote(rd)} && (cd {shlex.quote(rd)} && rm -f {ROSTER} {RUN_META}) "
-            "&& "
-            + start_cmd(rd, master_argv(spec), fresh_results=True, warm=self.warm, env=has_env)
-        )
-
-    def prepare(self, answers: list[HostResult]) -> None:
-        """The run's expectations, from what the workers said."""
-        ctx = self.ctx
-        facts = {a.node.id: a.value.facts for a in answers[1:] if a.ok}
-        by_node = expected_by_node(ctx.workers, {k: f.nproc for k, f in facts.items()}, self.per)
-        expected = self.expect = sum(by_node.values())
-        if ctx.plan.baseline is not None:
-            # the worker counts for sure, before any Locust starts
-            now = this_run(ctx.plan.spec, ctx.plan.files_dir, len(ctx.workers), expected)
-            ctx.baseline_differences = ctx.plan.baseline.check(now, PLANNED + AT_START)
-        ctx.meta = RunMeta(
-            expected,
-            by_node,
-            {w.name: facts[w.id].hostname for w in ctx.workers},
-            ctx.plan.spec.locustfile,
-            ctx.plan.spec.host,
-            ctx.started_at.isoformat(timespec="seconds"),
-            self.worker_argv,
-            self.per,
-            ctx.plan.profile,
-        )
-
-    def start_one(self, node: Node) -> str:
-        return self.ctx.runners[node.id].run(self.command(node), timeout=60, stdin=self.env).stdout
-
-
-def _sync(ctx: RunContext, shipment: Shipment, launch: _Launch | None) -> list[HostResult]:
+def _sync(ctx: RunContext, shipment: Shipment, launch: Launch | None) -> list[HostResult]:
     """Stop whatever runs and ask which locustfiles each host has, in one round trip per host;
     with `launch`, start Locust in that same exec where the files are current (the master
     first, see start()). Hosts whose copy differs then get the tree (the master once, the
@@ -299,7 +158,7 @@ def _ship_stale(
     shipment: Shipment,
     synced: list[HostResult],
     first: FirstExec,
-    launch: _Launch | None,
+    launch: Launch | None,
 ) -> list[HostResult]:
     """The locustfiles to the hosts whose copy differs; with `launch`, each such worker's
     start in the same exec as its fetch (unless [locust] env must go on the start's stdin,
