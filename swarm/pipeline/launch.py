@@ -76,10 +76,9 @@ class Launch:
     def __init__(self, ctx: RunContext, per: int):
         self.ctx, self.per = ctx, per
         spec = ctx.plan.spec
-        self.master_ip = ctx.master.private_ip or "127.0.0.1"
         self.worker_argv = worker_argv(
             spec.locustfile,
-            self.master_ip,
+            ctx.master.private_ip or "127.0.0.1",
             spec.master_port,
             per,
             spec.worker_args,

@@ -23,7 +23,7 @@ from swarm.locust.shell import (
 )
 from swarm.models import HostResult, Node, Probe, Role
 from swarm.pipeline import shipping
-from swarm.pipeline.launch import STARTED_MARK, Answer, FirstExec, Launch
+from swarm.pipeline.launch import Answer, FirstExec, Launch
 from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
 from swarm.remote.base import Runner, tar_bytes
@@ -74,9 +74,10 @@ def start(ctx: RunContext) -> None:
     start the new one. Its argv needs nothing the hosts say (`--processes -1` lets Locust
     count the cores). The master's old Locust is stopped first: a new worker's hello to the
     old master would be lost, and the new one would never know that worker. In UI mode the
-    master starts in that same exec; headless, it starts once the workers have answered, as
-    its --expect-workers is their process count. Workers started before their master wait for
-    it (ZeroMQ connects when it listens). With --require-all or a baseline nothing may start
+    master starts in that same exec; headless too when its --expect-workers (the workers'
+    process count) is known beforehand ([locust] processes >= 1), else once the workers have
+    answered. Workers started before their master wait for it (ZeroMQ connects when it
+    listens). With --require-all or a baseline nothing may start
     before every worker has answered: one round trip to stop, one to start."""
     plan = ctx.plan
     eager = not plan.require_all and plan.baseline is None
@@ -129,7 +130,7 @@ def _sync(ctx: RunContext, shipment: Shipment, launch: Launch | None) -> list[Ho
     def ask(node: Node) -> Answer:
         runner = ctx.runners[node.id]
         if launch is None:
-            return first.answer(runner.run(first.probe, timeout=120).stdout, started=False)
+            return first.run(node, runner, None)
         if node.role == Role.MASTER:
             with launch.master_turn():
                 runner.connect()
@@ -167,9 +168,7 @@ def _ship_stale(
     mstate = synced[0].value.ship
     if not stale and mstate.unpacked == shipment.digest:
         return synced
-    then = None
-    if launch is not None and launch.env is None:
-        then = lambda n: f"echo {STARTED_MARK}; {launch.command(n)}"  # noqa: E731
+    then = launch.command if launch is not None and launch.env is None else None
     try:
         sent = shipping.spread(
             ctx.sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id], then
