@@ -68,6 +68,11 @@ def bytes_in(host) -> int:
     raise AssertionError(f"no counting rule for {host.ip}")
 
 
+def execs(host) -> int:
+    """Commands the host's sshd has started so far (LogLevel VERBOSE logs each)."""
+    return host.log_path.read_text(errors="replace").count("Starting session: command")
+
+
 def hosts_by_name(emulated_ec2, workdir, env) -> dict:
     res = swarm("status", "--json", cwd=workdir, env=env)
     assert res.code == 0, res.err
@@ -119,13 +124,17 @@ def test_each_tree_crosses_the_controllers_link_once(workdir, env, emulated_ec2,
     assert m2 - m1 < SMALL
     workers.append(w4)
 
-    # run: locustfiles/ to the master once, to the workers from its relay
+    # run: locustfiles/ to the master once, to the workers from its relay, each worker
+    # fetching and starting in the exec that stops its old Locust
     before = {h.name: bytes_in(h) for h in [master, *workers]}
+    execs0 = {w.name: execs(w) for w in workers}
     first = run(workdir, env, bridge_target, 4)
     assert "v1-task" in first.out
     after = {h.name: bytes_in(h) for h in [master, *workers]}
     assert after[master.name] - before[master.name] > TREE // 3
     assert all(after[w.name] - before[w.name] < SMALL for w in workers)
+    # (the other exec: the end of the headless run fetches each worker's log)
+    assert {w.name: execs(w) - execs0[w.name] for w in workers} == {w.name: 2 for w in workers}
 
     # unchanged: no tar to anyone
     again = run(workdir, env, bridge_target, 4)

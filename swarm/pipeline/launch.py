@@ -17,9 +17,11 @@ from swarm.locust.live import RUN_META, RunMeta, expected_by_node
 from swarm.locust.roster import ROSTER
 from swarm.locust.shell import HostFacts, env_file, start_cmd, stop_probe
 from swarm.models import HostResult, Node, Role
+from swarm.pipeline import shipping
 from swarm.pipeline.baseline import AT_START, PLANNED, this_run
+from swarm.pipeline.shipping import Relay
 from swarm.remote.base import Runner
-from swarm.remote.ship import Shipment, ShipState, state_probe, unpacked_test
+from swarm.remote.ship import FETCH_FAILED, Shipment, ShipState, state_probe, unpacked_test
 
 if TYPE_CHECKING:
     from swarm.pipeline.start import RunContext
@@ -39,31 +41,77 @@ STARTED_MARK = "swarm-started"  # after a start in the first exec, its pid on th
 
 class FirstExec:
     """A node's first exec of a run: which locustfiles it has, stop its Locust (and say its
-    cores and hostname), and maybe start the new Locust when its locustfiles are current."""
+    cores and hostname), and maybe start the new Locust when its locustfiles are current, or,
+    once the master's relay serves them (`relay`), once they are fetched."""
 
     def __init__(self, rd: str, shipment: Shipment):
+        self.shipment, self.digest = shipment, shipment.digest
         self.have, self.stop = state_probe(rd, shipment.tree), stop_probe(rd)
         self.probe = f"{self.have.command}; {self.stop.command}"
         self.current = unpacked_test(rd, shipment.tree, shipment.digest)
         self.refused: list[str] = []  # "<node>: Locust did not start: ..." (list.append: atomic)
+        # The master's relay, opened in its turn when the master had to get the files: a
+        # worker whose copy differs then fetches in its first exec, as the workers run later.
+        self.relay: Relay | None = None
+        self.fetchers: list[str] = []  # workers that had to fetch (append: atomic)
+
+    def relay_early(self, ctx: RunContext, launch: Launch, got: Answer) -> Answer:
+        """In the master's turn, when its locustfiles differ: the files to it and its relay
+        started, in one exec, so that the workers (still logging in) fetch and start in their
+        first exec; then the master's start, where it goes first -> its Answer now. The
+        workers' copies differ too, as a rule (a new master, changed files). Not with [locust]
+        env: the start reads it from stdin, where the fetch's token goes."""
+        master, s = ctx.master, self.shipment
+        if (
+            got.ship.unpacked == s.digest
+            or not ctx.workers
+            or launch.env is not None
+            or not shipping.can_relay(ctx.sess, master)
+        ):
+            return got
+        runner = ctx.runners[master.id]
+        relay = shipping.open_relay(
+            ctx.sess, master, runner, s, got.ship, len(ctx.workers), unpack=True
+        )
+        if relay is None:
+            return got  # said why; start._ship_stale sends to the workers from here
+        self.relay = relay
+        got = replace(got, ship=ShipState(s.digest, s.digest, relay.sha))
+        if launch.master_first:
+            launch.start_one(master)
+            got = replace(got, started=True)
+        return got
 
     def answer(self, out: str, started: bool) -> Answer:
-        return Answer(self.have.parse(out), self.stop.parse(out), started)
+        ship = self.have.parse(out)
+        if started:  # it started on the files of this run: they are there now
+            ship = replace(ship, unpacked=self.digest)
+        return Answer(ship, self.stop.parse(out), started)
 
     def run(self, node: Node, runner: Runner, launch: Launch | None) -> Answer:
-        """The exec; with `launch`, the start too."""
+        """The exec; with `launch`, the start too (after the fetch, with a relay)."""
         if launch is None:
             return self.answer(runner.run(self.probe, timeout=120).stdout, started=False)
-        cmd = (
-            f"{self.probe}; echo; if {self.current}; then echo {STARTED_MARK}; "
-            f"{launch.command(node)}; fi"
-        )
-        res = runner.run(cmd, timeout=180, stdin=launch.env, check=False)
+        relay = self.relay if node.role != Role.MASTER else None
+        start = f"echo {STARTED_MARK}; {launch.command(node)}"
+        if relay is None:
+            cmd = f"{self.probe}; echo; if {self.current}; then {start}; fi"
+            stdin, timeout = launch.env, 180.0
+        else:
+            # the fetch's own exit code kept: FETCH_FAILED says the relay was out of reach
+            cmd = f"{self.probe}; echo; {relay.fetch} || exit $?; {start}"
+            stdin, timeout = relay.stdin, 180 + relay.timeout  # no [locust] env with a relay
+        res = runner.run(cmd, timeout=timeout, stdin=stdin, check=False)
         before, mark, _ = res.stdout.partition(f"\n{STARTED_MARK}\n")
         if mark and res.exit_code != 0:
             why = f"{node.name}: Locust did not start: {res.tail(3) or f'exit {res.exit_code}'}"
             self.refused.append(why)
             raise LocustError(why)
+        if relay is not None and self.have.parse(before).unpacked != self.digest:
+            self.fetchers.append(node.name)
+            if res.exit_code == FETCH_FAILED:
+                relay.miss(node)  # start._ship_stale sends it from here, then starts it
+                return self.answer(before, started=False)
         if res.exit_code != 0:
             raise RemoteError(f"{node.name}: command failed (exit {res.exit_code}): {res.tail(3)}")
         return self.answer(before, started=bool(mark))

@@ -163,15 +163,18 @@ def spread(
     workers: list[Node],
     runner_of: Callable[[Node], Runner],
     then: Callable[[Node], str] | None = None,
+    *,
+    through_relay: bool = True,
 ) -> list[HostResult]:
     """The tree onto the master (when its copy differs) and onto `workers` (those whose copy
-    differs), through the master's relay where there is one -> one result per worker.
-    `then(node)`: a command (reading no stdin) run in the same exec once the tree is there, a
-    worker's start: each result's value is then a Then."""
+    differs), through the master's relay where there is one (and `through_relay`: not for
+    workers a relay missed already) -> one result per worker. `then(node)`: a command (reading
+    no stdin) run in the same exec once the tree is there, a worker's start: each result's
+    value is then a Then."""
     rd = sess.remote_dir
     mr = runner_of(master)
     relay = None
-    if workers and can_relay(sess, master):
+    if workers and through_relay and can_relay(sess, master):
         relay = open_relay(sess, master, mr, s, state, len(workers), unpack=True)
     elif state.unpacked != s.digest:
         store = can_relay(sess, master)  # for the workers a later command adds

@@ -28,7 +28,7 @@ from swarm.pipeline.plan import Plan, processes_per_worker
 from swarm.pipeline.session import Session
 from swarm.remote.base import Runner, tar_bytes
 from swarm.remote.fanout import fan_out
-from swarm.remote.ship import Shipment
+from swarm.remote.ship import Shipment, stop_relay_cmd
 
 T = TypeVar("T")
 WORKERS_TIMEOUT = 60  # seconds for every worker to connect to the master
@@ -86,7 +86,21 @@ def start(ctx: RunContext) -> None:
     ctx.sess.report.info(
         f"syncing {plan.files_dir.name}/ and stopping old Locust on {1 + len(ctx.workers)} node(s)"
     )
-    answers = _sync(ctx, shipment, launch if eager else None)
+    answers, relay = _sync(ctx, shipment, launch if eager else None)
+    # an early relay ends in the exec that waits for the workers (else by itself, once every
+    # worker fetched); on the way out of a failure, in one of its own
+    stop = stop_relay_cmd(ctx.rd, shipment.tree, relay.pid) if relay is not None else ""
+    try:
+        _start_all(ctx, launch, answers, stop)
+    except BaseException:
+        if relay is not None:
+            shipping.close_relay(ctx.runners[ctx.master.id], relay)
+        raise
+
+
+def _start_all(ctx: RunContext, launch: Launch, answers: list[HostResult], stop_relay: str) -> None:
+    """After the first exec: what it could not start, then the wait for the workers."""
+    plan = ctx.plan
     master = answers[0]
     if not master.ok:
         stop_workers(ctx, [a.node for a in answers[1:] if a.ok and a.value.started])
@@ -115,16 +129,19 @@ def start(ctx: RunContext) -> None:
         launch.start_one,
         what="start",
     )
-    stats = wait_for_workers(ctx, ctx.meta.expected)
+    stats = wait_for_workers(ctx, ctx.meta.expected, before=stop_relay)
     ctx.workers_seen = stats.worker_count
     ctx.sess.report.info(f"{ctx.workers_seen} of {ctx.meta.expected} worker process(es) connected")
 
 
-def _sync(ctx: RunContext, shipment: Shipment, launch: Launch | None) -> list[HostResult]:
+def _sync(
+    ctx: RunContext, shipment: Shipment, launch: Launch | None
+) -> tuple[list[HostResult], shipping.Relay | None]:
     """Stop whatever runs and ask which locustfiles each host has, in one round trip per host;
     with `launch`, start Locust in that same exec where the files are current (the master
     first, see start()). Hosts whose copy differs then get the tree (the master once, the
-    workers from it) -> a result per host, master first, its value an Answer."""
+    workers from it) -> a result per host, master first, its value an Answer; and the relay
+    still open, if the master opened one in its turn (FirstExec.relay_early)."""
     first = FirstExec(ctx.rd, shipment)
 
     def ask(node: Node) -> Answer:
@@ -135,7 +152,8 @@ def _sync(ctx: RunContext, shipment: Shipment, launch: Launch | None) -> list[Ho
             with launch.master_turn():
                 runner.connect()
                 launch.master_connected.set()
-                return first.run(node, runner, launch if launch.master_first else None)
+                got = first.run(node, runner, launch if launch.master_first else None)
+                return first.relay_early(ctx, launch, got)
         # The master's login first, alone: its exec then runs while the workers log in, and
         # each worker starts as soon as it is in, while the others still log in.
         launch.master_connected.wait(timeout=180)
@@ -150,8 +168,10 @@ def _sync(ctx: RunContext, shipment: Shipment, launch: Launch | None) -> list[Ho
     if first.refused:
         # Locust itself refused to start somewhere: no run, nothing left running
         stop_workers(ctx, [r.node for r in synced if r.ok and r.value.started])
+        if first.relay is not None:
+            shipping.close_relay(ctx.runners[ctx.master.id], first.relay)
         raise LocustError(first.refused[0])
-    return synced
+    return synced, first.relay
 
 
 def _ship_stale(
@@ -166,12 +186,22 @@ def _ship_stale(
     which the fetch's token holds)."""
     stale = [r.node for r in synced[1:] if r.ok and r.value.ship.unpacked != shipment.digest]
     mstate = synced[0].value.ship
+    relay = first.relay
+    if relay is not None and relay.missed:
+        ctx.sess.report.info(relay.missed_line(len(first.fetchers)))
     if not stale and mstate.unpacked == shipment.digest:
         return synced
     then = launch.command if launch is not None and launch.env is None else None
     try:
         sent = shipping.spread(
-            ctx.sess, shipment, ctx.master, mstate, stale, lambda n: ctx.runners[n.id], then
+            ctx.sess,
+            shipment,
+            ctx.master,
+            mstate,
+            stale,
+            lambda n: ctx.runners[n.id],
+            then,
+            through_relay=relay is None,  # those the early relay missed: from here
         )
     except RemoteError as e:
         if synced[0].value.started:
@@ -220,13 +250,16 @@ def stop_workers(ctx: RunContext, nodes: list[Node] | None = None) -> list[HostR
 
 
 def wait_for_workers(
-    ctx: RunContext, expected: int, timeout: float = WORKERS_TIMEOUT
+    ctx: RunContext, expected: int, timeout: float = WORKERS_TIMEOUT, before: str = ""
 ) -> MasterStats:
-    """Until every worker process is connected: one exec, waiting on the master itself."""
+    """Until every worker process is connected: one exec, waiting on the master itself (after
+    `before`, a command whose output nobody reads)."""
     web_port = ctx.plan.spec.web_port
     # What `swarm status` expects, before anything it could poll: the master may have started
     # before the workers said their hostnames and cores.
     meta = f"(cd {shlex.quote(ctx.rd)} && {write_meta_cmd(ctx.meta)})"
+    if before:
+        meta = f"({before}) >/dev/null 2>&1; {meta}"
     probe = master_stats_probe(
         ctx.rd, web_port, wait=f"{meta}; {wait_workers_cmd(ctx.rd, web_port, expected, timeout)}"
     )
