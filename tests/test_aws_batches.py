@@ -88,3 +88,46 @@ def test_120_nodes_are_three_calls_of_at_most_50_and_a_throttle_is_retried(
     launched = [i for i in all_instances(ec2) if i["SubnetId"] == subnet]
     assert len(launched) == 120                               # nothing launched twice
     assert all({"Key": "swarm:stack", "Value": STACK} in i["Tags"] for i in launched)
+
+
+def test_spot_with_room_for_3_of_5_keeps_them_and_launches_the_other_2_on_demand(
+        workdir, cli_env, ec2_env, zones, emulated_ec2):  # noqa: F811
+    """spot = true, spot capacity for fewer than asked in every zone: the spot instances stay
+    and only the rest is launched on-demand (a fallback of the whole launch would terminate
+    them and pay on-demand for all). If the on-demand rest fails too, the spot ones go."""
+    ec2_toml(workdir, None, name=STACK, ec2_extra="spot = true\n")
+    fast_bootstrap(workdir)
+    env = {**cli_env, **ec2_env.env}
+    ec2 = emulated_ec2.client()
+    res = swarm("up", "master", cwd=workdir, env=env, timeout=240)
+    assert res.code == 0, res.err
+
+    emulated_ec2.quirks.spot_capacity = {(A, C5): 2, (B, C5): 1}
+    res = swarm("up", "workers", "-n", "5", cwd=workdir, env=env, timeout=300)
+    assert res.code == 0, res.err
+    for line in ("us-east-1a had spot c5.large capacity for 2 more: launching the other 3 in "
+                 "us-east-1b",
+                 "launched 3 worker node(s): 2 in us-east-1a, 1 in us-east-1b",
+                 "spot had c5.large capacity for 3 of 5 worker node(s): launching the other 2 "
+                 "on-demand",
+                 "launched 2 worker node(s) in us-east-1a on-demand"):
+        assert line in res.err, res.err
+    assert "launching them on-demand" not in res.err, res.err   # not the whole launch again
+    workers = instances(ec2, STACK, "worker")
+    assert Counter(i.get("InstanceLifecycle", "on-demand") for i in workers) == {
+        "spot": 3, "on-demand": 2}
+    assert len([i for i in all_instances(ec2) if i["State"]["Name"] != "terminated"]) == 6
+
+    # spot room for 1, and no on-demand room anywhere: the spot one is terminated again
+    emulated_ec2.quirks.spot_capacity = {(A, C5): 1, (B, C5): 0}
+    emulated_ec2.quirks.capacity = {(A, C5): 0, (B, C5): 0}
+    res = swarm("up", "workers", "-n", "7", cwd=workdir, env=env, timeout=300)
+    assert_error_line(res, 1, "no zone of us-east-1 has c5.large capacity for 1 node(s) "
+                      "right now")
+    assert "terminated the 1 instance(s) of the failed launch" in res.err, res.err
+    assert "launching them on-demand" not in res.err, res.err   # on-demand was tried already
+    assert len(instances(ec2, STACK, "worker")) == 5
+    emulated_ec2.quirks.spot_capacity, emulated_ec2.quirks.capacity = {}, {}
+    res = swarm("down", cwd=workdir, env=env, timeout=300)
+    assert res.code == 0, res.err
+    assert_nothing_left(ec2)

@@ -60,6 +60,9 @@ does ("Error codes for the Amazon EC2 API", EC2 API reference):
   `UnauthorizedOperation`, as under the SCP "Require IMDSv2" of the AWS Organizations User
   Guide (its `ec2:MetadataHttpTokens` condition), with the explicit-deny text and the encoded
   authorization failure message an SCP denial carries.
+- `spot_capacity` = {(zone, instance type): n}: as `capacity`, for spot launches only (spot
+  capacity pools are apart from on-demand's: a zone out of spot c5.large may still launch it
+  on-demand). A spot launch of a pair not in it goes by `capacity`. Off unless set.
 - `max_spot` (None: off): a spot RunInstances that would make more than this many running or
   pending spot instances answers `MaxSpotInstanceCountExceeded` ("Spot Instance quotas").
 - `spot_role_missing`: every spot RunInstances answers
@@ -126,6 +129,7 @@ class Quirks:
     no_capacity: set[tuple[str, str]] = field(default_factory=set)
     unsupported: set[tuple[str, str]] = field(default_factory=set)
     capacity: dict[tuple[str, str], int] = field(default_factory=dict)
+    spot_capacity: dict[tuple[str, str], int] = field(default_factory=dict)
     offerings_agree: bool = True
     fresh_instances: set[str] = field(default_factory=set)
     fresh_groups: set[str] = field(default_factory=set)
@@ -146,6 +150,7 @@ class Quirks:
         self.vcpu_limit = self.max_spot = None
         self.instance_not_found = self.idempotent_launch = False
         self.no_capacity, self.unsupported, self.capacity = set(), set(), {}
+        self.spot_capacity = {}
         return self
 
     def count(self, action: str) -> int:
@@ -300,22 +305,31 @@ class Quirks:
         with self._lock:
             zone, itype = _zone(params, place), params.get("InstanceType", "m1.small")
             token = params.get("ClientToken")
-            if (zone, itype) not in self.capacity or (region, token or "") in self.launches:
+            pool = self._pool(params, zone, itype)
+            if (zone, itype) not in pool or (region, token or "") in self.launches:
                 return most
-            grant = min(most, self.capacity[zone, itype])
-            self.capacity[zone, itype] -= grant
+            grant = min(most, pool[zone, itype])
+            pool[zone, itype] -= grant
             return grant
+
+    def _pool(self, params: dict[str, str], zone: str | None,
+              itype: str) -> dict[tuple[str, str], int]:
+        """The room a launch takes from: spot's own where `spot_capacity` names the pair."""
+        if _is_spot(params) and (zone, itype) in self.spot_capacity:
+            return self.spot_capacity
+        return self.capacity
 
     def _capacity(self, action: str, params: dict[str, str],
                   place: Place | None) -> tuple[str, str] | None:
         if action != "RunInstances" or place is None or not (
-                self.no_capacity or self.unsupported or self.capacity):
+                self.no_capacity or self.unsupported or self.capacity or self.spot_capacity):
             return None
         itype = params.get("InstanceType", "m1.small")
         zone = _zone(params, place)
         if zone is None:
             return None
-        short = {z for (z, t), left in self.capacity.items() if t == itype and left <= 0}
+        pool = self._pool(params, zone, itype)
+        short = {z for (z, t), left in pool.items() if t == itype and left <= 0}
         refused = {z for z, t in self.no_capacity | self.unsupported if t == itype} | short
         others = ", ".join(z for z in place.offered(itype) if z != zone and z not in refused)
         if (zone, itype) in self.unsupported:
@@ -323,7 +337,11 @@ class Quirks:
                     f"Your requested instance type ({itype}) is not supported in your requested "
                     f"Availability Zone ({zone}). Please retry your request by not specifying "
                     f"an Availability Zone or choosing {others}.")
-        room = self.capacity.get((zone, itype))
+        room = pool.get((zone, itype))
+        if pool is self.spot_capacity and room is not None and int(
+                params.get("MinCount", "1")) > room:
+            return ("InsufficientInstanceCapacity",
+                    "There is no Spot capacity available that matches your request.")
         if (zone, itype) in self.no_capacity or (
                 room is not None and int(params.get("MinCount", "1")) > room):
             return ("InsufficientInstanceCapacity",

@@ -38,6 +38,10 @@ ZONE_CODES = frozenset({"InsufficientInstanceCapacity", "InsufficientCapacity", 
 SHORT = "InsufficientInstanceCapacity"  # a zone that launched fewer than asked
 
 
+class OnDemandTried(ProviderError):
+    """The on-demand launch of what spot had no room for failed: no fallback to try again."""
+
+
 @dataclass
 class Launched:
     instances: list[dict[str, Any]] = field(default_factory=list)
@@ -71,8 +75,12 @@ def run_in_zones(
     placement: Placement,
     region: str,
     say: Callable[[str], None],
+    *,
+    partial: bool = False,
 ) -> Launched:
-    """params["MaxCount"] instances in the placement's subnets, in order, BATCH_MAX a call."""
+    """params["MaxCount"] instances in the placement's subnets, in order, BATCH_MAX a call.
+    `partial`: fewer than that, when every zone has given what it could (spot, with on-demand
+    to launch the rest), rather than a capacity error; none at all is still the error."""
     itype, count = params["InstanceType"], params["MaxCount"]
     spot = "spot " if "InstanceMarketOptions" in params else ""
     done = Launched()
@@ -102,6 +110,8 @@ def run_in_zones(
                     say(f"{itype} refused in {sub.zone} ({code}); trying {nxt}")
                 else:
                     say(f"no {spot}{itype} capacity in {sub.zone} ({code}); trying {nxt}")
+        if partial and done.instances and code in ZONE_CODES:
+            return done
         advice = "retry later, or pick another [ec2] master_type/worker_type"
         raise ProviderError(
             f"no zone of {region} has {itype} capacity for {count} node(s) right now "
@@ -162,3 +172,40 @@ def _zone(
         if len(new) < ask:
             return None, got
     return None, got
+
+
+def launch(
+    ec2: Client,
+    params: dict[str, Any],
+    placement: Placement,
+    region: str,
+    say: Callable[[str], None],
+    what: str,
+    rest_on_demand: bool = False,
+) -> Launched:
+    """run_in_zones, saying where the nodes are (`what`: "worker node(s)"). With
+    `rest_on_demand` (a spot launch that may fall back), what spot had no room for anywhere
+    is launched on-demand, and the spot instances are kept: a fallback of the whole launch
+    would terminate them and pay on-demand for all. If that launch fails, they go too."""
+    done = run_in_zones(ec2, params, placement, region, say, partial=rest_on_demand)
+    say(f"launched {len(done.instances)} {what}{done.where()}")
+    asked = params["MaxCount"]
+    left = asked - len(done.instances)
+    if not left:
+        return done
+    say(
+        f"spot had {params['InstanceType']} capacity for {len(done.instances)} of {asked} "
+        f"{what}: launching the other {left} on-demand"
+    )
+    rest = {k: v for k, v in params.items() if k != "InstanceMarketOptions"}
+    rest.update(MinCount=left, MaxCount=left)
+    with _undone_on_error(ec2, done, say):
+        try:
+            more = run_in_zones(ec2, rest, placement, region, say)
+        except ProviderError as e:
+            raise OnDemandTried(str(e), code=e.code, action=e.action) from e
+    say(f"launched {len(more.instances)} {what}{more.where()} on-demand")
+    for zone, n in more.zones.items():
+        done.zones[zone] = done.zones.get(zone, 0) + n
+    done.instances += more.instances
+    return done

@@ -15,6 +15,7 @@ from swarm.config.schema import Spot
 from swarm.errors import ProviderError
 from swarm.models import Lifecycle
 from swarm.providers.ec2.aws import SPOT_FALLBACK_CODES
+from swarm.providers.ec2.batches import OnDemandTried
 from swarm.providers.ec2.errors import aws_errors
 
 SPOT_OPTIONS = {
@@ -51,7 +52,11 @@ def launch(
             with aws_errors(action, region, params.get("InstanceType")):
                 return run(**market, **params)
         except ProviderError as exc:
-            if lifecycle is not Lifecycle.SPOT or exc.code not in SPOT_FALLBACK_CODES:
+            if (
+                lifecycle is not Lifecycle.SPOT
+                or exc.code not in SPOT_FALLBACK_CODES
+                or isinstance(exc, OnDemandTried)
+            ):
                 raise
             if i + 1 == len(tries):
                 raise ProviderError(

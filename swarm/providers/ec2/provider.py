@@ -18,6 +18,7 @@ from typing import Any
 
 from swarm import paths
 from swarm.config import Config
+from swarm.config.schema import Spot
 from swarm.errors import ProviderError, UsageError
 from swarm.models import Node, NodeState, Role, order_key, stack_expiry
 from swarm.providers.base import Elsewhere, Provider, Stack
@@ -221,9 +222,12 @@ class Ec2Provider(AwsClients, Provider):
         """RunInstances in batches, zone after zone while one has no more capacity (no other
         with [ec2] subnet_id); says where the nodes are."""
         placement = self._find_placement()
-        done = batches.run_in_zones(self.ec2, params, placement, self.region, self.progress)
         role = tags.tag_dict({"Tags": params["TagSpecifications"][0]["Tags"]}).get(tags.ROLE)
-        self.progress(f"launched {len(done.instances)} {role} node(s){done.where()}")
+        # spot that may fall back keeps what spot had room for; only the rest goes on-demand
+        rest = "InstanceMarketOptions" in params and self.cfg.spot is Spot.PREFERRED
+        done = batches.launch(
+            self.ec2, params, placement, self.region, self.progress, f"{role} node(s)", rest
+        )
         return {"Instances": done.instances}
 
     def create_nodes(self, stack: Stack, role: Role, count: int) -> list[Node]:
