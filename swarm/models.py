@@ -77,6 +77,9 @@ class Node:
     # one launch call order nodes launched in the same second.
     created_at: float | None = None
     launch_index: int = 0
+    # The CPUs the provider says the node has (EC2: its type's vCPUs, tagged at launch), so a
+    # headless master's worker count is known before the node says it; None: only it knows.
+    cores: int | None = None
 
 
 @dataclass(frozen=True)

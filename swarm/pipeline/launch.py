@@ -137,8 +137,13 @@ class Launch:
         self.warm = ctx.sess.provider.runs_bootstrap
         # [locust] env goes on the start command's stdin, never on its command line
         self.env = env_file(spec.env) if spec.env else None
-        # worker processes the master's --expect-workers says: every worker, until prepare()
+        # worker processes the master's --expect-workers says: every worker, until prepare();
+        # one per core is known too where the provider knows every worker's cores
+        cores = [w.cores for w in ctx.workers]
+        self.predicted = per == -1 and bool(cores) and all(cores)
         self.expect = per * len(ctx.workers) if per > 0 else 0
+        if self.predicted:
+            self.expect = sum(c or 0 for c in cores)
         self.master_connected = threading.Event()
         self.master_done = threading.Event()
         self.master_failed = False
@@ -158,10 +163,11 @@ class Launch:
     @property
     def master_first(self) -> bool:
         """Whether the master's start can go in its first exec: UI mode needs no worker count,
-        headless with [locust] processes >= 1 knows it (every worker answering). With one
-        process per core it starts after the workers; never long after, at scale: a worker
-        unanswered for 5 s says hello again, and a master that gets both restarts its spawn."""
-        return not self.ctx.plan.spec.headless or self.per > 0
+        headless knows it with [locust] processes >= 1, or one per core where the provider
+        knows each worker's cores (EC2's vCPUs tag), every worker answering as expected.
+        Otherwise it starts after the workers: soon after, or at scale a worker unanswered
+        for 5 s says hello again, and a master that gets both restarts its spawn."""
+        return not self.ctx.plan.spec.headless or self.per > 0 or self.predicted
 
     def command(self, node: Node) -> str:
         """The start command of a node; the master's once prepare() has run (or UI mode)."""

@@ -109,8 +109,9 @@ def _start_all(ctx: RunContext, launch: Launch, answers: list[HostResult], stop_
     expect_at_start = launch.expect
     launch.prepare(answers)
     if plan.spec.headless and master.value.started and launch.expect != expect_at_start:
-        # A worker was skipped: the master would wait for it. Start again, everyone (a worker
-        # that said hello to this master would be unknown to the next).
+        # A worker was skipped, or has other cores than its type said: the master would wait
+        # for processes that never come, or start short. Start again, everyone (a worker that
+        # said hello to this master would be unknown to the next).
         stop_workers(ctx, [a.node for a in answers if a.ok and a.value.started])
         answers = [
             replace(a, value=replace(a.value, started=False)) if a.ok else a for a in answers

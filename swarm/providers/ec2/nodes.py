@@ -26,6 +26,7 @@ def node_of(
         address = inst["InstanceId"]
     launched = inst.get("LaunchTime")
     spot = inst.get("InstanceLifecycle") == "spot"
+    vcpus = found.get(tags.VCPUS, "")
     return Node(
         id=inst["InstanceId"],
         role=Role(found.get(tags.ROLE, "worker")),
@@ -41,4 +42,5 @@ def node_of(
         image_id=inst.get("ImageId"),
         created_at=unix_from_iso(found.get(tags.CREATED_AT)),
         launch_index=inst.get("AmiLaunchIndex", 0),
+        cores=int(vcpus) if vcpus.isdigit() and int(vcpus) > 0 else None,
     )

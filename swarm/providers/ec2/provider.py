@@ -80,6 +80,7 @@ class Ec2Provider(AwsClients, Provider):
         self._placement: Placement | None = None
         self._checked: dict[tuple[str, int], tuple[str, str]] = {}
         self._role_images: dict[Role, tuple[str, str]] | None = None
+        self._vcpus: dict[str, int] = {}  # instance type -> vCPUs (DescribeInstanceTypes)
         self._sources: setup.SshFrom | None = None
         self._bastion = bastion.Bastion(config.ec2.bastion) if config.ec2.bastion else None
 
@@ -199,7 +200,9 @@ class Ec2Provider(AwsClients, Provider):
             for role, itype in types.items():
                 if itype not in archs:
                     key = f"{role}_type"
-                    archs[itype] = setup.instance_arch(self.ec2, itype, self.region, key)
+                    archs[itype], vcpus = setup.instance_arch(self.ec2, itype, self.region, key)
+                    if vcpus:
+                        self._vcpus[itype] = vcpus
             ssm = self.client("ssm")
             images = {
                 arch: setup.resolve_ami(self.ec2, ssm, self.cfg.ami, arch, self.region)
@@ -240,8 +243,9 @@ class Ec2Provider(AwsClients, Provider):
         self.created_by()
         # One expiry for the stack: later nodes power off with the master, not a TTL later.
         expires_at = stack_expiry(self.list_nodes(stack)) or time.time() + self.cfg.ttl
+        cores = {"vcpus": str(self._vcpus[itype])} if itype in self._vcpus else {}
         new_tags = self._tags(
-            stack.name, role, expires_at=iso_utc(expires_at), ssh_user=self.ssh_user()
+            stack.name, role, expires_at=iso_utc(expires_at), ssh_user=self.ssh_user(), **cores
         )
         nic: dict[str, Any] = {
             "DeviceIndex": 0,

@@ -39,9 +39,9 @@ def ssh_user_for(ami: str, configured: str | None) -> str:
 
 def instance_arch(
     ec2: Client, instance_type: str, region: str, key: str = "master_type / worker_type"
-) -> str:
-    """'x86_64' or 'arm64' for an instance type (clear error, naming the config `key`, if
-    the type doesn't exist)."""
+) -> tuple[str, int | None]:
+    """('x86_64' or 'arm64', its vCPUs) for an instance type (clear error, naming the config
+    `key`, if the type doesn't exist)."""
     try:
         types = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
     except Exception as exc:
@@ -53,7 +53,9 @@ def instance_arch(
             f"instance type {instance_type!r} does not exist in {region}: fix [ec2] {key}"
         )
     archs = types[0].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
-    return "arm64" if archs and "x86_64" not in archs and "arm64" in archs else "x86_64"
+    vcpus = types[0].get("VCpuInfo", {}).get("DefaultVCpus")
+    arch = "arm64" if archs and "x86_64" not in archs and "arm64" in archs else "x86_64"
+    return arch, vcpus if isinstance(vcpus, int) and vcpus > 0 else None
 
 
 def resolve_ami(ec2: Client, ssm: Client, ami: str, arch: str, region: str) -> str:

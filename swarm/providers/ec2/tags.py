@@ -15,9 +15,10 @@ CREATED_BY = "swarm:created-by"  # the caller's ARN
 CREATED_AT = "swarm:created-at"  # ISO UTC with milliseconds: orders nodes of one second
 EXPIRES_AT = "swarm:expires-at"  # when the instance's TTL powers it off
 SSH_USER = "swarm:ssh-user"
+VCPUS = "swarm:vcpus"  # the instance type's vCPUs: a headless master's worker count, known early
 REGION = "swarm:region"  # of the stack's IAM role and instance profile: IAM is global
 STACK_ROLE = "stack"  # ROLE of the per-stack security group and key pair
-SWARM_TAGS = 8  # Name + six of the above (+1 spare), of AWS's 50 per resource
+SWARM_TAGS = 8  # Name + the seven above an instance gets, of AWS's 50 per resource
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 ISO_MS = "%Y-%m-%dT%H:%M:%S.%fZ"
