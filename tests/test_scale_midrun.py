@@ -158,6 +158,8 @@ def test_a_worker_joins_and_leaves_a_running_test(workdir, cli_env, ec2_env, emu
     text = err.read_text()
     assert code == 0, text
     assert "missing workers" not in text and "stayed connected" not in text, text
+    assert "worker-3 joined the test at 0:" in text, text
+    assert "worker-3 left the test at 0:" in text, text
     took = time.monotonic() - began
     assert took < RUN_S + 30, f"the run took {took:.0f}s after its users were up"
 
@@ -174,6 +176,8 @@ def test_a_worker_joins_and_leaves_a_running_test(workdir, cli_env, ec2_env, emu
     assert record["started_at"] < w3["joined_at"] < w3["left_at"] < record["ended_at"], w3
     assert record["instances"]["workers"] == 3
     assert (out / "logs" / "worker-1.log").is_file()
+    # gone before the end, its log was kept on the master by `up workers -n 2`
+    assert "Starting Locust" in (out / "logs" / "worker-3.log").read_text()
 
     # every request the target served is in swarm's figures, but those in flight when users
     # stopped (at the end, and worker-3's when it left)
