@@ -24,6 +24,7 @@ from tests.emulation.plugin import _in_ci
 from tests.helpers import free_port, swarm
 from tests.reliability import ec2_toml, instances, locust_pids, poll, security_groups
 from tests.test_boot import outcomes
+from tests.test_relay import SMALL, bytes_in, ssh_counters  # noqa: F401 (a fixture)
 
 VERSION = importlib.metadata.version("locust")
 STACK = "offline"
@@ -47,13 +48,14 @@ def prepared_cache(otel: bool = False) -> str:
 
 
 def test_the_headline_flow_on_bare_ec2_nodes_installs_from_the_wheelhouse(
-        workdir, cli_env, ec2_env, emulated_ec2, bridge_target):
+        workdir, cli_env, ec2_env, emulated_ec2, bridge_target, ssh_counters):
     """up master, up workers -n 2, a headless run, a UI-mode run, killall, down, on EC2 nodes
     as they come: Ubuntu's `ubuntu` user with passwordless sudo (root refuses the key), no
     Locust and no venv, and swarm's default of one Locust process per core. Each node's
     bootstrap finds the system Python, installs from the wheelhouse (never the network: the lab
     has no route out); the Locust that runs is the node's venv's, every forked worker process
-    connects, and `killall` leaves none."""
+    connects, and `killall` leaves none. The wheelhouse crosses this machine's link once: to
+    the master, whose relay hands it to the workers."""
     cache = prepared_cache()
     emulated_ec2.host_options = lambda ip, index: {"bare": True, "private_dirs": LIMITS,
                                                    "user": "ubuntu"}
@@ -69,13 +71,22 @@ def test_the_headline_flow_on_bare_ec2_nodes_installs_from_the_wheelhouse(
     err = ok("up", "master")
     assert "using the wheelhouse for cp3" in err, err            # cached: never made in the lab
     assert "sent the wheelhouse (" in err and "to 1 node(s)" in err, err
+    (master,) = [emulated_ec2.host_for(i["InstanceId"])
+                 for i in instances(emulated_ec2.client(), STACK)]
+    assert (master.login_home / "swarm/.ship/wheelhouse.tgz").is_file()   # kept for the relay
+    m0 = bytes_in(master)
     err = ok("up", "workers", "-n", "2")
-    assert "to 2 node(s)" in err, err
+    assert "2 node(s) got the wheelhouse (" in err and "MB) from the master's relay in " in err, err
+    assert "sent the wheelhouse" not in err and "from here" not in err, err
     hosts = [emulated_ec2.host_for(i["InstanceId"]) for i in instances(emulated_ec2.client(),
                                                                      STACK)]
     workers = [emulated_ec2.host_for(i["InstanceId"])
                for i in instances(emulated_ec2.client(), STACK, "worker")]
     assert len(hosts) == 3 and len(workers) == 2
+    wheels = sum(p.stat().st_size for p in Path(cache, "wheelhouse").rglob("*.whl"))
+    assert bytes_in(master) - m0 < SMALL < wheels // 10       # not sent to the master again
+    for w in workers:
+        assert bytes_in(w) < SMALL, w.name                     # nor to a worker: relayed
     venv = "/home/ubuntu/swarm/venv"
     for host in hosts:
         assert host.bare and host.user == "ubuntu"

@@ -119,6 +119,41 @@ def test_store_relay_fetch_round_trip_on_loopback(tmp_path):
         f"/proc/{pid}/cmdline").read_text(errors="replace")
 
 
+def test_one_relay_serves_each_tree_it_is_asked_for_even_one_stored_after_it_started(tmp_path):
+    """bootstrap/ and then the wheelhouse (stored once the first worker said which it needs)
+    from the same relay and port; a tree it does not have, or a name that is no tree, gets
+    nothing (FETCH_FAILED: the worker's copy is then sent from the controller)."""
+    master, worker = tmp_path / "m", tmp_path / "w"
+    master.mkdir(), worker.mkdir()
+    rd, token, port = "swarm", "t0ken", free_port()
+    boot = Shipment.of("bootstrap", tar_bytes(tree(tmp_path, {"bootstrap.sh": "true\n"}, "b")))
+    wheels = Shipment.of("wheelhouse", tar_bytes(tree(tmp_path, {"a.whl": "w" * 5000}, "wh")))
+    assert sh(receive_cmd(rd, boot, unpack=False, store=True), master, boot.tar).returncode == 0
+    res = sh(with_token_first("true", relay_cmd(rd, boot.tree, "127.0.0.1", port, 4, 30)), master,
+             f"{token}\n".encode())
+    pid = parse_relay(res.stdout.decode())
+    assert pid, res
+    tok = f"{token}\n".encode()
+    try:
+        from swarm.remote.ship import fetch_cmd
+        assert sh(fetch_cmd(rd, wheels, wheels.sha, "127.0.0.1", port), worker, tok).returncode \
+            == FETCH_FAILED                                   # not stored yet
+        assert sh(receive_cmd(rd, wheels, unpack=False, store=True), master,
+                  wheels.tar).returncode == 0
+        for s in (boot, wheels):
+            got = sh(fetch_cmd(rd, s, s.sha, "127.0.0.1", port), worker, tok)
+            assert got.returncode == 0, got.stderr
+        assert (worker / "swarm/bootstrap/bootstrap.sh").read_text() == "true\n"
+        assert (worker / "swarm/wheelhouse/a.whl").read_text() == "w" * 5000
+        # a request for what is no tree name (a path) is not served
+        (master / "swarm/.ship/x.tgz").write_bytes(wheels.tar)
+        odd = Shipment("../.ship/x", wheels.tar, wheels.digest, wheels.sha)
+        assert sh(fetch_cmd(rd, odd, wheels.sha, "127.0.0.1", port), worker, tok).returncode \
+            == FETCH_FAILED
+    finally:
+        sh(stop_relay_cmd(rd, boot.tree, pid), master)
+
+
 def test_relay_that_cannot_listen_says_why(tmp_path):
     master = tmp_path / "m"
     master.mkdir()

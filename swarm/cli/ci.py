@@ -5,7 +5,6 @@ failed requests, or that never got to its checks, is never a green report."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +80,8 @@ def _run_says(r: Report) -> str:
 
 
 def junit_xml(r: Report) -> bytes:
+    import xml.etree.ElementTree as ET  # only for --junit: not on every command's import
+
     cls = f"swarm.{r.stack}"
     cases: list[tuple[str, str, str]] = [(c.check, _state(c), c.says) for c in r.checks]
     cases += [(text, "skipped", f"not judged: {r.why}") for text in r.unjudged]

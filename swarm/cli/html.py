@@ -14,8 +14,6 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
-
 from swarm.errors import SwarmError
 from swarm.pipeline.charts import Comparison, Trend
 
@@ -109,6 +107,9 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
 
 
 def _page(title: str, banner: str, table: str, charts: str, data: dict[str, Any], js: str) -> str:
+    # here, not at the top: every command imports this module, few write a report (14 ms)
+    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+
     return PAGE.substitute(
         title=html.escape(title),
         plotly=get_plotlyjs(),

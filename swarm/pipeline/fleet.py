@@ -16,7 +16,7 @@ from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
 from swarm.paths import default_bootstrap_dir
-from swarm.pipeline import cost, expiry, midrun, shipping, wheelhouse
+from swarm.pipeline import cost, expiry, midrun, ship_wheels, shipping, wheelhouse
 from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import OTEL_EXTRA, Session, locust_version
 from swarm.remote.base import Result, tar_bytes
@@ -248,7 +248,7 @@ def bootstrap(
     wheels = None
     if cfg.bootstrap.offline:
         env["SWARM_OFFLINE"] = "1"
-        wheels = wheelhouse.Wheelhouses(cfg, env["SWARM_LOCUST_VERSION"], sess.report.info)
+        wheels = ship_wheels.Wheelhouses(cfg, env["SWARM_LOCUST_VERSION"], sess.report.info)
     script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
     default = (default_bootstrap_dir() / "bootstrap.sh").read_bytes()
     # once: one tar per host was N x the CPU and memory
@@ -302,7 +302,14 @@ def bootstrap(
                     raise RemoteError(
                         f"bootstrap failed (exit {probe.exit_code}): {why or probe.tail(3)}"
                     )
-                wheels.ship(r, wheelhouse.parse_probe(probe.stdout), rd)
+                wheels.ship(
+                    r,
+                    wheelhouse.parse_probe(probe.stdout),
+                    rd,
+                    keep=keep,
+                    relay=None if fell_back else relay,
+                    master=mr,
+                )
             res = boot(" >bootstrap.log 2>&1", BOOTSTRAP_TIMEOUT)
             _check_unpacked(res, rd)
             if not res.ok:
@@ -340,7 +347,8 @@ def bootstrap(
         try:
             state = shipping.master_state(mr, rd, shipment.tree)
             life = cfg.bootstrap.ssh_timeout + shipping.RELAY_LIFE
-            relay = shipping.open_relay(sess, master, mr, shipment, state, len(nodes), life=life)
+            fetches = len(nodes) * (2 if wheels is not None else 1)  # bootstrap/, wheelhouse
+            relay = shipping.open_relay(sess, master, mr, shipment, state, fetches, life=life)
         except RemoteError as e:
             sess.report.info(
                 f"the master did not take {shipment.tree}/ ({e}): sending it from here"

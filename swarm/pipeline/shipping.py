@@ -58,6 +58,10 @@ class Relay:
     def fetch(self) -> str:
         return fetch_cmd(self.rd, self.shipment, self.sha, self.addr, self.port)
 
+    def fetch_of(self, s: Shipment) -> str:
+        """The fetch of another tree the master stores (the wheelhouse), from this relay."""
+        return fetch_cmd(self.rd, s, s.sha, self.addr, self.port)
+
     @property
     def stdin(self) -> bytes:
         return f"{self.token}\n".encode()

@@ -1,6 +1,7 @@
 """Offline installs (`[bootstrap] offline = true`): a wheelhouse of Locust and all its
 dependencies for a node's Python, made on this machine with its own pip, cached, and shipped
-once to each node, where bootstrap.sh installs from it with `pip --no-index`. With
+to each node that lacks it (ship_wheels.py), where bootstrap.sh installs from it with
+`pip --no-index`. With
 `[locust] otel = true` it is `locust[otel]`'s (the OpenTelemetry SDK and exporters too).
 
 A wheelhouse is made for what the node's `bootstrap.sh --probe` reported (its Python's
@@ -20,9 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +28,10 @@ from swarm.config import Config
 from swarm.errors import RemoteError, SwarmError, UsageError
 from swarm.paths import cache_dir, default_bootstrap_dir
 from swarm.pipeline.session import OTEL_EXTRA, locust_requirement
-from swarm.remote.base import Runner, replace_tree_cmd, tar_bytes
 
 MANIFEST = "SWARM-WHEELHOUSE"  # the digest, then one `sha256 size name` line per wheel
 PROBE_MARK = "swarm-probe "
 BUILD_TIMEOUT = 900  # pip download of ~40 wheels; bounded, a hung index must not hang `up`
-SHIP_TIMEOUT = 600
 OLDEST_GLIBC = 17  # manylinux2014: the oldest glibc (2.17) wheels are still built for
 
 
@@ -210,64 +206,6 @@ def check(cfg: Config, version: str, script: Path) -> None:
             ["--no-deps", f"locust=={version}"],
             f"[bootstrap] offline = true: cannot get locust=={version} for the nodes' wheelhouse",
         )
-
-
-class Wheelhouses:
-    """The wheelhouses of one bootstrap: each made once (threads of the fan-out share it),
-    each sent to a node only when it lacks that digest."""
-
-    def __init__(self, cfg: Config, version: str, info: Callable[[str], None]):
-        self.version = version
-        self.otel = cfg.locust.otel
-        self.info = info
-        self.given = cfg.resolve(cfg.bootstrap.wheelhouse) if cfg.bootstrap.wheelhouse else None
-        self._lock = threading.Lock()
-        self._made: dict[str, tuple[bytes, str]] = {}  # key -> (tar, digest)
-        self.shipped: list[float] = []  # seconds per node sent one
-        self.present = 0
-
-    def _get(self, target: Target) -> tuple[bytes, str]:
-        key = "given" if self.given else target.key
-        with self._lock:
-            if key not in self._made:
-                if self.given:
-                    text = manifest(self.given)
-                    tar = tar_bytes(self.given, level=0, extra={MANIFEST: text.encode()})
-                else:
-                    started = time.monotonic()
-                    path, made = build(self.version, target, self.otel)
-                    text = (path / MANIFEST).read_text()
-                    size = sum(f.stat().st_size for f in path.glob("*.whl"))
-                    took = f" in {time.monotonic() - started:.1f}s" if made else ""
-                    self.info(
-                        f"{'made' if made else 'using'} the wheelhouse for {target.key}"
-                        f" ({len(text.splitlines()) - 1} wheels, {size / 1e6:.0f} MB){took}: {path}"
-                    )
-                    tar = tar_bytes(path, level=0)
-                self._made[key] = (tar, text.split("\n", 1)[0])
-            return self._made[key]
-
-    def ship(self, runner: Runner, facts: NodeFacts, remote_dir: str) -> None:
-        tar, digest = self._get(facts.target)
-        if facts.shipped == digest:
-            with self._lock:
-                self.present += 1
-            return
-        started = time.monotonic()
-        runner.run(replace_tree_cmd(f"{remote_dir}/wheelhouse"), timeout=SHIP_TIMEOUT, stdin=tar)
-        with self._lock:
-            self.shipped.append(time.monotonic() - started)
-
-    def summary(self) -> str:
-        """One line for the whole fan-out (not one per node)."""
-        if not self.shipped:
-            return (
-                f"the wheelhouse was on all {self.present} node(s) already" if self.present else ""
-            )
-        size = max(len(tar) for tar, _ in self._made.values()) / 1e6
-        sent = f"sent the wheelhouse ({size:.0f} MB) to {len(self.shipped)} node(s)"
-        sent += f" in {max(self.shipped):.1f}s"
-        return sent + (f"; {self.present} had it already" if self.present else "")
 
 
 KEY_RE = re.compile(r"^cp(\d)(\d+)-((?:glibc|musl)-[\d.]+)-(\w+)$")

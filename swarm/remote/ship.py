@@ -136,13 +136,14 @@ def fetch_cmd(rd: str, s: Shipment, sha: str, addr: str, port: int) -> str:
     part = shlex.quote(f"{rd}/{SHIP_DIR}/{s.tree}.part")
     # bash's /dev/tcp: no tool to install on a worker that is not bootstrapped yet.
     get = (
-        'read -r tok; exec 3<>"/dev/tcp/$1/$2" || exit 1; printf "%s\\n" "$tok" >&3; cat <&3 > "$3"'
+        'read -r tok; exec 3<>"/dev/tcp/$1/$2" || exit 1; printf "%s %s\\n" "$tok" "$4" >&3; '
+        'cat <&3 > "$3"'
     )
     sh = f"sha256sum {part} | cut -d' ' -f1"
     return (
         f"{unpacked_test(rd, s.tree, s.digest)} || (mkdir -p {shlex.quote(rd + '/' + SHIP_DIR)} "
         f"&& timeout {fetch_timeout(len(s.tar))} bash -c {shlex.quote(get)} fetch "
-        f'{shlex.quote(addr)} {port} {part} && [ "$({sh})" = {shlex.quote(sha)} ] && '
+        f'{shlex.quote(addr)} {port} {part} {s.tree} && [ "$({sh})" = {shlex.quote(sha)} ] && '
         f"{_unpack_from(part, rd, s.tree, s.digest)} && rm -f {part} "
         f"|| {{ rm -f {part}; exit {FETCH_FAILED}; }})"
     )
@@ -150,11 +151,12 @@ def fetch_cmd(rd: str, s: Shipment, sha: str, addr: str, port: int) -> str:
 
 # The relay, run on the master with python3 -c: reads the token from stdin, listens (so a
 # port in use fails the exec, before any worker tries), then forks: the parent prints the
-# child's pid and exits, the child serves the tar to `count` token holders or until `life`
-# seconds are up, whichever is first.
+# child's pid and exits, the child serves `count` tars to token holders or until `life`
+# seconds are up, whichever is first. A request is `<token> <tree>`: the tar stored as
+# <ship dir>/<tree>.tgz, opened when asked for (the wheelhouse is stored once the relay runs).
 RELAY_SCRIPT = r"""
-import hmac, os, socket, sys, threading, time
-bind, port, path, count, life, pidfile = sys.argv[1:7]
+import hmac, os, re, socket, sys, threading, time
+bind, port, ship, count, life, pidfile = sys.argv[1:7]
 count, life = int(count), float(life)
 token = sys.stdin.readline().strip().encode()
 srv = socket.socket()
@@ -182,9 +184,10 @@ def serve(c):
             if not chunk:
                 return
             got += chunk
-        if not hmac.compare_digest(got.strip(), token):
+        tok, _, tree = got.strip().partition(b" ")
+        if not hmac.compare_digest(tok, token) or not re.fullmatch(rb"[a-z][a-z0-9-]*", tree):
             return
-        with open(path, "rb") as f:
+        with open(os.path.join(ship, tree.decode() + ".tgz"), "rb") as f:
             c.sendfile(f)
         c.shutdown(socket.SHUT_WR)
         with lock:
@@ -224,11 +227,12 @@ def _python(rd: str) -> str:
 
 
 def relay_cmd(rd: str, tree: str, bind: str, port: int, count: int, life: float) -> str:
-    """The token on stdin's first line -> prints `swarm-relay <pid>` once it listens."""
-    _, _, _, tgz = _paths(rd, tree)
+    """The token on stdin's first line -> prints `swarm-relay <pid>` once it listens. It
+    serves every tree stored in the ship dir; `tree` names its pid file."""
+    d, _, _, _ = _paths(rd, tree)
     pidfile = shlex.quote(f"{rd}/{SHIP_DIR}/relay-{tree}.pid")
     return (
-        f"{_python(rd)} -c {shlex.quote(RELAY_SCRIPT)} {shlex.quote(bind)} {port} {tgz} "
+        f"{_python(rd)} -c {shlex.quote(RELAY_SCRIPT)} {shlex.quote(bind)} {port} {d} "
         f"{count} {life:.0f} {pidfile}"
     )
 
