@@ -38,6 +38,7 @@ from swarm.remote.ship import FETCH_FAILED, Shipment
 LOCUSTFILES = "locustfiles"  # the shipped tree under the remote dir
 JOIN_TIMEOUT_S = 60  # for a joiner's processes to connect to the master
 POLL_S = 0.5
+ASK_ATTEMPTS = 2
 # A leaver's log is read through here and written to the master while `down` waits: its end
 # is kept (where a worker says why it stopped), never more than this
 LOG_CAP = 1 << 20
@@ -65,14 +66,25 @@ class Joined:
 
 def running_test(sess: Session, master: Node) -> RunningTest | None:
     """The test the master's Locust runs, if it runs one this swarm can join (its meta names
-    the worker command line); a master that does not answer runs none we can act on."""
-    r = sess.provider.runner(sess.stack, master)
-    try:
-        stats = _stats(sess, r)
-    except SwarmError:
+    the worker command line); a master that does not answer (asked twice: a busy one may be
+    slow to log in) runs none we can act on, and the user is told."""
+    stats = None
+    for attempt in range(ASK_ATTEMPTS):
+        r = sess.provider.runner(sess.stack, master)
+        try:
+            stats = _stats(sess, r)
+            break
+        except SwarmError as e:
+            if attempt + 1 == ASK_ATTEMPTS:
+                sess.report.warn(
+                    f"could not ask the master whether a test runs ({e}): if one does, "
+                    "these workers neither join nor leave it"
+                )
+                return None
+        finally:
+            r.close()
+    if stats is None:
         return None
-    finally:
-        r.close()
     if not stats.running or not stats.meta.worker_argv:
         return None
     return RunningTest(master, stats.meta, stats.roster)
