@@ -1,4 +1,7 @@
-"""Bring a run back: the master's results and every node's Locust log, into a local dir."""
+"""Bring a run back: the master's results and every node's Locust log, into a local dir.
+
+A worker that left the run before its end (`swarm down workers`, a smaller `-n`) is gone by
+then: midrun kept its log on the master, under the results, and it comes back with them."""
 
 from __future__ import annotations
 
@@ -38,6 +41,9 @@ def cannot_save(out: Path, e: OSError) -> SwarmError:
 # The master's results/, its log and its exit code in one tar: one round trip at the end of
 # a run, where three execs were (the code, the tree, the log). Whatever exists is sent.
 MASTER_FILES = (RESULTS_DIR, "locust.log", "locust.exit")
+# The logs of workers that left the run, `<node name>.log` each: under the results, so a
+# run's start clears them with its results (a later run never brings back an earlier one's)
+LEFT_LOGS = "left-workers"
 
 
 def master_bundle_cmd(rd: str) -> str:
@@ -48,11 +54,21 @@ def master_bundle_cmd(rd: str) -> str:
     )
 
 
-def unpack_master_bundle(data: bytes, out: Path, log: Path) -> int | None:
-    """results/ into out, the log to `log` -> the exit code (None: Locust left none)."""
+def unpack_master_bundle(
+    data: bytes, out: Path, log: Path, taken: Collection[str] = ()
+) -> int | None:
+    """results/ into out, the log to `log`, the leavers' logs beside it (`<name>.left.log`
+    where a worker of that name is still in the run: it came back) -> the exit code (None:
+    Locust left none)."""
     with tempfile.TemporaryDirectory(dir=out, prefix=".bundle-") as tmp:
         got = Path(tmp)
         untar_bytes(data, got)
+        left = got / RESULTS_DIR / LEFT_LOGS
+        if left.is_dir():
+            for child in left.glob("*.log"):
+                name = child.name if child.stem not in taken else f"{child.stem}.left.log"
+                os.replace(child, log.parent / name)
+            left.rename(got / LEFT_LOGS)  # not among the results
         if (got / RESULTS_DIR).is_dir():
             for child in (got / RESULTS_DIR).iterdir():
                 os.replace(child, out / child.name)
@@ -89,7 +105,8 @@ def fetch(
         try:  # runners turn network failures into RemoteError: an OSError here is local
             if node is master:
                 bundle = r.run_bytes(master_bundle_cmd(rd), timeout=120)
-                codes.append(unpack_master_bundle(bundle, out, log))
+                taken = {w.name for w in workers}
+                codes.append(unpack_master_bundle(bundle, out, log, taken))
                 return
             log.write_bytes(r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60))
         except OSError as e:

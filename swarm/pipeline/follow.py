@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from swarm.errors import SSH_TIMEOUT, SSH_UNREACHABLE, LocustError, RemoteError, SwarmError
 from swarm.locust import roster
@@ -177,9 +178,32 @@ def take_roster(ctx: RunContext, entries: list[RosterEntry]) -> None:
                 if node.id not in ctx.runners:
                     ctx.runners[node.id] = sess.provider.runner(sess.stack, node)
                 workers.append(node)
+    for e in entries[len(ctx.roster) :]:
+        _say_move(ctx, e)
+    had = bool(ctx.workers)
     ctx.roster = list(entries)
     ctx.departed += [w for w in ctx.workers if w.name in gone]
     ctx.workers = workers
+    if had and not workers:
+        # Locust's master stops the test when its last worker quits, and waits for its run
+        # time: the figures are those until now
+        ctx.sess.report.warn(
+            "every worker left the test: Locust stopped the load; the run ends at its run "
+            "time, with the figures until now"
+        )
+
+
+def _say_move(ctx: RunContext, e: RosterEntry) -> None:
+    try:
+        since = (datetime.fromisoformat(e.at) - ctx.started_at).total_seconds()
+        when = f" at {_clock(max(0.0, since))}"
+    except (ValueError, TypeError):
+        when = ""
+    if e.event == roster.Move.LEFT:
+        ctx.sess.report.info(f"{e.worker} left the test{when}")
+    else:
+        s = "es" if e.processes != 1 else ""
+        ctx.sess.report.info(f"{e.worker} joined the test{when} ({e.processes} process{s})")
 
 
 def progress_line(view: LiveView, elapsed_s: float, run_s: float) -> str:

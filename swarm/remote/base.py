@@ -174,12 +174,15 @@ def _exclude(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return info
 
 
-def tar_bytes(local_dir: Path, *, level: int = 1, extra: dict[str, bytes] | None = None) -> bytes:
-    """The contents of local_dir (plus `extra` files: name -> bytes) as one gzip'd tar (paths
-    relative to it). level 0 for what is compressed already (wheels): stored, still gzip."""
+def tar_bytes(
+    local_dir: Path | None, *, level: int = 1, extra: dict[str, bytes] | None = None
+) -> bytes:
+    """The contents of local_dir (plus `extra` files: name -> bytes; None: those only) as one
+    gzip'd tar (paths relative to it). level 0 for what is compressed already (wheels):
+    stored, still gzip."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=level) as tar:
-        for child in sorted(Path(local_dir).iterdir()):
+        for child in sorted(Path(local_dir).iterdir()) if local_dir is not None else []:
             tar.add(child, arcname=child.name, filter=_exclude)
         for name, data in (extra or {}).items():
             info = tarfile.TarInfo(name)
