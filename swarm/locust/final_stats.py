@@ -55,6 +55,20 @@ def _on_init(environment: Any, **_: Any) -> None:
             environment.events.report_to_master.fire(client_id=runner.client_id, data=data)
             runner.client.send(Message("stats", data, runner.client_id))
 
+        # A worker told to end (SIGTERM: it leaves a running test) says `quit` on `quitting`,
+        # before it stops its users and reports: a master that then quits (its last worker
+        # gone) never reads that report. This listener, registered after Locust's, runs
+        # before it (`quitting` fires in reverse): the figures go first. (A report is what
+        # happened since the last one: the one on test_stop adds only what came after.)
+        environment.events.quitting.add_listener(lambda **__: _report_last())
+
+        @environment.events.quit.add_listener
+        def _flush(**__: Any) -> None:
+            # what is still queued goes out before the process ends: a warm fork ends with
+            # os._exit, which kills ZeroMQ's I/O thread with its queue (at most 1 s: a master
+            # that is gone takes nothing)
+            runner.client.close(linger=1000)
+
     elif isinstance(runner, MasterRunner):
         stats = environment.stats
 
