@@ -299,14 +299,20 @@ class Host:
     def kill_sshd(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the listening sshd (the host and its other processes stay;
         already open SSH sessions survive, new connections are refused)."""
-        for pid in self._sshd_listeners():
+        killed = self._sshd_listeners()
+        for pid in killed:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
         for _ in range(int(timeout / 0.02) + 1):
-            if not self._sshd_listeners() or time.monotonic() > deadline:
+            # Gone, or a zombie: a dying process's cmdline reads empty once its memory is
+            # released, before its files (the listening socket) are closed; on a busy machine
+            # a connect in between was accepted.
+            if not any(_alive(p) for p in killed) and not self._sshd_listeners():
+                break
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.02)
         if self._sshd_listeners():
