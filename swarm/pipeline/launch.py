@@ -19,7 +19,6 @@ from swarm.locust.shell import HostFacts, env_file, start_cmd, stop_probe
 from swarm.models import HostResult, Node, Role
 from swarm.pipeline import shipping
 from swarm.pipeline.baseline import AT_START, PLANNED, this_run
-from swarm.pipeline.shipping import Relay
 from swarm.remote.base import Runner
 from swarm.remote.ship import FETCH_FAILED, Shipment, ShipState, state_probe, unpacked_test
 
@@ -45,14 +44,14 @@ class FirstExec:
     once the master's relay serves them (`relay`), once they are fetched."""
 
     def __init__(self, rd: str, shipment: Shipment):
-        self.shipment, self.digest = shipment, shipment.digest
+        self.shipment = shipment
         self.have, self.stop = state_probe(rd, shipment.tree), stop_probe(rd)
         self.probe = f"{self.have.command}; {self.stop.command}"
         self.current = unpacked_test(rd, shipment.tree, shipment.digest)
         self.refused: list[str] = []  # "<node>: Locust did not start: ..." (list.append: atomic)
         # The master's relay, opened in its turn when the master had to get the files: a
         # worker whose copy differs then fetches in its first exec, as the workers run later.
-        self.relay: Relay | None = None
+        self.relay: shipping.Relay | None = None
         self.fetchers: list[str] = []  # workers that had to fetch (append: atomic)
 
     def relay_early(self, ctx: RunContext, launch: Launch, got: Answer) -> Answer:
@@ -85,7 +84,7 @@ class FirstExec:
     def answer(self, out: str, started: bool) -> Answer:
         ship = self.have.parse(out)
         if started:  # it started on the files of this run: they are there now
-            ship = replace(ship, unpacked=self.digest)
+            ship = replace(ship, unpacked=self.shipment.digest)
         return Answer(ship, self.stop.parse(out), started)
 
     def run(self, node: Node, runner: Runner, launch: Launch | None) -> Answer:
@@ -107,7 +106,7 @@ class FirstExec:
             why = f"{node.name}: Locust did not start: {res.tail(3) or f'exit {res.exit_code}'}"
             self.refused.append(why)
             raise LocustError(why)
-        if relay is not None and self.have.parse(before).unpacked != self.digest:
+        if relay is not None and self.have.parse(before).unpacked != self.shipment.digest:
             self.fetchers.append(node.name)
             if res.exit_code == FETCH_FAILED:
                 relay.miss(node)  # start._ship_stale sends it from here, then starts it

@@ -34,17 +34,17 @@ class Wheelhouses:
         self.info = info
         self.given = cfg.resolve(cfg.bootstrap.wheelhouse) if cfg.bootstrap.wheelhouse else None
         self._lock = threading.Lock()
-        self._made: dict[str, tuple[bytes, str]] = {}  # key -> (tar, digest)
+        self._made: dict[str, Shipment] = {}  # target key ("given") -> its wheelhouse
         self.shipped: list[float] = []  # seconds per node sent one from here
         self.relayed: list[float] = []  # seconds per node that fetched it from the relay
         self.present = 0
         self._relayed_key: str | None = None  # the target whose wheelhouse the relay serves
-        self._shipments: dict[str, Shipment] = {}  # digest -> it, as sent from here
         self._asked = False  # whether the master was asked for its stored wheelhouse
         self._served: Shipment | None = None  # what its relay serves
         self.to_master = False  # this command sent it to the master for the relay
 
-    def _get(self, target: Target) -> tuple[bytes, str]:
+    def _get(self, target: Target) -> Shipment:
+        """The target's wheelhouse as this command sends it (made or found once)."""
         key = "given" if self.given else target.key
         with self._lock:
             if key not in self._made:
@@ -62,16 +62,10 @@ class Wheelhouses:
                         f" ({len(text.splitlines()) - 1} wheels, {size / 1e6:.0f} MB){took}: {path}"
                     )
                     tar = tar_bytes(path, level=0)
-                self._made[key] = (tar, text.split("\n", 1)[0])
+                # the manifest's digest names the tree (its first line)
+                digest = text.split("\n", 1)[0]
+                self._made[key] = Shipment(TREE, tar, digest, hashlib.sha256(tar).hexdigest())
             return self._made[key]
-
-    def _shipment(self, target: Target) -> Shipment:
-        tar, digest = self._get(target)
-        with self._lock:
-            if digest not in self._shipments:  # (the manifest's digest names the tree)
-                sha = hashlib.sha256(tar).hexdigest()
-                self._shipments[digest] = Shipment(TREE, tar, digest, sha)
-            return self._shipments[digest]
 
     def ship(
         self,
@@ -86,20 +80,19 @@ class Wheelhouses:
         """The node's wheelhouse, unless it has it: `keep` (the master) stores the tar for the
         relay too; with `relay` (a worker) it comes from the relay of `master`, which gets
         it first if its stored copy differs (once per command), else from here."""
-        tar, digest = self._get(facts.target)
-        if facts.shipped == digest:
+        s = self._get(facts.target)
+        if facts.shipped == s.digest:
             with self._lock:
                 self.present += 1
             return
         started = time.monotonic()
-        s = self._shipment(facts.target)
         served = None
         if relay is not None and master is not None:
             served = self._on_master(master, remote_dir, facts, s)
         if relay is not None and served is not None:
             res = runner.run(
                 relay.fetch_of(served),
-                timeout=fetch_timeout(len(tar)) + 30,
+                timeout=fetch_timeout(len(s.tar)) + 30,
                 stdin=relay.stdin,
                 check=False,
             )
@@ -114,7 +107,7 @@ class Wheelhouses:
             if keep
             else replace_tree_cmd(f"{remote_dir}/{TREE}")
         )
-        runner.run(cmd, timeout=SHIP_TIMEOUT, stdin=tar)
+        runner.run(cmd, timeout=SHIP_TIMEOUT, stdin=s.tar)
         with self._lock:
             self.shipped.append(time.monotonic() - started)
 
@@ -150,7 +143,7 @@ class Wheelhouses:
             return (
                 f"the wheelhouse was on all {self.present} node(s) already" if self.present else ""
             )
-        size = max(len(tar) for tar, _ in self._made.values()) / 1e6
+        size = max(len(s.tar) for s in self._made.values()) / 1e6
         parts = []
         if self.shipped:
             parts.append(
@@ -158,15 +151,14 @@ class Wheelhouses:
                 f"in {max(self.shipped):.1f}s"
             )
         if self.relayed:
-            got = f"{len(self.relayed)} node(s) got it from its relay"
+            n, took = len(self.relayed), f"in {max(self.relayed):.1f}s"
             if self.to_master:
-                got = f"sent the wheelhouse ({size:.0f} MB) to the master once: {got}"
+                got = f"sent the wheelhouse ({size:.0f} MB) to the master once: {n} node(s) got it"
+                parts.append(f"{got} from its relay {took}")
             else:
-                got = (
-                    f"{len(self.relayed)} node(s) got the wheelhouse ({size:.0f} MB) from the "
-                    "master's relay"
+                parts.append(
+                    f"{n} node(s) got the wheelhouse ({size:.0f} MB) from the master's relay {took}"
                 )
-            parts.append(f"{got} in {max(self.relayed):.1f}s")
         if self.present:
             parts.append(f"{self.present} had it already")
         return "; ".join(parts)

@@ -51,6 +51,11 @@ class Launched:
         self.instances += got
         self.zones[zone] = self.zones.get(zone, 0) + len(got)
 
+    def extend(self, other: Launched) -> None:
+        self.instances += other.instances
+        for zone, n in other.zones.items():
+            self.zones[zone] = self.zones.get(zone, 0) + n
+
     def where(self) -> str:
         """' in us-east-1b', or ': 3 in us-east-1a, 4 in us-east-1b'."""
         if len(self.zones) == 1:
@@ -205,7 +210,5 @@ def launch(
         except ProviderError as e:
             raise OnDemandTried(str(e), code=e.code, action=e.action) from e
     say(f"launched {len(more.instances)} {what}{more.where()} on-demand")
-    for zone, n in more.zones.items():
-        done.zones[zone] = done.zones.get(zone, 0) + n
-    done.instances += more.instances
+    done.extend(more)
     return done
