@@ -198,11 +198,16 @@ class Host:
                        f"neigh flush to {self.ip}"], force=True, check=False)
             if self.lab is not None:
                 self.lab._unregister_netns(self.netns)
-            wait_mount_ns_gone(self._mnt_ns, str(self.dir))
-            _safe_rmtree(self.dir)
-            self._removed = True
-        if self.lab is not None:
-            self.lab._forget(self)
+            try:
+                wait_mount_ns_gone(self._mnt_ns, str(self.dir))
+                _safe_rmtree(self.dir)
+            finally:
+                # Its network is gone either way: the address is free for the next host (EC2
+                # reuses them), or one directory kept too long would fail every later test
+                # given that IP. The error still names what was left.
+                self._removed = True
+                if self.lab is not None:
+                    self.lab._forget(self)
 
     # -- inside the host ---------------------------------------------------
 

@@ -103,10 +103,11 @@ def _mount_ns_users(ns: str) -> list[int]:
     return out
 
 
-def wait_mount_ns_gone(ns: str | None, what: str, timeout: float = 5.0) -> None:
+def wait_mount_ns_gone(ns: str | None, what: str, timeout: float = 20.0) -> None:
     """Bounded wait until no process is left in mount namespace ``ns`` (a host's): its
     overlay and binds go with the last one. Only then is the host's layer deleted, so nothing
-    writes into it meanwhile (rmtree would leave those files behind)."""
+    writes into it meanwhile (rmtree would leave those files behind). A SIGKILLed process
+    still has to be scheduled to exit: on a loaded machine that took over 5 s."""
     if ns is None:
         return
     deadline = time.monotonic() + timeout
@@ -116,8 +117,19 @@ def wait_mount_ns_gone(ns: str | None, what: str, timeout: float = 5.0) -> None:
             break
         time.sleep(0.01)
     if users:
-        raise LabError(f"refusing to delete {what}: pid(s) {users} still in its mount "
-                       "namespace")
+        who = "; ".join(f"{pid} {_state(pid)} {_cmdline(pid)[:80]!r}" for pid in users[:5])
+        raise LabError(f"refusing to delete {what}: {len(users)} process(es) still in its "
+                       f"mount namespace after {timeout:.0f}s: {who}")
+
+
+def _state(pid: int) -> str:
+    """The one-letter state of ``pid`` (R, S, D, Z...), '?' if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return "?"
+    return stat[stat.rfind(b")") + 2:][:1].decode() or "?"
 
 
 def _safe_rmtree(path: Path) -> None:
