@@ -38,7 +38,9 @@ FACADE = {("swarm", "swarm.api")}
 ONLY_IN = {
     "rich": ("swarm.cli",),
     "click": ("swarm.cli",),
-    "paramiko": ("swarm.remote.ssh", "swarm.remote.hops", "swarm.remote.known_hosts"),
+    # where commands reach hosts: swarm/remote/__init__ imports it first (without invoke),
+    # sshconfig hands invoke back to its ssh_config parser
+    "paramiko": ("swarm.remote",),
     "fabric": ("swarm.remote.sshconfig",),
     "boto3": ("swarm.providers.ec2",),
     "botocore": ("swarm.providers.ec2",),

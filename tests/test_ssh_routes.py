@@ -144,3 +144,27 @@ def test_ssh_config_mistakes_are_one_line_before_anything_starts(workdir, cli_en
     res = swarm("up", "master", cwd=workdir, env=cli_env, timeout=60)
     assert_one_error_line(res, 2, "[hosts] master", "'lg-master' names no user")
     assert not (tmp_path / "state" / "hosts" / "cfg" / "nodes.json").exists()
+
+
+def test_match_exec_in_ssh_config_works_though_paramiko_is_imported_without_invoke(tmp_path):
+    # swarm imports paramiko without invoke (50 ms of every command); fabric brings invoke
+    # back for ssh_config's `Match exec`, which runs its command with it
+    cfg = tmp_path / "cfg"
+    flag = tmp_path / "on-vpn"
+    cfg.write_text(f'Match host lg-master exec "test -e {flag}"\n  User ubuntu\n  Port 2222\n'
+                   "Host lg-master\n  HostName 127.0.0.1\n")
+    code = (
+        "import sys; import swarm.remote.ssh; assert 'invoke' not in sys.modules\n"
+        "from swarm.remote.sshconfig import SshConfig\n"
+        f"r = SshConfig(__import__('pathlib').Path({str(cfg)!r})).resolve('lg-master')\n"
+        "print(r.hop.user if r.user_named else '-', r.hop.port, r.hop.host)\n")
+    import sys
+    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 timeout=60)
+    res = run()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["-", "22", "127.0.0.1"]
+    flag.write_text("")
+    res = run()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["ubuntu", "2222", "127.0.0.1"]

@@ -15,9 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fabric
+import invoke
+import paramiko.config
 
 from swarm.errors import ConfigError, UsageError
 from swarm.remote.base import DIRECT, Hop, Route
+
+# `Match exec` runs its command with invoke, which paramiko was imported without (see
+# swarm/remote/__init__.py): fabric has it now.
+if getattr(paramiko.config, "invoke", invoke) is None:
+    paramiko.config.invoke = invoke
 
 # A chain that long is a loop in the config (a Host * block jumping through itself).
 MAX_HOPS = 10

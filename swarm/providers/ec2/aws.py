@@ -3,6 +3,9 @@ retries as the user's AWS config says (else adaptive, 8 attempts)."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -98,6 +101,25 @@ def _no_retry_on_capacity(response: Any = None, **_: Any) -> None:
             raise ClientError(parsed, "RunInstances")
 
 
+class _DictJsonFiles:
+    """botocore's JSON file loader (`exists`, `load_file`, the path without its extension),
+    parsing into dicts where botocore's parses into OrderedDicts (dicts keep their order since
+    Python 3.7). Every command reads the EC2 model and the endpoints file, 5.6 MB of JSON:
+    78 ms with the OrderedDict hook, 35 ms without, here."""
+
+    _KINDS = ((".json", open), (".json.gz", gzip.open))
+
+    def exists(self, file_path: str) -> bool:
+        return any(os.path.isfile(file_path + ext) for ext, _ in self._KINDS)
+
+    def load_file(self, file_path: str) -> Any:
+        for ext, opener in self._KINDS:
+            if os.path.isfile(file_path + ext):
+                with opener(file_path + ext, "rb") as f:
+                    return json.loads(f.read().decode("utf-8"))
+        return None
+
+
 class Session:
     """The part of boto3.Session that swarm uses (clients, the region, the partitions), on
     botocore's session, as boto3's is. Importing boto3 brings s3transfer and multiprocessing
@@ -106,8 +128,15 @@ class Session:
 
     def __init__(self, profile: str | None = None, region: str | None = None):
         import botocore.session
+        from botocore.loaders import Loader
 
         self._session = botocore.session.Session()
+        # as botocore's own loader (AWS_DATA_PATH / data_path first), parsing into dicts
+        paths = self._session.get_config_variable("data_path") or ""
+        extra = [os.path.expanduser(p) for p in paths.split(os.pathsep) if p]
+        self._session.register_component(
+            "data_loader", Loader(extra_search_paths=extra, file_loader=_DictJsonFiles())
+        )
         if profile is not None:
             self._session.set_config_variable("profile", profile)
         if region is not None:
