@@ -202,8 +202,7 @@ ssh_timeout = 60
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             stem = self.profile_dir / f"c{self.cycle:02d}-{name.replace(' ', '_')}"
             if self.args.profile == "pyinstrument":
-                argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all",
-                        "-o", f"{stem}.txt", "-m", "swarm", *args]
+                argv = [sys.executable, str(Path(__file__).with_name("_profiled.py")), f"{stem}.txt", *args]
             else:
                 spy = Path(sys.executable).parent / "py-spy"
                 idle = {"py-spy": ["--idle"], "py-spy-gil": ["--gil"]}.get(self.args.profile, [])
