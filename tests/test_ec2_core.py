@@ -57,7 +57,7 @@ def test_a_failure_while_waiting_terminates_everything_that_call_launched(aws, s
 def test_scaling_down_terminates_the_newest_workers(aws, subnet, tmp_path, monkeypatch):
     sess = session(subnet, tmp_path)
     # no SSH in this test: nothing bootstraps, and no test runs on the master
-    monkeypatch.setattr(fleet, "bootstrap", lambda sess, nodes, board=None, master=None: [])
+    monkeypatch.setattr(fleet.bootstrap, "run", lambda sess, nodes, board=None, master=None: [])
     monkeypatch.setattr(fleet.midrun, "running_test", lambda sess, master: None)
     fleet.up_master(sess)
     first = fleet.scale_workers(sess, 2).created

@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from swarm.config.schema import BootstrapSection
-from swarm.errors import ProviderError, RemoteError, SwarmError, UsageError
-from swarm.locust.shell import kill_cmd, warm_restart_cmd, warm_stop_cmd
+from swarm.errors import ProviderError, SwarmError, UsageError
+from swarm.locust.shell import kill_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
-from swarm.paths import default_bootstrap_dir
-from swarm.pipeline import cost, expiry, midrun, ship_wheels, shipping, wheelhouse
+from swarm.pipeline import bootstrap, cost, expiry, midrun
 from swarm.pipeline.progress import Board, Phase
-from swarm.pipeline.session import OTEL_EXTRA, Session, locust_version
-from swarm.remote.base import Result, tar_bytes
+from swarm.pipeline.session import Session, locust_version
 from swarm.remote.fanout import fan_out
-from swarm.remote.ship import FETCH_FAILED, Shipment, receive_cmd
 
 MAX_WORKERS = 500
 READY_TIMEOUT = 600  # seconds for the provider to say "running"
-BOOTSTRAP_TIMEOUT = 1200
-UPLOAD_FAILED = 96  # exit code of the bootstrap exec when unpacking failed, not the script
-# Where a project's own bootstrap/ gets the packaged script (as $SWARM_DEFAULT_BOOTSTRAP), so
-# it can run it and add its own steps rather than copy and maintain 400 lines.
-DEFAULT_SCRIPT = "swarm-default-bootstrap.sh"
 
 
 @dataclass
@@ -70,23 +60,8 @@ def check_count(n: object) -> int:
     return n
 
 
-def check_bootstrap_dir(sess: Session) -> Path:
-    """The project's bootstrap/, else (none there, and [bootstrap] dir not set elsewhere) the
-    one swarm ships: an installed swarm needs no copy of it in every project."""
-    cfg = sess.stack.config
-    bdir = cfg.resolve(cfg.bootstrap.dir)
-    if cfg.bootstrap.dir == BootstrapSection().dir and not bdir.exists():
-        bdir = default_bootstrap_dir()
-    script = bdir / cfg.bootstrap.script
-    if sess.provider.runs_bootstrap and not script.is_file():
-        raise UsageError(
-            f"bootstrap script {script} not found: set [bootstrap] dir and script in swarm.toml"
-        )
-    return bdir
-
-
 def up_master(sess: Session) -> UpResult:
-    check_bootstrap_dir(sess)
+    bootstrap.check_dir(sess)
     nodes = sess.nodes()  # one listing per step: on EC2 each is an API call
     existing = [n for n in nodes if n.role == Role.MASTER]
     if existing:
@@ -100,7 +75,7 @@ def up_master(sess: Session) -> UpResult:
 
 def scale_workers(sess: Session, n: int) -> UpResult:
     check_count(n)
-    check_bootstrap_dir(sess)
+    bootstrap.check_dir(sess)
     nodes = sess.nodes()
     if not any(x.role == Role.MASTER for x in nodes):
         raise UsageError(f"stack {sess.stack.name!r} has no master: run `swarm up master` first")
@@ -161,15 +136,13 @@ def _leave_running_test(sess: Session, master: Node | None, nodes: list[Node]) -
 
 def _launch_and_bootstrap(sess: Session, role: Role, count: int, nodes: list[Node]) -> UpResult:
     if sess.provider.runs_bootstrap:  # offline: can the nodes be installed? before a launch
-        cfg = sess.stack.config
-        script = check_bootstrap_dir(sess) / cfg.bootstrap.script
-        wheelhouse.check(cfg, locust_version(), script)
+        bootstrap.check_offline(sess)
     with sess.report.phases() as board:
         result = UpResult(created=_launch(sess, role, count, nodes, board))
         if sess.provider.runs_bootstrap:
             master = next((x for x in nodes if x.role == Role.MASTER), None)
             relay_from = master if role == Role.WORKER else None
-            result.bootstrap = bootstrap(sess, result.created, board, relay_from)
+            result.bootstrap = bootstrap.run(sess, result.created, board, relay_from)
         else:
             for node in result.created:
                 board.move(node.id, Phase.READY, node.name)
@@ -230,163 +203,6 @@ def _launch(
     for n in named:
         board.move(n.id, Phase.RUNNING, n.name or n.id)
     return named
-
-
-def bootstrap(
-    sess: Session, nodes: list[Node], board: Board | None = None, master: Node | None = None
-) -> list[HostResult]:
-    """Ship bootstrap/ (one tar stream: from `master`'s relay where it can, else from here)
-    and run its script on every node at once; each node's phase moves on `board` (running →
-    bootstrapping → ready | failed). A master keeps the tar for the workers to come."""
-    board = board or Board()
-    cfg = sess.stack.config
-    bdir = check_bootstrap_dir(sess)
-    rd = sess.remote_dir
-    env = {"SWARM_LOCUST_VERSION": locust_version(), "SWARM_STACK": sess.stack.name}
-    if cfg.locust.otel:
-        env["SWARM_LOCUST_EXTRAS"] = OTEL_EXTRA  # locust[otel]: the SDK and its exporters
-    wheels = None
-    if cfg.bootstrap.offline:
-        env["SWARM_OFFLINE"] = "1"
-        wheels = ship_wheels.Wheelhouses(cfg, env["SWARM_LOCUST_VERSION"], sess.report.info)
-    script = shlex.quote(f"bootstrap/{cfg.bootstrap.script}")
-    default = (default_bootstrap_dir() / "bootstrap.sh").read_bytes()
-    # once: one tar per host was N x the CPU and memory
-    payload = tar_bytes(bdir, extra={DEFAULT_SCRIPT: default})
-    shipment = Shipment.of("bootstrap", payload)
-    relays = shipping.can_relay(sess, master)
-    unscheduled: list[str] = []
-    reasons: dict[str, str] = {}  # node id -> the script's own last failure line
-
-    def one(node: Node) -> str:
-        r = sess.provider.runner(sess.stack, node)
-        try:
-            r.wait_ready(cfg.bootstrap.ssh_timeout, progress=sess.report.info)
-            board.move(node.id, Phase.BOOTSTRAPPING, node.name or node.id)
-            exports = " ".join(
-                f"{k}={shlex.quote(v)}" for k, v in {**env, "SWARM_ROLE": str(node.role)}.items()
-            )
-            # One exec: unpack (from the relay, else from stdin), then run the script. $PWD:
-            # rd may be relative to the login dir, and the script runs inside it.
-            run_script = (
-                f'cd {shlex.quote(rd)} && {exports} SWARM_REMOTE_DIR="$PWD" '
-                f'SWARM_DEFAULT_BOOTSTRAP="$PWD/bootstrap/{DEFAULT_SCRIPT}" bash {script}'
-            )
-            keep = node.role == Role.MASTER and sess.provider.relays_trees
-            direct = f"{receive_cmd(rd, shipment, store=keep)} || exit {UPLOAD_FAILED}; "
-
-            def boot(tail: str, timeout: float) -> Result:
-                if relay is not None and not fell_back:
-                    res = r.run(
-                        f"{relay.fetch} || exit {FETCH_FAILED}; {run_script}{tail}",
-                        timeout=timeout,
-                        check=False,
-                        stdin=relay.stdin,
-                    )
-                    if res.exit_code != FETCH_FAILED:
-                        return res
-                    relay.miss(node)
-                    fell_back.append(True)
-                return r.run(
-                    f"{direct}{run_script}{tail}", timeout=timeout, check=False, stdin=payload
-                )
-
-            fell_back: list[bool] = []
-            if wheels is not None:
-                # Offline: the script says which Python it would install with (and which
-                # wheelhouse the node has) before the wheelhouse for it is sent.
-                probe = boot(" --probe", 120)
-                _check_unpacked(probe, rd)
-                if not probe.ok:
-                    why = reasons[node.id] = _reason(probe.stdout)
-                    raise RemoteError(
-                        f"bootstrap failed (exit {probe.exit_code}): {why or probe.tail(3)}"
-                    )
-                wheels.ship(
-                    r,
-                    wheelhouse.parse_probe(probe.stdout),
-                    rd,
-                    keep=keep,
-                    relay=None if fell_back else relay,
-                    master=mr,
-                )
-            res = boot(" >bootstrap.log 2>&1", BOOTSTRAP_TIMEOUT)
-            _check_unpacked(res, rd)
-            if not res.ok:
-                tail = r.run(f"tail -n 15 {shlex.quote(rd)}/bootstrap.log", timeout=30, check=False)
-                lines = tail.stdout.strip().replace("\n", "\n    ")
-                why = reasons[node.id] = _reason(tail.stdout)
-                raise RemoteError(
-                    f"bootstrap failed (exit {res.exit_code}){why and ': ' + why}; last lines "
-                    f"of {rd}/bootstrap.log:\n    {lines}"
-                )
-            # User data schedules the power-off at boot; make sure it did (else do it now).
-            warning = expiry.ensure_scheduled(r, node)
-            if warning:
-                unscheduled.append(warning)
-            # (Re)start the host's warm Locust, which imports Locust for the next `run`, once
-            # swarm has exited (closing the runner is not the signal): where hosts share CPUs
-            # (VMs on one machine, the lab), 30 imports would slow by seconds the bootstraps,
-            # API calls and exit still to come.
-            try:
-                r.run_after_exit(warm_restart_cmd(rd))
-            except RemoteError:
-                pass  # only a head start: `run` starts Locust cold and a warm one then
-            board.move(node.id, Phase.READY)
-            return "bootstrapped"
-        except BaseException as exc:
-            board.fail(node.id, exc)
-            raise
-        finally:
-            r.close()
-
-    sess.report.info(f"bootstrapping {len(nodes)} node(s)")
-    relay = mr = None
-    if relays and master is not None and nodes:
-        mr = sess.provider.runner(sess.stack, master)
-        try:
-            state = shipping.master_state(mr, rd, shipment.tree)
-            life = cfg.bootstrap.ssh_timeout + shipping.RELAY_LIFE
-            fetches = len(nodes) * (2 if wheels is not None else 1)  # bootstrap/, wheelhouse
-            relay = shipping.open_relay(sess, master, mr, shipment, state, fetches, life=life)
-        except RemoteError as e:
-            sess.report.info(
-                f"the master did not take {shipment.tree}/ ({e}): sending it from here"
-            )
-    try:
-        results = fan_out(nodes, one, what="bootstrap", raise_on_error=False)
-    finally:
-        if mr is not None:
-            if relay is not None:
-                shipping.close_relay(mr, relay)
-            mr.close()
-    if relay is not None and relay.missed:
-        sess.report.info(relay.missed_line(len(nodes)))
-    if wheels is not None and wheels.summary():
-        sess.report.info(wheels.summary())
-    for warning in unscheduled:
-        sess.report.warn(warning)
-    return [replace(r, reason=reasons.get(r.node.id, "")) for r in results]
-
-
-# What bootstrap.sh's die() writes before the reason: the log's last such line says why.
-FAILED_MARK = "bootstrap FAILED: "
-
-
-def _check_unpacked(res: Result, rd: str) -> None:
-    if res.exit_code == UPLOAD_FAILED:
-        raise RemoteError(
-            f"unpacking bootstrap/ in {rd} failed: "
-            f"{res.stderr.strip().splitlines()[-1:] or 'no output'}"
-        )
-
-
-def _reason(log: str) -> str:
-    """<why> from the script's own last failure line, so the reason leads the message."""
-    for line in reversed(log.splitlines()):
-        if FAILED_MARK in line:
-            return line.split(FAILED_MARK, 1)[1].strip()
-    return ""
 
 
 def remove(sess: Session, nodes: list[Node]) -> None:
