@@ -143,7 +143,8 @@ def _med(v):
         return None
     if isinstance(v[0], dict):
         keys = v[0].keys()
-        return {k: median([x.get(k) for x in v if isinstance(x.get(k), (int, float))]) for k in keys}
+        nums = {k: [x.get(k) for x in v if isinstance(x.get(k), (int, float))] for k in keys}
+        return {k: median(xs) if xs else None for k, xs in nums.items()}
     return median([x for x in v if isinstance(x, (int, float))])
 
 
@@ -206,6 +207,12 @@ def print_table(b: Bench, summary: dict[str, Any], args) -> None:
                 cells.append(" / ".join(_fmt(d.get(k)) for k in ("autoquit", "locust_exit",
                                                                  "swarm_after_exit")))
             print(f"{'   = autoquit / Locust exits / swarm after':<{w}}"
+                  + "".join(f"{c:>{cw}}" for c in cells))
+            cells = []
+            for n in sizes:
+                d = med["P2_headless_end_phases_s"].get(n) or {}
+                cells.append(" / ".join(_fmt(d.get(k)) for k in ("quit", "shutdown")))
+            print(f"{'   Locust exits = its quit / its shutdown':<{w}}"
                   + "".join(f"{c:>{cw}}" for c in cells))
     for label, ka, kb in (("P1 bootstrap phase minus its floor", "P1_phase_bootstrap_s", "P1_floor_bootstrap_s"),
                         ("P2 run (UI) minus its floor", "P2_run_ui_s", "P2_floor_all_connected_s"),

@@ -72,9 +72,14 @@ def headless(b: Bench, n: int, master) -> Cmd:
         exit_ts = (master.home / RD / "locust.exit").stat().st_mtime
     except OSError:
         exit_ts = None
+    # Locust's exit: its quit (the workers told, and heard quitting), then its shutdown
+    # (quitting handlers, the --html / --csv / --json files, exit)
+    shut_ts = first_ts(lines, r"Shutting down \(exit code")
     if end and quit_ts and exit_ts:
         b.sample("P2_headless_end_phases_s", n, {
             "autoquit": quit_ts - end, "locust_exit": exit_ts - quit_ts,
-            "swarm_after_exit": head.t0 + head.wall - exit_ts})
+            "swarm_after_exit": head.t0 + head.wall - exit_ts,
+            "quit": shut_ts - quit_ts if shut_ts else None,
+            "shutdown": exit_ts - shut_ts if shut_ts else None})
     b.sample("P2_headless_total_s", n, head.wall)
     return head

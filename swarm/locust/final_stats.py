@@ -23,7 +23,10 @@ And one delay it removes: the master ends a run with fixed sleeps, 2.5 s of the 
 stopped (they answer within tens of ms), and its quit, called three times on the way out
 (the run's end, the quitting event, the exit), sleeps 0.5 s each for the workers' last
 reports. Here the master waits for what it waits for, checking every 20 ms, within the same
-bounds or longer ones: the workers' user counts, then each worker's last report.
+bounds or longer ones: the workers' user counts, then each worker's last report. After a
+stop every worker answered, nothing is left to wait for: it tells them to quit and goes on,
+and its socket is flushed before the process ends (the quit reaches every worker; their own
+quitting, ~20 ms of CPU each, is no longer the master's: 0.6 s at N = 30 on 2 cores).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def _on_init(environment: Any, **_: Any) -> None:
 
         stats.serialize_stats = _serialize_keeping_entries
         _end_without_fixed_sleeps(runner)
+        environment.events.quit.add_listener(lambda **__: _deliver_quits(runner))
 
         @environment.events.quit.add_listener
         def _write_final_csv(exit_code: int = 0, **__: Any) -> None:
@@ -108,6 +112,22 @@ def _exit_now(code: int) -> None:
 
 STEP_S = 0.02
 LAST_REPORTS_S = 2.0  # Locust's own wait is 0.5 s, and a busy worker may need more
+DELIVER_MS = 500  # bound on flushing the quit messages at exit (a peer's TCP window full)
+
+
+def _deliver_quits(runner: Any) -> None:
+    """What the master's socket still holds (the workers' quit) goes out before the process
+    ends: the process ends with os._exit, which would drop it, and a worker that never hears
+    its quit goes on for Locust's 60 s heartbeat timeout. Nothing sends after the quit event."""
+    try:
+        sock = runner.server.socket
+        context = sock.context
+        sock.close(linger=DELIVER_MS)
+        # term returns once the closed socket's queue is on the wire, or after the linger; in
+        # a thread of gevent's pool (a real one), bounded here too: it blocks the thread
+        gevent.get_hub().threadpool.spawn(context.term).get(timeout=DELIVER_MS / 1000 + 0.5)
+    except (Exception, gevent.Timeout):  # another Locust than the one read, or the bound
+        pass
 
 
 def _end_without_fixed_sleeps(runner: Any) -> None:
@@ -153,10 +173,10 @@ class _QuickEnd:
         # Locust's own: stop without telling the workers, tell each to quit, wait 0.5 s for
         # their last reports (they send them on receiving the quit, long before their own quit
         # message, which a busy worker sends seconds later), end the runner. Here, after a
-        # stop every worker answered, it waits only until each has quit (so each surely got
-        # the message), and otherwise until every worker still heard from has reported.
-        # Called again on the way out, it has nothing left to wait for: nothing is received
-        # any more.
+        # stop every worker answered, it does not wait (their figures are in; the quit
+        # messages are flushed at exit, _deliver_quits), and otherwise until every worker
+        # still heard from has reported. Called again on the way out, it has nothing left to
+        # wait for: nothing is received any more.
         runner = self.runner
         self.stop(send_stop_to_client=False)
         if self.quitted:
@@ -166,13 +186,12 @@ class _QuickEnd:
         self.since_quit.clear()
         for client in runner.clients.all:
             runner.server.send_to_client(Message("quit", None, client.id))
-        # after a full stop: only until each has the message, i.e. quits (Locust's own bound)
-        wanted = set() if self.all_in else self.since_quit
-        deadline = time.monotonic() + (0.5 if self.all_in else LAST_REPORTS_S)
-        while time.monotonic() < deadline and any(
-            c in runner.clients and c not in wanted for c in waiting
-        ):
-            gevent.sleep(STEP_S)
+        if not self.all_in:
+            deadline = time.monotonic() + LAST_REPORTS_S
+            while time.monotonic() < deadline and any(
+                c in runner.clients and c not in self.since_quit for c in waiting
+            ):
+                gevent.sleep(STEP_S)
         runner.greenlet.kill(block=True)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from swarm.errors import SwarmError
 from swarm.locust.argv import RESULTS_DIR
+from swarm.locust.shell import wait_exit_cmd
 from swarm.models import Node
 from swarm.pipeline.session import Session
 from swarm.remote.base import Runner, untar_bytes
@@ -87,12 +88,19 @@ def fetch(
     runners: dict[str, Runner],
     out: Path,
     lost: Collection[str] = (),
+    quitting_s: float = 0.0,
 ) -> int | None:
     """Results from the master, logs from everyone; a host that fails is named, not fatal.
     Failing to write here (a full disk) is: the first such OSError is raised after the fan-out.
     Nodes in `lost` (by name: SSH stopped reaching them during the run) are not waited on.
+    `quitting_s`: the workers were told to quit; each log is taken once its Locust has
+    exited, or after that long (the master does not wait for them: they quit while its
+    results come back).
     -> the master's Locust exit code (None: it left none, or it could not be reached)."""
     rd = sess.remote_dir
+    cat_log = f"cat {shlex.quote(rd)}/locust.log"
+    if quitting_s > 0:
+        cat_log = f"{wait_exit_cmd(rd, quitting_s)}; {cat_log}"
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
@@ -108,7 +116,7 @@ def fetch(
                 taken = {w.name for w in workers}
                 codes.append(unpack_master_bundle(bundle, out, log, taken))
                 return
-            log.write_bytes(r.run_bytes(f"cat {shlex.quote(rd)}/locust.log", timeout=60))
+            log.write_bytes(r.run_bytes(cat_log, timeout=60 + quitting_s))
         except OSError as e:
             local.append(e)
             raise

@@ -37,6 +37,9 @@ from swarm.pipeline.start import RunContext, start, stop_workers
 from swarm.remote.fanout import fan_out
 
 T = TypeVar("T")
+# After a run's end the master tells its workers to quit and exits without waiting for them
+# (final_stats): each worker's log is taken once its Locust has exited, within this bound.
+WORKERS_QUIT_S = 5.0
 
 
 @dataclass
@@ -155,7 +158,8 @@ def _finish(
         _warn_unstopped(sess, stop_workers(ctx, [w for w in ctx.workers if w.name not in lost]))
     # the master may be gone (powered off mid-run): still fetch from the others
     try:
-        code = fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out, lost)
+        quitting = 0.0 if followed.interrupted or error is not None else WORKERS_QUIT_S
+        code = fetch.fetch(sess, ctx.master, ctx.workers, ctx.runners, out, lost, quitting)
     except OSError as e:
         raise fetch.cannot_save(out, e) from e
     outcome.exit_code = 1 if code is None else code
