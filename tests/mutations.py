@@ -85,7 +85,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "ssm-opens-ssh",
         'connect = "ssm" still opens SSH (22), to the VPC\'s range',
-        (Hunk("swarm/providers/ec2/provider.py",
+        (Hunk("swarm/providers/ec2/checks.py",
               "                self._sources = setup.SshFrom()\n",
               '                self._sources = setup.SshFrom(("10.77.0.0/16",))\n'),),
         ("tests/test_ssm.py::test_ssm_headless_flow_with_no_port_22_rule",),

@@ -38,8 +38,8 @@ from swarm.providers.ec2.aws import (
     AwsClients,
     chunks,
 )
+from swarm.providers.ec2.checks import LaunchChecks
 from swarm.providers.ec2.errors import aws_errors
-from swarm.providers.ec2.launch import Placement
 from swarm.providers.ec2.pricing import PriceBook
 from swarm.providers.ec2.tags import iso_utc
 from swarm.remote import known_hosts, poweroff
@@ -75,14 +75,8 @@ class Ec2Provider(AwsClients, Provider):
         AwsClients.__init__(self, config.ec2, session)
         self._prepared: dict[str, _Prepared] = {}
         self._created_by: str | None = None
-        # One command checks a launch, then prepares and makes it: look each thing up once
-        # (from a laptop every EC2 call is 50-150 ms, and they are sequential).
-        self._placement: Placement | None = None
-        self._checked: dict[tuple[str, int], tuple[str, str]] = {}
-        self._role_images: dict[Role, tuple[str, str]] | None = None
-        self._vcpus: dict[str, int] = {}  # instance type -> vCPUs (DescribeInstanceTypes)
-        self._sources: setup.SshFrom | None = None
         self._bastion = bastion.Bastion(config.ec2.bastion) if config.ec2.bastion else None
+        self.checks = LaunchChecks(self, self._bastion, lambda line: self.progress(line))
 
     # ---- places, users, tags ----
 
@@ -122,10 +116,10 @@ class Ec2Provider(AwsClients, Provider):
         with aws_errors(
             f"prepare the security group and key pair of stack {stack.name}", self.region
         ):
-            vpc_id = self._find_placement().vpc_id  # one group per VPC: good in every zone
+            vpc_id = self.checks.placement().vpc_id  # one group per VPC: good in every zone
             shared = self._tags(stack.name, tags.STACK_ROLE)
             gid = setup.ensure_security_group(
-                self.ec2, stack.name, vpc_id, self._ssh_from(vpc_id), (port, port + 1), shared
+                self.ec2, stack.name, vpc_id, self.checks.ssh_from(vpc_id), (port, port + 1), shared
             )
             if self.cfg.key_name:
                 setup.check_user_key(self.ec2, self.cfg.key_name, key_file, self.region)
@@ -137,24 +131,6 @@ class Ec2Provider(AwsClients, Provider):
             with aws_errors(f"prepare the instance profile of stack {stack.name}", self.region):
                 profile = ssm.ensure_profile(self.client("iam"), stack.name, self.region, shared)
         self._prepared[stack.name] = _Prepared(gid, key_name, profile)
-
-    def _ssh_from(self, vpc_id: str) -> setup.SshFrom:
-        """Who may open port 22, looked up once per command."""
-        if self._sources is None:
-            if self._bastion is not None:
-                self._sources = self._bastion.ssh_from(
-                    self.ec2, self.cfg.ssh_cidr, vpc_id, self.region
-                )
-            elif self.cfg.connect == "ssm":  # no SSH rule at all: SSH comes from inside
-                self._sources = setup.SshFrom()
-            elif self.cfg.connect == "private" and not self.cfg.ssh_cidr:
-                # The controller is inside the VPC (or reaches it through it): the VPC's own
-                # range, not this machine's public address (a lookup that is wrong there).
-                vpc = setup.vpc_cidr(self.ec2, vpc_id)
-                self._sources = setup.SshFrom((setup.ssh_cidr(vpc),))
-            else:
-                self._sources = setup.SshFrom((setup.ssh_cidr(self.cfg.ssh_cidr),))
-        return self._sources
 
     def list_nodes(self, stack: Stack, role: Role | None = None) -> list[Node]:
         filters = tags.stack_filters(stack.name, role)
@@ -179,52 +155,12 @@ class Ec2Provider(AwsClients, Provider):
             setup.check_key_file(self.key_path(stack))
         if self.cfg.connect == "ssm":
             ssm.check_tools()
-        if (role, count) in self._checked:
-            return self._checked[role, count]
-        with aws_errors(f"check the launch settings of {count} {role} node(s)", self.region):
-            if self.cfg.connect == "ssm" and self.cfg.instance_profile:
-                ssm.check_named_profile(self.client("iam"), self.cfg.instance_profile)
-            settings = self._images()[role]  # a typo in a type: said before any zone is
-            self._find_placement().with_room(count)
-            if self._bastion is not None:  # a bastion not found: said before a launch
-                self._ssh_from(self._find_placement().vpc_id)
-        self._checked[role, count] = settings
-        return settings
-
-    def _images(self) -> dict[Role, tuple[str, str]]:
-        """(instance type, image id) of both roles, whichever this command launches: a typo
-        in worker_type must stop `up master` before it bills a master."""
-        if self._role_images is None:
-            types = {Role.MASTER: self.cfg.master_type, Role.WORKER: self.cfg.worker_type}
-            archs: dict[str, str] = {}
-            for role, itype in types.items():
-                if itype not in archs:
-                    key = f"{role}_type"
-                    archs[itype], vcpus = setup.instance_arch(self.ec2, itype, self.region, key)
-                    if vcpus:
-                        self._vcpus[itype] = vcpus
-            ssm = self.client("ssm")
-            images = {
-                arch: setup.resolve_ami(self.ec2, ssm, self.cfg.ami, arch, self.region)
-                for arch in sorted(set(archs.values()))
-            }
-            self._role_images = {r: (t, images[archs[t]]) for r, t in types.items()}
-        return self._role_images
-
-    def _find_placement(self) -> Placement:
-        if self._placement is None:
-            types = (self.cfg.master_type, self.cfg.worker_type)
-            self._placement = launch.find_placement(
-                self.ec2, self.cfg.subnet_id, self.region, types
-            )
-            for line in self._placement.skipped:
-                self.progress(line)
-        return self._placement
+        return self.checks.settings(role, count)
 
     def _launch_in_zones(self, **params: Any) -> Any:
         """RunInstances in batches, zone after zone while one has no more capacity (no other
         with [ec2] subnet_id); says where the nodes are."""
-        placement = self._find_placement()
+        placement = self.checks.placement()
         role = tags.tag_dict({"Tags": params["TagSpecifications"][0]["Tags"]}).get(tags.ROLE)
         # spot that may fall back keeps what spot had room for; only the rest goes on-demand
         rest = "InstanceMarketOptions" in params and self.cfg.spot is Spot.PREFERRED
@@ -243,7 +179,8 @@ class Ec2Provider(AwsClients, Provider):
         self.created_by()
         # One expiry for the stack: later nodes power off with the master, not a TTL later.
         expires_at = stack_expiry(self.list_nodes(stack)) or time.time() + self.cfg.ttl
-        cores = {"vcpus": str(self._vcpus[itype])} if itype in self._vcpus else {}
+        vcpus = self.checks.vcpus
+        cores = {"vcpus": str(vcpus[itype])} if itype in vcpus else {}
         new_tags = self._tags(
             stack.name, role, expires_at=iso_utc(expires_at), ssh_user=self.ssh_user(), **cores
         )
