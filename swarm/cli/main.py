@@ -12,7 +12,7 @@ import traceback
 import click
 from rich.markup import escape
 
-from swarm.cli import commands, extend, render, results, wheels  # noqa: F401  (they register the commands)
+from swarm.cli import commands, extend, render, results, run, wheels  # noqa: F401  (they register the commands)
 from swarm.cli.app import cli
 from swarm.errors import Interrupted, SwarmError
 
