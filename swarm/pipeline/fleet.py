@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from swarm.errors import ProviderError, SwarmError, UsageError
 from swarm.locust.shell import kill_cmd, warm_stop_cmd
 from swarm.models import HostResult, Node, Role, order_key
-from swarm.pipeline import bootstrap, cost, expiry, midrun
+from swarm.pipeline import bootstrap, cost, expiry, leaving, midrun
 from swarm.pipeline.progress import Board, Phase
 from swarm.pipeline.session import Session, locust_version
 from swarm.remote.fanout import fan_out
@@ -131,7 +131,7 @@ def _join_running_test(sess: Session, master: Node, result: UpResult) -> list[mi
 
 def _leave_running_test(sess: Session, master: Node | None, nodes: list[Node]) -> list[Node]:
     test = midrun.running_test(sess, master) if master is not None else None
-    return midrun.leave(sess, test, nodes) if test is not None else []
+    return leaving.leave(sess, test, nodes) if test is not None else []
 
 
 def _launch_and_bootstrap(sess: Session, role: Role, count: int, nodes: list[Node]) -> UpResult:

@@ -1,15 +1,12 @@
-"""Workers joining or leaving a test that is running (`swarm up workers -n N`, `swarm down
-workers` while `swarm run` follows it, perhaps from another machine).
+"""Workers joining a test that is running (`swarm up workers -n N` while `swarm run` follows
+it, perhaps from another machine); leaving one is leaving.py.
 
 The master's Locust runs with --enable-rebalancing: it hands users to a worker that connects
 and takes them back from one that quits. Here a joiner gets the run's own locustfiles (the
 master's copy, relayed by the master as `run` shipped it: the controller's may have changed
-since) and the run's worker command line, and a leaver's Locust is stopped gracefully
-(SIGTERM: it tells the master it quits) before its machine goes, and its Locust log (its
-end, capped) is kept on the master, where the run's end-of-run fetch finds it (`run` cannot:
-the machine is gone by then). Each move is appended to the run's roster on the master, which
-`swarm run` reads with every poll (runners for joiners; leavers neither missing nor waited
-on) and `swarm status` shows.
+since) and the run's worker command line. Each move is appended to the run's roster on the
+master, which `swarm run` reads with every poll (runners for joiners; leavers neither missing
+nor waited on) and `swarm status` shows.
 """
 
 from __future__ import annotations
@@ -22,16 +19,14 @@ from datetime import datetime, timezone
 
 from swarm.errors import RemoteError, SwarmError
 from swarm.locust import roster
-from swarm.locust.argv import RESULTS_DIR
 from swarm.locust.live import MasterStats, RunMeta, master_stats_probe
 from swarm.locust.roster import Move, RosterEntry
 from swarm.locust.shell import HostFacts, env_file, kill_cmd, start_cmd, stop_probe
 from swarm.models import Node
 from swarm.pipeline import shipping
-from swarm.pipeline.fetch import LEFT_LOGS
 from swarm.pipeline.plan import locust_env
 from swarm.pipeline.session import Session
-from swarm.remote.base import Runner, pack_tree_cmd, replace_tree_cmd, tar_bytes
+from swarm.remote.base import Runner, pack_tree_cmd, replace_tree_cmd
 from swarm.remote.fanout import fan_out
 from swarm.remote.ship import FETCH_FAILED, Shipment
 
@@ -39,10 +34,6 @@ LOCUSTFILES = "locustfiles"  # the shipped tree under the remote dir
 JOIN_TIMEOUT_S = 60  # for a joiner's processes to connect to the master
 POLL_S = 0.5
 ASK_ATTEMPTS = 2
-# A leaver's log is read through here and written to the master while `down` waits: its end
-# is kept (where a worker says why it stopped), never more than this
-LOG_CAP = 1 << 20
-KEEP_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,7 @@ def _stats(sess: Session, r: Runner) -> MasterStats:
     return probe.parse(r.run(probe.command, timeout=20, check=False).stdout)
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -158,7 +149,7 @@ def join(sess: Session, test: RunningTest, nodes: list[Node]) -> list[Joined]:
         connected = _wait_connected(sess, mr, {n: facts[n].hostname for n in want}, want)
         joined = [Joined(n, want[n.name]) for n in nodes if n.name in connected]
         if joined:
-            at = _now()
+            at = now()
             entries = [
                 RosterEntry(Move.JOINED, j.node.name, at, j.processes, facts[j.node.name].hostname)
                 for j in joined
@@ -233,113 +224,9 @@ def _wait_connected(
     return done
 
 
-def leave(sess: Session, test: RunningTest, nodes: list[Node]) -> list[Node]:
-    """Take nodes out of the running test: in the roster first (so `swarm run` never counts
-    them missing), then their Locust stopped by SIGTERM (it tells the master it quits; the
-    master moves its users), bounded, KILL after; then their logs kept on the master.
-    -> the nodes that took part."""
-    taking = test.now.processes
-    leaving = [n for n in nodes if n.name in taking]
-    if not leaving:
-        return []
-    rd = sess.remote_dir
-    at = _now()
-    entries = [RosterEntry(Move.LEFT, n.name, at, taking[n.name]) for n in leaving]
-    mr = sess.provider.runner(sess.stack, test.master)
-    try:
-        mr.run(f"cd {shlex.quote(rd)} && {roster.append_cmd(entries)}", timeout=30)
-
-        stopped = fan_out(
-            leaving,
-            lambda n: _stop_locust(sess, n, keep_log=True),
-            what="leave",
-            raise_on_error=False,
-        )
-        logs: dict[str, bytes] = {}
-        for res in stopped:
-            if res.ok:
-                sess.report.info(f"left the running test: {res.node.name}")
-                log: LeaverLog | None = res.value
-                if log is None:
-                    sess.report.warn(f"{res.node.name} had no Locust log to keep")
-                    continue
-                logs[res.node.name] = log.kept()
-                if log.cut:
-                    sess.report.info(
-                        f"{res.node.name}'s Locust log is {log.size} bytes: kept its last "
-                        f"{LOG_CAP} on the master"
-                    )
-            else:
-                sess.report.warn(
-                    f"could not stop Locust on {res.node.name} ({res.error}): the master will "
-                    "count it lost; its Locust log was not kept"
-                )
-        unkept = keep_logs(mr, rd, logs)
-        if unkept:
-            sess.report.warn(unkept)
-    finally:
-        mr.close()
-    return leaving
-
-
-@dataclass(frozen=True)
-class LeaverLog:
-    size: int  # bytes on the worker
-    tail: bytes  # its last LOG_CAP at most
-
-    @property
-    def cut(self) -> bool:
-        return self.size > len(self.tail)
-
-    def kept(self) -> bytes:
-        if not self.cut:
-            return self.tail
-        note = (
-            f"[swarm: this worker left the run; its log was {self.size} bytes, only its last "
-            f"{len(self.tail)} are kept]\n"
-        )
-        return note.encode() + self.tail
-
-
-def log_cmd(rd: str) -> str:
-    """The Locust log's size, a line, then its last LOG_CAP bytes; `none` without one."""
-    return (
-        f"cd {shlex.quote(rd)} 2>/dev/null && [ -f locust.log ] && "
-        f"{{ wc -c <locust.log && tail -c {LOG_CAP} locust.log; }} || echo none"
-    )
-
-
-def parse_log(out: bytes) -> LeaverLog | None:
-    head, _, rest = out.partition(b"\n")
-    try:
-        return LeaverLog(int(head.strip()), rest)
-    except ValueError:
-        return None
-
-
-def keep_logs(mr: Runner, rd: str, logs: dict[str, bytes]) -> str | None:
-    """Write the leavers' logs to the master, one exec, bounded -> why they were not kept
-    (a line), None if they were: a failure loses the logs, never the `down`."""
-    if not logs:
-        return None
-    where = f"{shlex.quote(rd)}/{RESULTS_DIR}/{LEFT_LOGS}"
-    with_tar = tar_bytes(None, extra={f"{name}.log": data for name, data in logs.items()})
-    try:
-        mr.run(f"mkdir -p {where} && tar -xzf - -C {where}", timeout=KEEP_TIMEOUT_S, stdin=with_tar)
-    except SwarmError as e:
-        names = ", ".join(sorted(logs))
-        return f"the Locust log of {names} was not kept (writing it on the master: {e})"
-    return None
-
-
-def _stop_locust(sess: Session, node: Node, keep_log: bool = False) -> LeaverLog | None:
-    """Stop the node's Locust; with keep_log, in the same exec, read its log."""
+def _stop_locust(sess: Session, node: Node) -> None:
     r = sess.provider.runner(sess.stack, node)
     try:
-        cmd = f"{kill_cmd(sess.remote_dir)} >/dev/null"
-        if not keep_log:
-            r.run(cmd, timeout=60)
-            return None
-        return parse_log(r.run_bytes(f"{cmd}; {log_cmd(sess.remote_dir)}", timeout=60))
+        r.run(f"{kill_cmd(sess.remote_dir)} >/dev/null", timeout=60)
     finally:
         r.close()
