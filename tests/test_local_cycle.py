@@ -358,3 +358,26 @@ def test_status_names_cpu_by_node_while_a_test_runs(workdir, cli_env, local_toml
     finally:
         swarm("killall", cwd=workdir, env=cli_env)
         swarm("down", cwd=workdir, env=cli_env)
+
+
+def test_workers_that_come_up_while_a_run_starts_are_told_they_wait_for_the_next_run(
+        workdir, cli_env, local_toml, target, tmp_path):
+    local_toml(name="starting")
+    assert swarm("up", "master", cwd=workdir, env=cli_env).code == 0
+    try:
+        assert swarm("up", "workers", "-n", "1", cwd=workdir, env=cli_env).code == 0
+        res = swarm("run", "-H", target.url, "-f", "viral_load.py", "-u", "2", "-r", "2",
+                    cwd=workdir, env=cli_env, timeout=120)   # UI mode: Locust stays up
+        assert res.code == 0, res.err
+        # As between `run` starting the master and its wait for the workers: the master's
+        # Locust runs, and nothing says yet how to join its run.
+        [meta] = list((tmp_path / "state").rglob("run-meta.json"))
+        meta.unlink()
+        res = swarm("up", "workers", "-n", "2", cwd=workdir, env=cli_env, timeout=120)
+        assert res.code == 0, res.err
+        assert "the master's Locust is starting a run" in res.err, res.err
+        assert "they take part from the next `swarm run`" in res.err
+        assert "joined the running test" not in res.err, res.err
+    finally:
+        swarm("killall", cwd=workdir, env=cli_env, timeout=60)
+        assert swarm("down", cwd=workdir, env=cli_env, timeout=120).code == 0

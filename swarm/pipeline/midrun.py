@@ -74,9 +74,16 @@ def running_test(sess: Session, master: Node) -> RunningTest | None:
                 return None
         finally:
             r.close()
-    if stats is None:
+    if stats is None or not stats.running:
         return None
-    if not stats.running or not stats.meta.worker_argv:
+    if not stats.meta.worker_argv:
+        # A run's start removes the details of the last one, and writes its own once the
+        # workers it listed have started: in between nothing says how to join it.
+        sess.report.warn(
+            "the master's Locust is starting a run (`swarm run` has not said its details "
+            "yet): these workers neither join nor leave it; they take part from the next "
+            "`swarm run`"
+        )
         return None
     return RunningTest(master, stats.meta, stats.roster)
 
