@@ -19,7 +19,6 @@ from swarm.locust.stats import Failure, Raised, Summary
 from swarm.models import HostResult, Node
 from swarm.pipeline import expiry
 from swarm.pipeline.cost import format_usd
-from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
 from swarm.pipeline.progress import Board, span_text
 from swarm.pipeline.session import Reporter
 from swarm.pipeline.status import Status
@@ -285,86 +284,3 @@ def status_view(s: Status) -> RenderableType:
         if o.cost:
             parts.append(escape(o.cost.text))
     return Group(*parts)
-
-
-# ---- past runs (`swarm results`) ----
-
-
-def runs_table(title: str, runs: list[RunInfo], with_stack: bool = False) -> Table:
-    t = Table(title=title, title_justify="left")
-    for c in [
-        "id",
-        *(["stack"] if with_stack else []),
-        "started",
-        "locustfile",
-        "host",
-        "users",
-        "requests",
-        "rps",
-        "p95 ms",
-        "fail %",
-        "verdict",
-        "checks",
-    ]:
-        t.add_column(
-            c,
-            justify="left"
-            if c in ("id", "stack", "started", "locustfile", "host", "verdict", "checks")
-            else "right",
-        )
-    for r in runs:
-        x = run_row(r)
-        ok, bad = x.checks_passed, x.checks_failed
-        checks = "-" if not ok + bad else f"{ok} ok" + (f", [red]{bad} failed[/red]" if bad else "")
-        started = or_dash(x.started_at).replace("+00:00", "Z") if r.complete else "incomplete"
-        fail = None if x.fail_ratio is None else x.fail_ratio * 100
-        t.add_row(
-            escape(r.id),
-            *([escape(r.stack)] if with_stack else []),
-            started,
-            escape(or_dash(x.locustfile)),
-            escape(or_dash(x.host)),
-            or_dash(x.users),
-            or_dash(x.requests),
-            or_dash(x.rps, "{:.1f}"),
-            or_dash(x.p95_ms, "{:.0f}"),
-            or_dash(fail, "{:.2f}"),
-            VERDICT_STYLE.get(x.verdict or "", "-").format(x.verdict),
-            checks,
-        )
-    return t
-
-
-VERDICT_STYLE = {
-    "pass": "[green]{}[/green]",
-    "fail": "[red]{}[/red]",
-    "error": "[red]{}[/red]",
-    "interrupted": "[yellow]{}[/yellow]",
-}
-
-
-def _metric(metric: str, v: float, signed: bool = False) -> str:
-    s = "+" if signed else ""
-    if metric == "fail_ratio":
-        return f"{v * 100:{s}.2f}%"
-    return f"{v:{s}.0f}" if metric == "requests" else f"{v:{s}.1f}"
-
-
-def compare_table(a: RunInfo, b: RunInfo, rows: list[Delta]) -> Table:
-    t = Table(title=f"A = {a.id}   B = {b.id}", title_justify="left")
-    for c in ("endpoint", "metric", "A", "B", "delta", "delta %"):
-        t.add_column(c, justify="left" if c in ("endpoint", "metric") else "right")
-    for i, r in enumerate(rows):
-        m, d, worse = r.metric, r.delta, r.worse
-        color = "" if worse is None or d == 0 else ("red" if worse else "green")
-        pct = "-" if r.delta_pct is None else f"{r.delta_pct:+.1f}%"
-        t.add_row(
-            escape(r.endpoint) if i % len(METRICS) == 0 else "",
-            m.removesuffix("_ms"),
-            _metric(m, r.a),
-            _metric(m, r.b),
-            f"[{color}]{_metric(m, d, True)}[/{color}]" if color else _metric(m, d, True),
-            pct,
-            end_section=i % len(METRICS) == len(METRICS) - 1,
-        )
-    return t

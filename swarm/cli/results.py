@@ -8,11 +8,13 @@ from typing import Any
 
 import click
 from rich.markup import escape
+from rich.table import Table
 
 from swarm.cli import html, render
 from swarm.cli.app import Ctx, cli, pass_ctx
 from swarm.errors import UsageError
 from swarm.pipeline import charts, history, judge
+from swarm.pipeline.history import METRICS, Delta, RunInfo, run_row
 from swarm.pipeline.record import RUN_FILE
 
 ROOT = Path("results")
@@ -101,7 +103,7 @@ def results(
                     "rows": [r.to_json() for r in rows],
                 }
             )
-        render.out.print(render.compare_table(a, b, rows))
+        render.out.print(compare_table(a, b, rows))
         if diff:
             render.err.print(f"[yellow]![/yellow] not comparable: {escape('; '.join(diff))}")
         return None
@@ -121,7 +123,7 @@ def results(
         )
         return None
     title = "runs of every stack" if all_stacks else f"runs of stack {stack}"
-    render.out.print(render.runs_table(title, runs, with_stack=all_stacks))
+    render.out.print(runs_table(title, runs, with_stack=all_stacks))
     return None
 
 
@@ -160,7 +162,7 @@ def _show(run: history.RunInfo) -> None:
         render.err.print(f"[yellow]![/yellow] run {run.id} is incomplete: no readable {RUN_FILE}")
     verdict = history.run_row(run).verdict
     if verdict:
-        render.err.print(f"verdict: {render.VERDICT_STYLE.get(verdict, '{}').format(verdict)}")
+        render.err.print(f"verdict: {VERDICT_STYLE.get(verdict, '{}').format(verdict)}")
     rec = run.record or {}
     if rec.get("baseline"):
         render.err.print(f"baseline: {escape(str(rec['baseline']))}")
@@ -173,3 +175,88 @@ def _show(run: history.RunInfo) -> None:
             )
         )
     render.err.print(f"results: {run.path}")
+
+
+# ---- the tables ----
+
+
+def runs_table(title: str, runs: list[RunInfo], with_stack: bool = False) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in [
+        "id",
+        *(["stack"] if with_stack else []),
+        "started",
+        "locustfile",
+        "host",
+        "users",
+        "requests",
+        "rps",
+        "p95 ms",
+        "fail %",
+        "verdict",
+        "checks",
+    ]:
+        t.add_column(
+            c,
+            justify="left"
+            if c in ("id", "stack", "started", "locustfile", "host", "verdict", "checks")
+            else "right",
+        )
+    for r in runs:
+        x = run_row(r)
+        ok, bad = x.checks_passed, x.checks_failed
+        checks = "-" if not ok + bad else f"{ok} ok" + (f", [red]{bad} failed[/red]" if bad else "")
+        started = (
+            render.or_dash(x.started_at).replace("+00:00", "Z") if r.complete else "incomplete"
+        )
+        fail = None if x.fail_ratio is None else x.fail_ratio * 100
+        t.add_row(
+            escape(r.id),
+            *([escape(r.stack)] if with_stack else []),
+            started,
+            escape(render.or_dash(x.locustfile)),
+            escape(render.or_dash(x.host)),
+            render.or_dash(x.users),
+            render.or_dash(x.requests),
+            render.or_dash(x.rps, "{:.1f}"),
+            render.or_dash(x.p95_ms, "{:.0f}"),
+            render.or_dash(fail, "{:.2f}"),
+            VERDICT_STYLE.get(x.verdict or "", "-").format(x.verdict),
+            checks,
+        )
+    return t
+
+
+VERDICT_STYLE = {
+    "pass": "[green]{}[/green]",
+    "fail": "[red]{}[/red]",
+    "error": "[red]{}[/red]",
+    "interrupted": "[yellow]{}[/yellow]",
+}
+
+
+def _metric(metric: str, v: float, signed: bool = False) -> str:
+    s = "+" if signed else ""
+    if metric == "fail_ratio":
+        return f"{v * 100:{s}.2f}%"
+    return f"{v:{s}.0f}" if metric == "requests" else f"{v:{s}.1f}"
+
+
+def compare_table(a: RunInfo, b: RunInfo, rows: list[Delta]) -> Table:
+    t = Table(title=f"A = {a.id}   B = {b.id}", title_justify="left")
+    for c in ("endpoint", "metric", "A", "B", "delta", "delta %"):
+        t.add_column(c, justify="left" if c in ("endpoint", "metric") else "right")
+    for i, r in enumerate(rows):
+        m, d, worse = r.metric, r.delta, r.worse
+        color = "" if worse is None or d == 0 else ("red" if worse else "green")
+        pct = "-" if r.delta_pct is None else f"{r.delta_pct:+.1f}%"
+        t.add_row(
+            escape(r.endpoint) if i % len(METRICS) == 0 else "",
+            m.removesuffix("_ms"),
+            _metric(m, r.a),
+            _metric(m, r.b),
+            f"[{color}]{_metric(m, d, True)}[/{color}]" if color else _metric(m, d, True),
+            pct,
+            end_section=i % len(METRICS) == len(METRICS) - 1,
+        )
+    return t
