@@ -235,8 +235,18 @@ def reap_zombies(exclude: int | None) -> None:
                 pass
 
 
+def describe(pid: int) -> str:
+    """`pid (command line)`, for saying what was left behind."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmd = " ".join(a.decode(errors="replace") for a in argv if a)[:160]
+    except OSError:
+        cmd = ""
+    return f"{pid} ({cmd or 'gone'})"
+
+
 def kill_orphans(timeout: float = 10.0) -> int:
-    """SIGKILL every process re-parented to us (by PID), bounded."""
+    """SIGKILL every process re-parented to us (by PID), bounded; each is named in the log."""
     killed = 0
     # Processes already dying (e.g. hosts killed through PDEATHSIG when the
     # command died) get half a second to go before we count them.
@@ -253,8 +263,10 @@ def kill_orphans(timeout: float = 10.0) -> int:
         for pid, state in kids:
             if state != "Z":
                 try:
+                    what = describe(pid)
                     os.kill(pid, signal.SIGKILL)
                     killed += 1
+                    log(f"killing leftover process {what}")
                 except ProcessLookupError:
                     pass
             try:
