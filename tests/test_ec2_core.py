@@ -58,7 +58,7 @@ def test_scaling_down_terminates_the_newest_workers(aws, subnet, tmp_path, monke
     sess = session(subnet, tmp_path)
     # no SSH in this test: nothing bootstraps, and no test runs on the master
     monkeypatch.setattr(fleet.bootstrap, "run", lambda sess, nodes, board=None, master=None: [])
-    monkeypatch.setattr(fleet.midrun, "running_test", lambda sess, master: None)
+    monkeypatch.setattr(fleet.midrun, "running_test", lambda sess, master, meanwhile: None)
     fleet.up_master(sess)
     first = fleet.scale_workers(sess, 2).created
     later = fleet.scale_workers(sess, 5).created

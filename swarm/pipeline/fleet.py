@@ -125,12 +125,14 @@ def _join_running_test(sess: Session, master: Node, result: UpResult) -> list[mi
     """The new workers that bootstrapped join the test the master runs, if it runs one."""
     failed = {r.node.id for r in result.failed}
     ready = [c for c in result.created if c.id not in failed]
-    test = midrun.running_test(sess, master) if ready else None
+    joins_later = "they take part from the next `swarm run`"
+    test = midrun.running_test(sess, master, joins_later) if ready else None
     return midrun.join(sess, test, ready) if test is not None else []
 
 
 def _leave_running_test(sess: Session, master: Node | None, nodes: list[Node]) -> list[Node]:
-    test = midrun.running_test(sess, master) if master is not None else None
+    gone_anyway = "they are removed all the same (the run may count them missing)"
+    test = midrun.running_test(sess, master, gone_anyway) if master is not None else None
     return leaving.leave(sess, test, nodes) if test is not None else []
 
 

@@ -55,10 +55,11 @@ class Joined:
     processes: int
 
 
-def running_test(sess: Session, master: Node) -> RunningTest | None:
+def running_test(sess: Session, master: Node, meanwhile: str) -> RunningTest | None:
     """The test the master's Locust runs, if it runs one this swarm can join (its meta names
     the worker command line); a master that does not answer (asked twice: a busy one may be
-    slow to log in) runs none we can act on, and the user is told."""
+    slow to log in) runs none we can act on, and the user is told. `meanwhile`: what becomes
+    of the workers when the run is still starting (the user is told that too)."""
     stats = None
     for attempt in range(ASK_ATTEMPTS):
         r = sess.provider.runner(sess.stack, master)
@@ -81,8 +82,7 @@ def running_test(sess: Session, master: Node) -> RunningTest | None:
         # workers it listed have started: in between nothing says how to join it.
         sess.report.warn(
             "the master's Locust is starting a run (`swarm run` has not said its details "
-            "yet): these workers neither join nor leave it; they take part from the next "
-            "`swarm run`"
+            f"yet): these workers neither join nor leave it; {meanwhile}"
         )
         return None
     return RunningTest(master, stats.meta, stats.roster)
